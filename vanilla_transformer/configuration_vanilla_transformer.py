@@ -1,0 +1,186 @@
+"""Configuration of the original Transformer (Vaswani et al., 2017, "Attention Is All You Need").
+
+The defaults are the paper's *base* model (Table 3, first row). Field names follow the ecosystem's
+seq2seq configs (Marian, BART) so that generation and other Hugging Face tooling find them; the
+paper's symbols are given next to each field.
+"""
+
+from transformers import PreTrainedConfig
+
+ATTENTION_SCALINGS = ("sqrt_dk", "key_norm_sum")
+POSITION_ENCODINGS = ("sinusoidal", "learned")
+# Activations the position-wise feed-forward network accepts (Section 3.3 uses ReLU).
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
+TRANSLATION_PIPELINE = {
+    "translation": {
+        "impl": "pipeline_vanilla_transformer.TranslationPipeline",
+        "pt": ["AutoModelForSeq2SeqLM"],
+        "type": "text",
+    }
+}
+
+
+class VanillaTransformerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`VanillaTransformerModel`] and [`VanillaTransformerForConditionalGeneration`].
+
+    Args:
+        vocab_size (`int`, defaults to 37000):
+            Size of the shared source/target vocabulary (the paper's byte-pair vocabulary for EN-DE).
+        d_model (`int`, defaults to 512):
+            Model width, the paper's d_model.
+        encoder_layers / decoder_layers (`int`, defaults to 6):
+            Number of layers N in each stack (Section 3.1).
+        encoder_attention_heads / decoder_attention_heads (`int`, defaults to 8):
+            Number of heads h; d_k = d_v = d_model / h (Section 3.2.2).
+        encoder_ffn_dim / decoder_ffn_dim (`int`, defaults to 2048):
+            Inner size of the position-wise feed-forward network, the paper's d_ff (Section 3.3).
+        dropout (`float`, defaults to 0.1):
+            P_drop: applied to every sub-layer output before the residual add and to the sums of
+            embeddings and positional encodings (Section 5.4).
+        attention_dropout (`float`, defaults to 0.0):
+            Dropout on the attention weights (not in the paper; tensor2tensor's option).
+        activation_dropout (`float`, defaults to 0.0):
+            Dropout after the feed-forward activation (not in the paper).
+        activation_function (`str`, defaults to `"relu"`):
+            Activation of the feed-forward network: one of `ACTIVATIONS`.
+        max_position_embeddings (`int`, defaults to 1024):
+            Size of the learned position table, and of the precomputed sinusoid table. Sinusoidal
+            encodings extend beyond it (the table is recomputed for longer inputs); learned ones
+            cannot, and longer inputs raise a `ValueError`.
+        scale_embedding (`bool`, defaults to `True`):
+            Multiply embeddings by sqrt(d_model) (Section 3.4).
+        tie_word_embeddings (`bool`, defaults to `True`):
+            One matrix for source embeddings, target embeddings and the pre-softmax projection
+            (Section 3.4).
+        init_std (`float` or `None`, defaults to `None`):
+            `None` keeps tensor2tensor's initialisation, which the paper's code used: Xavier-uniform
+            projections and N(0, d_model^-0.5) embeddings, so that scaled embeddings have unit
+            variance like the positional encodings. A float draws every weight from N(0, init_std).
+        position_encoding (`str`, defaults to `"sinusoidal"`):
+            `"sinusoidal"` (Section 3.5) or `"learned"` (Table 3, row E).
+        norm_first (`bool`, defaults to `False`):
+            `False` is the paper's post-LN, LayerNorm(x + Dropout(Sublayer(x))). `True` is pre-LN,
+            x + Dropout(Sublayer(LayerNorm(x))) with a final LayerNorm per stack, which trains more
+            stably with large learning rates, deep stacks or short warm-ups (Xiong et al., 2020).
+        attention_scaling (`str`, defaults to `"sqrt_dk"`):
+            `"sqrt_dk"` divides q.k by sqrt(d_k) (Equation 1). `"key_norm_sum"` divides q.k_j by
+            sum_j ||k_j||_2 over the keys that query may attend to, per head and per query
+            (Bernhard, 2023, arXiv 2311.09406); padded and future keys are excluded from the sum.
+        pad_token_id / bos_token_id / eos_token_id (`int`, defaults to 0 / 1 / 2):
+            Special tokens; the project's tokenizer uses `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3.
+        decoder_start_token_id (`int`, defaults to 1):
+            First decoder input (`<s>`); labels are shifted right behind it.
+        use_cache (`bool`, defaults to `True`):
+            Return the key/value cache for incremental decoding.
+    """
+
+    model_type = "vanilla_transformer"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 37000
+    d_model: int = 512
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_attention_heads: int = 8
+    decoder_attention_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    dropout: float | int = 0.1
+    attention_dropout: float | int = 0.0
+    activation_dropout: float | int = 0.0
+    activation_function: str = "relu"
+    max_position_embeddings: int = 1024
+    scale_embedding: bool = True
+    tie_word_embeddings: bool = True
+    init_std: float | None = None
+    position_encoding: str = "sinusoidal"
+    norm_first: bool = False
+    attention_scaling: str = "sqrt_dk"
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = 1
+    use_cache: bool = True
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        self._check_fields()
+        super().__post_init__(**kwargs)
+        # transformers v5 has no built-in `translation` task; this entry (saved in config.json,
+        # with the pipeline file saved beside the model code) lets `pipeline("translation", ...)`
+        # find ours.
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = TRANSLATION_PIPELINE
+
+    def _check_fields(self):
+        """Raise a `ValueError` naming the field for any invalid value (runs at construction and
+        when a `config.json` is loaded)."""
+        where = "VanillaTransformerConfig"
+        for name in (
+            "vocab_size",
+            "d_model",
+            "encoder_layers",
+            "decoder_layers",
+            "encoder_attention_heads",
+            "decoder_attention_heads",
+            "encoder_ffn_dim",
+            "decoder_ffn_dim",
+            "max_position_embeddings",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}.")
+        for stack in ("encoder", "decoder"):
+            heads = getattr(self, f"{stack}_attention_heads")
+            if self.d_model % heads != 0:
+                raise ValueError(
+                    f"{where}.d_model ({self.d_model}) must be divisible by "
+                    f"{stack}_attention_heads ({heads}): d_k = d_model / h must be an integer."
+                )
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{where}.{name} must be a probability in [0, 1), got {value!r}.")
+        choices = {
+            "attention_scaling": ATTENTION_SCALINGS,
+            "position_encoding": POSITION_ENCODINGS,
+            "activation_function": ACTIVATIONS,
+        }
+        for name, accepted in choices.items():
+            if getattr(self, name) not in accepted:
+                raise ValueError(
+                    f"{where}.{name} must be one of {list(accepted)}, got {getattr(self, name)!r}."
+                )
+        for name in ("norm_first", "scale_embedding", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{where}.{name} must be a bool, got {getattr(self, name)!r}.")
+        if self.init_std is not None and not (
+            isinstance(self.init_std, (int, float)) and self.init_std > 0
+        ):
+            raise ValueError(
+                f"{where}.init_std must be None (tensor2tensor initialisation) or a positive "
+                f"float, got {self.init_std!r}."
+            )
+        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if value is not None and not (0 <= value < self.vocab_size):
+                raise ValueError(
+                    f"{where}.{name} must be a token id in [0, vocab_size={self.vocab_size}), "
+                    f"got {value!r}."
+                )
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        for value in eos:
+            if value is not None and not (0 <= value < self.vocab_size):
+                raise ValueError(
+                    f"{where}.eos_token_id must be token ids in [0, vocab_size={self.vocab_size}),"
+                    f" got {self.eos_token_id!r}."
+                )
+
+
+__all__ = ["VanillaTransformerConfig"]

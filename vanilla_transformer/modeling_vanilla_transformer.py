@@ -1,0 +1,777 @@
+"""The original Transformer (Vaswani et al., 2017, "Attention Is All You Need") for transformers v5.
+
+Read top to bottom, the file follows Figure 1 of the paper: positional encoding (Section 3.5),
+multi-head attention (3.2), the position-wise feed-forward network (3.3), encoder and decoder layers
+and stacks (3.1), then the pretrained base, the bare model and the model with its language-modelling
+head (3.4). Shapes use B = batch, T = target length, S = source length, h = heads, d_k = d_model / h.
+
+Attention dispatches through transformers' `ALL_ATTENTION_FUNCTIONS`, so `attn_implementation`
+"eager", "sdpa", "flash_attention_2" and "flex_attention" all run the same module. Ideas adapted from
+transformers' Marian/BART modeling files (cache handling, mask helpers), credited here instead of
+`# Copied from` markers.
+
+This file is also saved beside checkpoints as remote code: it imports only torch, transformers and
+its sibling configuration file.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_vanilla_transformer import VanillaTransformerConfig
+
+# Imported so that transformers' remote-code machinery copies the pipeline file beside every saved
+# checkpoint (it copies the model file's relative imports); config.json names it in
+# `custom_pipelines`.
+from .pipeline_vanilla_transformer import TranslationPipeline  # noqa: F401
+
+# Section 6.1: "We set the maximum output length during inference to input length + 50".
+MAX_OUTPUT_LENGTH_OFFSET = 50
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int):
+    """Decoder inputs from labels: prepend the start token, drop the last label, and turn the
+    loss-ignore index -100 into padding. (B, T) -> (B, T)"""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3.5: positional encoding
+# --------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_table(num_positions: int, d_model: int, device=None) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+    Interleaved exactly as the paper writes it. Returns (num_positions, d_model) in float32."""
+    position = torch.arange(num_positions, dtype=torch.float32, device=device).unsqueeze(1)
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
+        * (-math.log(10000.0) / d_model)
+    )
+    table = torch.zeros(num_positions, d_model, device=device)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    return table
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Fixed encodings (Section 3.5). The table covers `max_position_embeddings` positions and is
+    computed on the fly for longer inputs, since sinusoids extend to any length."""
+
+    def __init__(self, num_positions: int, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        # Not persistent: derived from the config, so never stored in checkpoints (and rebuilt in
+        # `_init_weights`, because from_pretrained leaves non-persistent buffers uninitialised).
+        self.register_buffer("pe", sinusoidal_table(num_positions, d_model), persistent=False)
+
+    def forward(self, seq_len: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
+        """Encodings of positions offset .. offset + seq_len - 1: (seq_len, d_model)."""
+        if offset + seq_len > self.pe.shape[0]:
+            return sinusoidal_table(offset + seq_len, self.d_model, self.pe.device)[offset:].to(dtype)
+        return self.pe[offset : offset + seq_len].to(dtype)
+
+
+class LearnedPositionalEmbedding(nn.Embedding):
+    """Learned positions (Table 3, row E). Unlike sinusoids they end at `max_position_embeddings`."""
+
+    def forward(self, seq_len: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
+        if offset + seq_len > self.num_embeddings:
+            raise ValueError(
+                f"Sequence of {offset + seq_len} positions exceeds max_position_embeddings="
+                f"{self.num_embeddings}, the size of the learned position table "
+                "(position_encoding='learned'). Shorten the input, or use position_encoding="
+                "'sinusoidal', which extends to any length."
+            )
+        positions = torch.arange(offset, offset + seq_len, device=self.weight.device)
+        return super().forward(positions).to(dtype)
+
+
+def build_position_encoding(config: VanillaTransformerConfig) -> nn.Module:
+    if config.position_encoding == "learned":
+        return LearnedPositionalEmbedding(config.max_position_embeddings, config.d_model)
+    return SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3.2: attention
+# --------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Equation 1, softmax(Q K^T * scaling) V, the reference every other implementation must match.
+    query (B, h, T, d_k), key/value (B, h, S, d_k), additive mask broadcastable to (B, h, T, S)."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+        else:
+            attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, T, h, d_k)
+    return attn_output, attn_weights
+
+
+def key_norm_sum_denominator(key: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bernhard (2023): the scale of q.k_j is 1 / sum_j ||k_j||_2, the sum running over the keys that
+    query may attend to. key (B, h, S, d_k); key_mask bool, broadcastable to (B, 1, T, S), True where
+    attending is allowed (None: all keys). Returns (B, h, T or 1, 1)."""
+    norms = key.float().norm(dim=-1).unsqueeze(-1)  # (B, h, S, 1)
+    if key_mask is None:
+        denominator = norms.sum(dim=-2, keepdim=True)  # (B, h, 1, 1)
+    else:
+        denominator = torch.matmul(key_mask.to(norms.dtype), norms)  # (B, h, T, 1)
+    # A row with no visible key (an all-padding input) would divide by zero; its output is
+    # meaningless either way, so keep it finite.
+    return denominator.clamp_min(torch.finfo(torch.float32).tiny)
+
+
+class VanillaTransformerAttention(nn.Module):
+    """Multi-head attention (Section 3.2.2): h heads of d_k = d_model / h, projections without bias
+    as in the paper's matrices W^Q, W^K, W^V, W^O."""
+
+    def __init__(
+        self,
+        config: VanillaTransformerConfig,
+        num_heads: int,
+        is_causal: bool = False,
+        layer_idx: int | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = config.d_model // num_heads
+        self.dropout = config.attention_dropout
+        # transformers' SDPA wrapper reads `is_causal` from the module and defaults to True: every
+        # attention module states it, or encoder/cross-attention would silently turn causal.
+        self.is_causal = is_causal
+        self.layer_idx = layer_idx
+        self.key_norm_sum = config.attention_scaling == "key_norm_sum"
+        # With key_norm_sum the queries are divided by the key-norm sum before the kernel runs, so
+        # the kernel itself must not scale: that is what lets eager, SDPA and flash all run it.
+        self.scaling = 1.0 if self.key_norm_sum else self.head_dim**-0.5
+
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.k_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.v_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, L, d_k)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        key_norm_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, T, d_model); key_value_states (B, S, d_model) for cross-attention."""
+        B, T, _ = hidden_states.shape
+        is_cross_attention = key_value_states is not None
+        query = self._split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
+
+        cache = past_key_values
+        if isinstance(past_key_values, EncoderDecoderCache):
+            cache = (
+                past_key_values.cross_attention_cache
+                if is_cross_attention
+                else past_key_values.self_attention_cache
+            )
+        reuse_cross = (
+            is_cross_attention
+            and isinstance(past_key_values, EncoderDecoderCache)
+            and past_key_values.is_updated.get(self.layer_idx, False)
+        )
+        if reuse_cross:
+            # Cross-attention keys/values depend only on the encoder output: computed once.
+            key = cache.layers[self.layer_idx].keys
+            value = cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if is_cross_attention else hidden_states
+            key = self._split_heads(self.k_proj(source))  # (B, h, S, d_k)
+            value = self._split_heads(self.v_proj(source))
+            if cache is not None:
+                # Self-attention: returns past + new keys, so the key-norm sum below stays exact.
+                key, value = cache.update(key, value, self.layer_idx)
+                if is_cross_attention:
+                    past_key_values.is_updated[self.layer_idx] = True
+
+        if self.key_norm_sum:
+            query = query / key_norm_sum_denominator(key, key_norm_mask).to(query.dtype)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(B, T, -1).contiguous()  # concat heads: (B, T, d_model)
+        return self.out_proj(attn_output), attn_weights
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3.3: position-wise feed-forward network
+# --------------------------------------------------------------------------------------------------
+
+
+class VanillaTransformerFeedForward(nn.Module):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2 (Equation 2), inner size d_ff."""
+
+    def __init__(self, config: VanillaTransformerConfig, d_ff: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, config.d_model)
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activation_fn(self.fc1(x))  # (B, L, d_ff)
+        x = F.dropout(x, p=self.activation_dropout, training=self.training)
+        return self.fc2(x)  # (B, L, d_model)
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3.1: encoder and decoder layers
+# --------------------------------------------------------------------------------------------------
+
+
+class SublayerConnection(nn.Module):
+    """The residual connection around each sub-layer, with its LayerNorm and dropout (Section 3.1 and
+    5.4). Post-LN (the paper): LayerNorm(x + Dropout(Sublayer(x))). Pre-LN (`norm_first`):
+    x + Dropout(Sublayer(LayerNorm(x)))."""
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> torch.Tensor:
+        if self.norm_first:
+            return x + F.dropout(sublayer(norm(x)), p=self.dropout, training=self.training)
+        return norm(x + F.dropout(sublayer(x), p=self.dropout, training=self.training))
+
+
+class VanillaTransformerEncoderLayer(GradientCheckpointingLayer):
+    """Self-attention then feed-forward, each wrapped in a residual connection and LayerNorm."""
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__()
+        self.self_attn = VanillaTransformerAttention(config, config.encoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.ffn = VanillaTransformerFeedForward(config, config.encoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+        self.residual = SublayerConnection(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        key_norm_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        hidden_states = self.residual(
+            hidden_states,
+            self.self_attn_layer_norm,
+            lambda x: self.self_attn(
+                x, attention_mask=attention_mask, key_norm_mask=key_norm_mask, **kwargs
+            )[0],
+        )
+        return self.residual(hidden_states, self.final_layer_norm, self.ffn)
+
+
+class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
+    """Masked self-attention, attention over the encoder output, then feed-forward (Section 3.1)."""
+
+    def __init__(self, config: VanillaTransformerConfig, layer_idx: int):
+        super().__init__()
+        heads = config.decoder_attention_heads
+        self.self_attn = VanillaTransformerAttention(config, heads, is_causal=True, layer_idx=layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.encoder_attn = VanillaTransformerAttention(config, heads, layer_idx=layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.ffn = VanillaTransformerFeedForward(config, config.decoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+        self.residual = SublayerConnection(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        self_key_norm_mask: torch.Tensor | None = None,
+        cross_key_norm_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        hidden_states = self.residual(
+            hidden_states,
+            self.self_attn_layer_norm,
+            lambda x: self.self_attn(
+                x,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                key_norm_mask=self_key_norm_mask,
+                **kwargs,
+            )[0],
+        )
+        hidden_states = self.residual(
+            hidden_states,
+            self.encoder_attn_layer_norm,
+            lambda x: self.encoder_attn(
+                x,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+                key_norm_mask=cross_key_norm_mask,
+                **kwargs,
+            )[0],
+        )
+        return self.residual(hidden_states, self.final_layer_norm, self.ffn)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretrained base: initialisation and the class attributes transformers reads
+# --------------------------------------------------------------------------------------------------
+
+
+class VanillaTransformerPreTrainedModel(PreTrainedModel):
+    config: VanillaTransformerConfig
+    config_class = VanillaTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VanillaTransformerEncoderLayer", "VanillaTransformerDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    # The loss is normalised by `num_items_in_batch` when Trainer passes it (see
+    # `VanillaTransformerForConditionalGeneration.forward`), so gradient accumulation stays exact.
+    accepts_loss_kwargs = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            if std is None:
+                init.xavier_uniform_(module.weight)  # tensor2tensor's default for projections
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            # N(0, d_model^-0.5): after the sqrt(d_model) scaling of Section 3.4 the embeddings
+            # have unit variance, the same scale as the sinusoids they are added to.
+            init.normal_(module.weight, mean=0.0, std=std or self.config.d_model**-0.5)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, SinusoidalPositionalEncoding):
+            init.copy_(module.pe, sinusoidal_table(module.pe.shape[0], module.d_model))
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """2D padding mask (B, S) -> bool (B, 1, 1, S), True where a key may be attended."""
+    return None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+
+
+# --------------------------------------------------------------------------------------------------
+# Section 3.1: encoder and decoder stacks
+# --------------------------------------------------------------------------------------------------
+
+
+class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
+    """N identical layers over scaled token embeddings plus positional encodings."""
+
+    _can_record_outputs = {
+        "hidden_states": VanillaTransformerEncoderLayer,
+        "attentions": VanillaTransformerAttention,
+    }
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_positions = build_position_encoding(config)
+        self.layers = nn.ModuleList(
+            [VanillaTransformerEncoderLayer(config) for _ in range(config.encoder_layers)]
+        )
+        # Pre-LN leaves the residual stream unnormalised: normalise the stack's output once.
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = inputs_embeds * self.embed_scale  # (B, S, d_model)
+        S = inputs_embeds.shape[1]
+        positions = self.embed_positions(S, 0, inputs_embeds.dtype)
+        hidden_states = F.dropout(
+            inputs_embeds + positions, p=self.config.dropout, training=self.training
+        )
+
+        key_norm_mask = None
+        if self.config.attention_scaling == "key_norm_sum":
+            key_norm_mask = key_padding_mask(attention_mask)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+        )
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states, attention_mask, key_norm_mask=key_norm_mask, **kwargs
+            )
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
+    """N identical layers; self-attention is masked so position i sees only positions <= i."""
+
+    _can_record_outputs = {
+        "hidden_states": VanillaTransformerDecoderLayer,
+        "attentions": OutputRecorder(VanillaTransformerAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(
+            VanillaTransformerAttention, index=1, layer_name="encoder_attn"
+        ),
+    }
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_positions = build_position_encoding(config)
+        self.layers = nn.ModuleList(
+            [VanillaTransformerDecoderLayer(config, i) for i in range(config.decoder_layers)]
+        )
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
+        B, T, _ = inputs_embeds.shape
+
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(
+                DynamicCache(config=self.config), DynamicCache(config=self.config)
+            )
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+        positions = self.embed_positions(T, past_length, inputs_embeds.dtype)
+        hidden_states = F.dropout(
+            inputs_embeds + positions, p=self.config.dropout, training=self.training
+        )
+
+        self_key_norm_mask = cross_key_norm_mask = None
+        if self.config.attention_scaling == "key_norm_sum":
+            # Keys visible to query t (at absolute position past_length + t): positions <= it,
+            # minus padded ones. (B or 1, 1, T, past_length + T)
+            key_pos = torch.arange(past_length + T, device=inputs_embeds.device)
+            query_pos = torch.arange(past_length, past_length + T, device=inputs_embeds.device)
+            self_key_norm_mask = (key_pos[None, :] <= query_pos[:, None])[None, None]
+            if attention_mask is not None:
+                self_key_norm_mask = self_key_norm_mask & key_padding_mask(attention_mask)
+            cross_key_norm_mask = key_padding_mask(encoder_attention_mask)
+
+        if attention_mask is None:
+            attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
+        self_attn_cache = (
+            past_key_values.self_attention_cache if past_key_values is not None else None
+        )
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=self_attn_cache,
+        )
+        encoder_attention_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+        )
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                causal_mask,
+                encoder_hidden_states,  # positional, as gradient checkpointing requires
+                encoder_attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+                self_key_norm_mask=self_key_norm_mask,
+                cross_key_norm_mask=cross_key_norm_mask,
+                **kwargs,
+            )
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, past_key_values=past_key_values
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The bare encoder-decoder and the translation model (Section 3.4: shared embeddings)
+# --------------------------------------------------------------------------------------------------
+
+
+class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
+    """The encoder-decoder returning the decoder's last hidden states (no output projection)."""
+
+    # Section 3.4: "we share the same weight matrix between the two embedding layers and the
+    # pre-softmax linear transformation" (applied only when config.tie_word_embeddings).
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = VanillaTransformerEncoder(config)
+        self.decoder = VanillaTransformerDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        if self.config.tie_word_embeddings:
+            self.encoder.embed_tokens = value
+            self.decoder.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                **kwargs,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+
+class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
+    """The translation model: the encoder-decoder, the pre-softmax projection tied to the shared
+    embeddings, the cross-entropy loss from `labels`, and `generate()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        self.model = VanillaTransformerModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if module is self.lm_head:  # untied head: same scale as the embeddings it would share
+            init.normal_(module.weight, mean=0.0, std=self.config.init_std or self.config.d_model**-0.5)
+        else:
+            super()._init_weights(module)
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def get_decoder(self):
+        return self.model.decoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(B, T)`): target ids, -100 where the loss ignores a
+            position (padding). Without `decoder_input_ids`, the decoder inputs are the labels
+            shifted right behind `decoder_start_token_id`.
+        num_items_in_batch: the number of non-ignored label tokens in the whole (accumulated)
+            batch, passed by `Trainer`; the loss is then summed and divided by it, which keeps
+            gradient accumulation exact. Without it the loss is the mean over this batch's tokens.
+        """
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, vocab_size)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]),
+                labels.to(logits.device).view(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            if num_items_in_batch is None:
+                num_items_in_batch = (labels != -100).sum()
+            loss = loss / num_items_in_batch
+
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Called by `DataCollatorForSeq2Seq` to build `decoder_input_ids`."""
+        return shift_tokens_right(
+            labels, self.config.pad_token_id, self.config.decoder_start_token_id
+        )
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate` with the paper's output limit: unless the call or the
+        generation config sets `max_length` / `max_new_tokens`, generation stops at the longest
+        source in the batch + 50 tokens (Section 6.1; transformers only has absolute limits, so the
+        limit is per batch, not per sentence)."""
+        config = generation_config if generation_config is not None else self.generation_config
+        explicit = (
+            "max_length" in kwargs
+            or "max_new_tokens" in kwargs
+            or config.max_new_tokens is not None
+            # A max_length that differs from transformers' default (20) was set on purpose.
+            or config.max_length != GenerationConfig().max_length
+        )
+        source = inputs if inputs is not None else kwargs.get("input_ids")
+        if not explicit and source is not None and source.dim() == 2:
+            kwargs["max_new_tokens"] = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+
+__all__ = [
+    "VanillaTransformerPreTrainedModel",
+    "VanillaTransformerModel",
+    "VanillaTransformerForConditionalGeneration",
+]
