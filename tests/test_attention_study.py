@@ -19,8 +19,8 @@ NUM_KEYS = (8, 64, 512)
 
 
 def numpy_reference(q, k, scaling):
-    """Straightforward numpy version of `attention_statistics` for one query q (d,) and keys k (n, d),
-    building the (n, n) Jacobian explicitly."""
+    """Plain numpy `attention_statistics` for one query q (d,) and keys k (n, d), building the
+    (n, n) Jacobian explicitly."""
     n, d = k.shape
     c = {"none": 1.0, "sqrt_dk": math.sqrt(d), "key_norm_sum": np.linalg.norm(k, axis=1).sum()}
     logits = k @ q / c[scaling]
@@ -93,7 +93,7 @@ def test_key_norm_sum_first_component_is_within_a_few_percent_of_uniform():
 
 
 def test_key_norm_sum_max_weight_approaches_uniform_as_n_grows(n_sweep):
-    n_times_max = [n * w for n, w in zip(NUM_KEYS, n_sweep["key_norm_sum"]["max_weight"])]
+    n_times_max = [n * w for n, w in zip(NUM_KEYS, n_sweep["key_norm_sum"]["max_weight"], strict=True)]
     assert n_times_max == sorted(n_times_max, reverse=True)
     assert n_times_max[-1] == pytest.approx(1, abs=0.01)
     # sqrt_dk stays clearly peaked at the same n: its max weight is several times uniform.
@@ -102,7 +102,7 @@ def test_key_norm_sum_max_weight_approaches_uniform_as_n_grows(n_sweep):
 
 def test_key_norm_sum_logits_shrink_like_one_over_n(n_sweep):
     # sum_j ||k_j|| ~ n sqrt(d) and q.k_j ~ sqrt(d), so the logits' spread is about 1/n.
-    for n, std in zip(NUM_KEYS, n_sweep["key_norm_sum"]["logit_std"]):
+    for n, std in zip(NUM_KEYS, n_sweep["key_norm_sum"]["logit_std"], strict=True):
         assert n * std == pytest.approx(1, rel=0.1)
     for std in n_sweep["sqrt_dk"]["logit_std"]:
         assert std == pytest.approx(1, rel=0.1)
@@ -110,9 +110,8 @@ def test_key_norm_sum_logits_shrink_like_one_over_n(n_sweep):
 
 def test_entropy_is_between_zero_and_log_n(n_sweep):
     for scaling in SCALINGS:
-        for n, h, ratio in zip(
-            NUM_KEYS, n_sweep[scaling]["entropy"], n_sweep[scaling]["entropy_ratio"]
-        ):
+        stats = n_sweep[scaling]
+        for n, h, ratio in zip(NUM_KEYS, stats["entropy"], stats["entropy_ratio"], strict=True):
             assert 0 <= h <= math.log(n) + 1e-12
             assert ratio == pytest.approx(h / math.log(n))
 

@@ -23,7 +23,7 @@ import torch
 # The names match `VanillaTransformerConfig.attention_scaling`, plus the unscaled baseline.
 SCALINGS = ("none", "sqrt_dk", "key_norm_sum")
 
-# Section 3.2.1's d_k = d_model / h = 512 / 8 for the base model: the natural fixed d for the n sweep.
+# d_k = d_model / h = 512 / 8 of the base model (Section 3.2.2): the fixed d of the n sweep.
 DEFAULT_SWEEP_DIM = 64
 # The paper's number of keys: the fixed n for the d sweep.
 DEFAULT_SWEEP_NUM_KEYS = 32
@@ -61,7 +61,7 @@ def attention_logits(q, k, scaling):
 
 
 def softmax_jacobian_norms(p):
-    """Frobenius and spectral norms of the softmax Jacobian J = diag(p) - p p^T, per row of p (m, n).
+    """Frobenius and spectral norms of the softmax Jacobian J = diag(p) - p p^T, per row of p.
 
     Both are computed without building the (n, n) matrix. Frobenius, from expanding the squares:
     ||J||_F^2 = sum p_i^2 - 2 sum p_i^3 + (sum p_i^2)^2.
@@ -83,7 +83,7 @@ def softmax_jacobian_norms(p):
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
     spectral = (lo + hi) / 2
-    # A tie p_(1) = p_(2) makes the bracket empty and lambda_max = p_(1) exactly (f has a pole there).
+    # A tie p_(1) = p_(2) empties the bracket; then lambda_max = p_(1) exactly (f has a pole there).
     spectral = torch.where(top2[:, 0] - top2[:, 1] < 1e-15, top2[:, 0], spectral)
     return fro, spectral
 

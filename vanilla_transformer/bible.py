@@ -362,6 +362,7 @@ def find_misaligned(
     margin: float = 0.1,
     min_run: int = 3,
     min_fraction: float = 0.25,
+    min_chapter_overlap: float = 0.3,
 ) -> Misalignment:
     """Chapters, and isolated verses, whose pairing by reference looks shifted.
 
@@ -376,6 +377,9 @@ def find_misaligned(
     least ``min_fraction`` of its verses are shifted: a numbering shift moves every later verse.
     Shorter runs are local differences of verse boundaries (one version puts a clause in the
     next verse); those verses and their neighbours in the chapter are flagged one by one.
+    A chapter is also flagged when the median Strong's overlap of its own pairs is below
+    ``min_chapter_overlap`` (aligned chapters: 0.45 or more; shifted ones: 0.0-0.3), which
+    catches shifts longer than ``max_offset`` (Job 40 is shifted by five verses).
     """
     if not pairs:
         return Misalignment(frozenset(), frozenset())
@@ -390,9 +394,10 @@ def find_misaligned(
             return _strongs_similarity(en.strongs, es.strongs, idf)
         return _length_similarity(en.text, es.text, log_ratio_mean)
 
-    shifted = []
+    shifted, own_overlap = [], []
     for i, pair in enumerate(pairs):
         own = score(pair.en, pair.es)
+        own_overlap.append(own if pair.en.strongs and pair.es.strongs else None)
         others = [
             score(pair.en, pairs[j].es)
             for j in range(i - max_offset, i + max_offset + 1)
@@ -410,7 +415,9 @@ def find_misaligned(
         for flag in flags:
             run = run + 1 if flag else 0
             longest = max(longest, run)
-        if longest >= min_run or sum(flags) / len(flags) >= min_fraction:
+        overlaps = sorted(own_overlap[i] for i in indices if own_overlap[i] is not None)
+        low_overlap = bool(overlaps) and overlaps[len(overlaps) // 2] < min_chapter_overlap
+        if low_overlap or longest >= min_run or sum(flags) / len(flags) >= min_fraction:
             chapters.add(key)
             continue
         for position, flag in enumerate(flags):

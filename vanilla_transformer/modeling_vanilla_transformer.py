@@ -44,6 +44,16 @@ from .pipeline_vanilla_transformer import TranslationPipeline  # noqa: F401
 
 # Section 6.1: "We set the maximum output length during inference to input length + 50".
 MAX_OUTPUT_LENGTH_OFFSET = 50
+# Section 6.1: "beam search with a beam size of 4 and length penalty alpha = 0.6", stopping a beam
+# once it is finished ("terminate early when possible"). transformers divides a hypothesis' log
+# probability by length^alpha, not by GNMT's ((5 + length) / 6)^alpha that the paper used.
+PAPER_GENERATION_DEFAULTS = {"num_beams": 4, "length_penalty": 0.6, "early_stopping": True}
+# Written into config.json on save, so that both Auto classes find the code saved beside the weights.
+AUTO_MAP = {
+    "AutoConfig": "configuration_vanilla_transformer.VanillaTransformerConfig",
+    "AutoModel": "modeling_vanilla_transformer.VanillaTransformerModel",
+    "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
+}
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int):
@@ -392,6 +402,11 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     # `VanillaTransformerForConditionalGeneration.forward`), so gradient accumulation stays exact.
     accepts_loss_kwargs = True
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` records only the saved class; name every entry point.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.init_std
@@ -666,6 +681,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         self.model = VanillaTransformerModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+        self.generation_config.update(**PAPER_GENERATION_DEFAULTS)
 
     def _init_weights(self, module):
         if module is self.lm_head:  # untied head: same scale as the embeddings it would share

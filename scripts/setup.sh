@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with CPU torch and this package (editable, with dev extras).
+# Idempotent: a second run installs nothing new. Usage: bash scripts/setup.sh
+#   VENV=path      where the environment lives (default: .venv in the repository)
+#   TORCH_SPEC=... the torch requirement installed first (default: torch==2.13.0, which this
+#                  project's machines take as a CPU build from local disk; elsewhere add
+#                  TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid a multi-GB CUDA build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+PIP_QUIET=(-q --disable-pip-version-check)
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+# torch first: a plain `torch` requirement with no torch installed would pull a CUDA build.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if [ -n "${TORCH_INDEX:-}" ]; then
+        "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" --index-url "$TORCH_INDEX"
+    else
+        "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC"
+    fi
+fi
+"$VENV/bin/pip" install "${PIP_QUIET[@]}" -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import vanilla_transformer, torch, transformers; print('vanilla_transformer', vanilla_transformer.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+# The Bible EN-ES corpus (the offline default) is read from Debian's SWORD modules.
+if ! command -v diatheke >/dev/null 2>&1 || [ ! -d /usr/share/sword/modules/texts/ztext/spaRV1909eb ] || [ ! -d /usr/share/sword/modules/texts/ztext/engKJV2006eb ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq diatheke sword-text-kjv sword-text-web sword-text-sparv) >/dev/null 2>&1 \
+            || echo "warning: could not apt-get install diatheke sword-text-kjv sword-text-web sword-text-sparv"
+    else
+        echo "note: the Bible corpus needs: sudo apt-get install -y diatheke sword-text-kjv sword-text-web sword-text-sparv"
+    fi
+fi
