@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +20,6 @@ matplotlib.use("Agg")  # files only, no display on the training machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-# Let the script run from a checkout that has not been `pip install -e .`-ed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vanilla_transformer import attention_study
 
 logger = logging.getLogger(__name__)

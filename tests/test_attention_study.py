@@ -93,7 +93,9 @@ def test_key_norm_sum_first_component_is_within_a_few_percent_of_uniform():
 
 
 def test_key_norm_sum_max_weight_approaches_uniform_as_n_grows(n_sweep):
-    n_times_max = [n * w for n, w in zip(NUM_KEYS, n_sweep["key_norm_sum"]["max_weight"], strict=True)]
+    n_times_max = [
+        n * w for n, w in zip(NUM_KEYS, n_sweep["key_norm_sum"]["max_weight"], strict=True)
+    ]
     assert n_times_max == sorted(n_times_max, reverse=True)
     assert n_times_max[-1] == pytest.approx(1, abs=0.01)
     # sqrt_dk stays clearly peaked at the same n: its max weight is several times uniform.

@@ -107,13 +107,17 @@ class RawVerse:
 
 @dataclass(frozen=True)
 class Verse:
-    """A cleaned verse with the Strong's numbers its words are tagged with (alignment anchors)."""
+    """A cleaned verse and its alignment anchors.
+
+    ``anchors``: tokens comparable across the two sides of a pair, the Strong's numbers of the
+    verse's words for a Spanish-English pair (see ``word_anchors`` for an English-English one).
+    """
 
     book: str
     chapter: int
     verse: int
     text: str
-    strongs: frozenset[str] = field(default_factory=frozenset)
+    anchors: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def ref(self) -> str:
@@ -324,15 +328,25 @@ def pair_by_reference(english: Sequence[Verse], spanish: Sequence[Verse]) -> lis
     ]
 
 
-def _strongs_idf(pairs: Sequence[VersePair]) -> dict[str, float]:
+def word_anchors(verse: Verse) -> Verse:
+    """The verse with its lowercased words (3 letters or more) as anchors.
+
+    Used to align two English versions (WEB against KJV), whose shared vocabulary is a better
+    anchor than the WEB's sparse and loose Strong's tagging.
+    """
+    words = frozenset(w for w in re.findall(r"[^\W\d_]{3,}", verse.text.lower()))
+    return Verse(verse.book, verse.chapter, verse.verse, verse.text, words)
+
+
+def _anchor_idf(pairs: Sequence[VersePair]) -> dict[str, float]:
     counts: Counter[str] = Counter()
     for pair in pairs:
-        counts.update(pair.en.strongs)
+        counts.update(pair.en.anchors)
     n = max(len(pairs), 1)
     return {s: math.log((n + 1) / (c + 1)) + 1.0 for s, c in counts.items()}
 
 
-def _strongs_similarity(a: frozenset[str], b: frozenset[str], idf: dict[str, float]) -> float:
+def _anchor_similarity(a: frozenset[str], b: frozenset[str], idf: dict[str, float]) -> float:
     """IDF-weighted Jaccard overlap of two sets of Strong's numbers, in [0, 1]."""
     union = a | b
     if not union:
@@ -383,21 +397,21 @@ def find_misaligned(
     """
     if not pairs:
         return Misalignment(frozenset(), frozenset())
-    idf = _strongs_idf(pairs)
+    idf = _anchor_idf(pairs)
     ratios = [
         math.log(len(p.es.text) / len(p.en.text)) for p in pairs if p.en.text and p.es.text
     ]
     log_ratio_mean = sum(ratios) / len(ratios) if ratios else 0.0
 
     def score(en: Verse, es: Verse) -> float:
-        if en.strongs and es.strongs:
-            return _strongs_similarity(en.strongs, es.strongs, idf)
+        if en.anchors and es.anchors:
+            return _anchor_similarity(en.anchors, es.anchors, idf)
         return _length_similarity(en.text, es.text, log_ratio_mean)
 
     shifted, own_overlap = [], []
     for i, pair in enumerate(pairs):
         own = score(pair.en, pair.es)
-        own_overlap.append(own if pair.en.strongs and pair.es.strongs else None)
+        own_overlap.append(own if pair.en.anchors and pair.es.anchors else None)
         others = [
             score(pair.en, pairs[j].es)
             for j in range(i - max_offset, i + max_offset + 1)
@@ -468,14 +482,34 @@ def align_and_filter(
     spanish: Sequence[Verse],
     min_ratio: float = 0.6,
     max_ratio: float = 1.9,
+    reference: Sequence[Verse] | None = None,
 ) -> tuple[list[VersePair], FilterReport]:
-    """Pair by reference, drop empty sides, shifted chapters, then out-of-ratio pairs."""
+    """Pair by reference, drop empty sides, misaligned stretches, then out-of-ratio pairs.
+
+    ``reference``: an English version with reliable Strong's tags (the KJV) to detect
+    misalignment through when ``english`` has none or loose ones (the WEB). Then a chapter or
+    verse is dropped when reference-Spanish looks shifted or when english-reference does
+    (compared by shared words).
+    """
     report = FilterReport(english_verses=len(english), spanish_verses=len(spanish))
     pairs = pair_by_reference(english, spanish)
     report.paired = len(pairs)
     non_empty = [p for p in pairs if p.en.text and p.es.text]
     report.empty_side = len(pairs) - len(non_empty)
-    misaligned = find_misaligned(non_empty)
+    if reference is None:
+        misaligned = find_misaligned(non_empty)
+    else:
+        via_reference = find_misaligned(
+            [p for p in pair_by_reference(reference, spanish) if p.en.text and p.es.text]
+        )
+        english_pairs = pair_by_reference(
+            [word_anchors(v) for v in english], [word_anchors(v) for v in reference]
+        )
+        between_english = find_misaligned([p for p in english_pairs if p.en.text and p.es.text])
+        misaligned = Misalignment(
+            via_reference.chapters | between_english.chapters,
+            via_reference.verses | between_english.verses,
+        )
     report.shifted_chapters = [f"{b} {c}" for b, c in sorted(misaligned.chapters)]
     aligned = [p for p in non_empty if p.chapter_key not in misaligned.chapters]
     report.shifted_pairs = len(non_empty) - len(aligned)
@@ -571,10 +605,14 @@ def build_bible_corpus(
             return datasets.load_from_disk(str(out_dir))
         logger.info("Cached Bible corpus in %s has other settings; rebuilding", out_dir)
 
-    english_raw = parse_diatheke_dump(read_module(ENGLISH_MODULES[english]))
-    spanish_raw = parse_diatheke_dump(read_module(SPANISH_MODULE))
+    english_verses = clean_module(parse_diatheke_dump(read_module(ENGLISH_MODULES[english])), "en")
+    spanish_verses = clean_module(parse_diatheke_dump(read_module(SPANISH_MODULE)), "es")
+    reference = None
+    if english != "kjv":
+        # The WEB's Strong's tags are too loose to align with; detect through the KJV.
+        reference = clean_module(parse_diatheke_dump(read_module(ENGLISH_MODULES["kjv"])), "en")
     pairs, report = align_and_filter(
-        clean_module(english_raw, "en"), clean_module(spanish_raw, "es"), min_ratio, max_ratio
+        english_verses, spanish_verses, min_ratio, max_ratio, reference=reference
     )
     rows: dict[str, list[VersePair]] = {"train": [], "validation": [], "test": []}
     for pair in pairs:

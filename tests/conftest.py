@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny model configuration and a word-level tokenizer built in memory, so that no
+test needs the Hub, the Bible corpus or a trained BPE."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from vanilla_transformer import VanillaTransformerConfig
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the project's convention
+WORDS = (
+    "the a house dog cat is was big small red blue green in on and of to see saw runs ran "
+    "la el casa perro gato es era grande pequeño rojo azul verde en y de a ver vio corre corrió"
+).split()
+
+
+def tiny_config(**overrides) -> VanillaTransformerConfig:
+    """Marian-tester-sized model: d_model 32, 2+2 layers, 4 heads, d_ff 64."""
+    kwargs = dict(
+        vocab_size=len(SPECIALS) + len(WORDS),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+    )
+    kwargs.update(overrides)
+    return VanillaTransformerConfig(**kwargs)
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+
+
+@pytest.fixture
+def tokenizer() -> PreTrainedTokenizerFast:
+    return word_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
