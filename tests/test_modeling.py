@@ -1,6 +1,5 @@
 """The model's specification: each test names the property it guards."""
 
-import copy
 import json
 import math
 import os
@@ -144,7 +143,9 @@ def test_sinusoidal_encoding_follows_section_3_5():
     pe = sinusoidal_table(50, 16)
     pos, i = 7, 3
     assert pe[pos, 2 * i].item() == pytest.approx(math.sin(pos / 10000 ** (2 * i / 16)), abs=1e-6)
-    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * i / 16)), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(
+        math.cos(pos / 10000 ** (2 * i / 16)), abs=1e-6
+    )
 
 
 def test_post_ln_is_layernorm_of_residual_sum():
@@ -276,8 +277,10 @@ def test_key_norm_sum_matches_reference_with_padding_and_causal_masks(attn):
         hidden, kv, output = captured[name]
         kv = hidden if kv is None else kv
         split = attn_module._split_heads
-        q, k, v = split(attn_module.q_proj(hidden)), split(attn_module.k_proj(kv)), split(
-            attn_module.v_proj(kv)
+        q, k, v = (
+            split(attn_module.q_proj(hidden)),
+            split(attn_module.k_proj(kv)),
+            split(attn_module.v_proj(kv)),
         )
         ref = reference_key_norm_attention(q, k, v, allowed)  # (B, h, T, d)
         ref = attn_module.out_proj(ref.transpose(1, 2).reshape(hidden.shape))
@@ -332,12 +335,18 @@ def test_sampling_and_num_return_sequences():
     model = build()
     x, mask, _ = batch()
     out = model.generate(
-        x, attention_mask=mask, do_sample=True, top_k=5, num_return_sequences=3, max_new_tokens=5,
+        x,
+        attention_mask=mask,
+        do_sample=True,
+        top_k=5,
+        num_return_sequences=3,
+        max_new_tokens=5,
         num_beams=1,
     )
     assert out.shape[0] == 3 * x.shape[0]
-    beams = model.generate(x, attention_mask=mask, num_beams=4, num_return_sequences=2,
-                           max_new_tokens=5)
+    beams = model.generate(
+        x, attention_mask=mask, num_beams=4, num_return_sequences=2, max_new_tokens=5
+    )
     assert beams.shape[0] == 2 * x.shape[0]
 
 
@@ -347,8 +356,8 @@ def test_generation_defaults_are_the_papers_and_length_is_source_plus_50():
     assert (gc.num_beams, gc.length_penalty, gc.early_stopping) == (4, 0.6, True)
     assert gc.decoder_start_token_id == 1 and gc.eos_token_id == 2 and gc.pad_token_id == 0
     x = torch.randint(4, 40, (2, 5))
-    # min_new_tokens forces the limit to be reached: 1 start token + source length 5 + 50.
-    out = model.generate(x, num_beams=1, min_new_tokens=200)
+    # Forbidding </s> forces the limit to be reached: 1 start token + source length 5 + 50.
+    out = model.generate(x, num_beams=1, suppress_tokens=[2])
     assert out.shape[1] == 1 + 5 + 50
     # An explicit limit wins.
     assert model.generate(x, num_beams=1, max_new_tokens=3).shape[1] == 4
@@ -357,7 +366,7 @@ def test_generation_defaults_are_the_papers_and_length_is_source_plus_50():
 def test_sinusoidal_positions_extend_beyond_the_table_but_learned_ones_raise():
     model = build(max_position_embeddings=8)
     x = torch.randint(4, 40, (1, 12))
-    assert model(input_ids=x, decoder_input_ids=x).logits.shape == (1, 12, 40)
+    assert model(input_ids=x, decoder_input_ids=x).logits.shape == (1, 12, model.config.vocab_size)
     learned = build(max_position_embeddings=8, position_encoding="learned")
     with pytest.raises(ValueError, match="max_position_embeddings"):
         learned(input_ids=x, decoder_input_ids=x)
@@ -367,7 +376,10 @@ def test_attention_weights_and_hidden_states_can_be_returned():
     model = build(attn="eager")
     x, mask, y = batch()
     out = model(
-        input_ids=x, attention_mask=mask, decoder_input_ids=y, output_attentions=True,
+        input_ids=x,
+        attention_mask=mask,
+        decoder_input_ids=y,
+        output_attentions=True,
         output_hidden_states=True,
     )
     assert len(out.encoder_attentions) == 2 and out.encoder_attentions[0].shape == (3, 4, 7, 7)
@@ -385,7 +397,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(input_ids=x, attention_mask=mask, labels=y).loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_enable()  # Trainer calls this name too
     model(input_ids=x, attention_mask=mask, labels=y).loss.backward()
     for n, p in model.named_parameters():
         if n in grads:
@@ -418,8 +430,15 @@ def test_save_load_round_trip_is_identical(tmp_path):
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     # The shared matrix is stored once; the sinusoid table is derived, never stored.
-    assert sum(k.endswith("embed_tokens.weight") or k.endswith("lm_head.weight")
-               or k.endswith("shared.weight") for k in keys) == 1
+    assert (
+        sum(
+            k.endswith("embed_tokens.weight")
+            or k.endswith("lm_head.weight")
+            or k.endswith("shared.weight")
+            for k in keys
+        )
+        == 1
+    )
     assert not any(k.endswith(".pe") for k in keys)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSeq2SeqLM"].endswith(
@@ -459,7 +478,11 @@ def run_without_package(code: str, tmp_path) -> str:
     env.pop("PYTHONPATH", None)
     script = BLOCK_PACKAGE + textwrap.dedent(code)
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -483,7 +506,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(tmp_path, tokenize
             raise SystemExit("package import was not blocked")
         except ImportError:
             pass
-        io = torch.load({str(tmp_path / 'io.pt')!r})
+        io = torch.load({str(tmp_path / "io.pt")!r})
         m = AutoModelForSeq2SeqLM.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         assert type(m).__module__.startswith("transformers_modules"), type(m).__module__
         got = m(input_ids=io["x"], attention_mask=io["mask"], labels=io["y"]).logits

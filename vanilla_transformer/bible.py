@@ -18,7 +18,7 @@ Pipeline, each step a pure function that tests can feed with captured snippets:
    ``strip_acrostic_letter`` (RV 1909 Psalm 119: "ALEPH. Bienaventurados" -> "Bienaventurados");
    the English psalm title, a separate heading in the KJV/WEB, is prepended to verse 1 because the
    RV 1909 keeps it inside verse 1.
-4. ``find_shifted_chapters``: the RV 1909 follows the Hebrew verse numbering in about 16
+4. ``find_misaligned``: the RV 1909 follows the Hebrew verse numbering in about 16
    stretches while claiming the KJV's, so pairing by reference shifts whole chapters by a verse or
    two. A verse is "shifted" when the English verse matches the Spanish verse before or after it
    better than its own; the match is the IDF-weighted overlap of the Strong's numbers both modules
@@ -247,7 +247,7 @@ def normalize_text(text: str) -> str:
 
 
 def fix_chapter_opening_caps(text: str) -> str:
-    """RV 1909 capitalises the first word(s) of each chapter: "EN el principio" -> "En el principio".
+    """Recase RV 1909's chapter openings: "EN el principio" -> "En el principio".
 
     The first run of all-capital words (two letters or more; one-letter words like "Y" do not
     break the run) is recased: a word that opens the sentence keeps its capital initial, the
@@ -267,7 +267,8 @@ def fix_chapter_opening_caps(text: str) -> str:
     while i < len(tokens):
         token = tokens[i]
         core = token.strip("¿¡\"'“‘(.,;:!?")
-        if not (_UPPER_WORD_RE.match(core) and core.isupper()):
+        one_letter = len(core) == 1 and core.isupper() and i + 1 < len(tokens)
+        if not ((_UPPER_WORD_RE.match(core) and core.isupper()) or one_letter):
             break
         previous = tokens[i - 1] if i > 0 else ""
         opens_sentence = (
@@ -319,7 +320,7 @@ def clean_module(raw_verses: Sequence[RawVerse], language: str) -> list[Verse]:
 
 
 def pair_by_reference(english: Sequence[Verse], spanish: Sequence[Verse]) -> list[VersePair]:
-    """Pair verses with the same (book, chapter, verse), in the English order. Unpaired are dropped."""
+    """Pair verses with the same (book, chapter, verse), in English order; drop unpaired ones."""
     by_ref = {(v.book, v.chapter, v.verse): v for v in spanish}
     return [
         VersePair(en, by_ref[(en.book, en.chapter, en.verse)])
@@ -553,10 +554,12 @@ def read_module(module: str, key: str = FULL_RANGE, diatheke: str = "diatheke") 
     return result.stdout.decode("utf-8")
 
 
-def pairs_to_rows(pairs: Iterable[VersePair]) -> list[dict]:
-    return [
-        {"translation": {"en": p.en.text, "es": p.es.text}, "ref": p.ref} for p in pairs
-    ]
+def pairs_to_columns(pairs: Sequence[VersePair]) -> dict[str, list]:
+    """Columns of the corpus rows ``{"translation": {"en", "es"}, "ref"}``."""
+    return {
+        "translation": [{"en": p.en.text, "es": p.es.text} for p in pairs],
+        "ref": [p.ref for p in pairs],
+    }
 
 
 def _build_signature(english: str, min_ratio: float, max_ratio: float) -> dict:
@@ -618,8 +621,17 @@ def build_bible_corpus(
     for pair in pairs:
         rows[split_of_book(pair.en.book)].append(pair)
     report.per_split = {name: len(split) for name, split in rows.items()}
+    features = datasets.Features(
+        {
+            "translation": datasets.Translation(languages=["en", "es"]),
+            "ref": datasets.Value("string"),
+        }
+    )
     dataset = datasets.DatasetDict(
-        {name: datasets.Dataset.from_list(pairs_to_rows(split)) for name, split in rows.items()}
+        {
+            name: datasets.Dataset.from_dict(pairs_to_columns(split), features=features)
+            for name, split in rows.items()
+        }
     )
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -671,8 +683,11 @@ English psalm titles prepended to verse 1 (RV 1909 keeps them in verse 1); NFC.
 | removed: one side empty | {report.empty_side} |
 | removed: chapters with shifted numbering ({len(report.shifted_chapters)} chapters) | \
 {report.shifted_pairs} |
+| removed: verses at local verse-boundary differences, with neighbours | \
+{len(report.shifted_verses)} |
 | removed: length ratio es/en outside [{min_ratio}, {max_ratio}] | {report.length_ratio} |
 | **kept** | **{report.kept}** |
 
 Chapters dropped as shifted (RV 1909 follows the Hebrew numbering there): {shifted}.
+Verses dropped at local boundary differences: {", ".join(report.shifted_verses) or "none"}.
 """

@@ -56,6 +56,32 @@ AUTO_MAP = {
 }
 
 
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, allow: int | None = None):
+    """Refuse ids an embedding lookup would fail on (or, on GPU, abort the process for), with the
+    offending values. Skipped under torch.compile, where it would break the graph."""
+    if ids.dim() != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty (batch, length) tensor, got shape {tuple(ids.shape)}."
+        )
+    if torch.compiler.is_compiling():
+        return
+    checked = ids if allow is None else ids[ids != allow]
+    if checked.numel() and (checked.min() < 0 or checked.max() >= vocab_size):
+        allowed = f" or {allow}" if allow is not None else ""
+        raise ValueError(
+            f"{name} holds ids in [{int(checked.min())}, {int(checked.max())}], outside the "
+            f"vocabulary [0, {vocab_size}){allowed}. Was the input tokenized with this model's "
+            "tokenizer?"
+        )
+
+
+def check_mask(mask: torch.Tensor | None, expected: tuple[int, int], name: str):
+    if mask is not None and mask.dim() == 2 and tuple(mask.shape) != expected:
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but the ids it masks need {expected}."
+        )
+
+
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int):
     """Decoder inputs from labels: prepend the start token, drop the last label, and turn the
     loss-ignore index -100 into padding. (B, T) -> (B, T)"""
@@ -98,7 +124,9 @@ class SinusoidalPositionalEncoding(nn.Module):
     def forward(self, seq_len: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
         """Encodings of positions offset .. offset + seq_len - 1: (seq_len, d_model)."""
         if offset + seq_len > self.pe.shape[0]:
-            return sinusoidal_table(offset + seq_len, self.d_model, self.pe.device)[offset:].to(dtype)
+            return sinusoidal_table(offset + seq_len, self.d_model, self.pe.device)[offset:].to(
+                dtype
+            )
         return self.pe[offset : offset + seq_len].to(dtype)
 
 
@@ -143,7 +171,9 @@ def eager_attention_forward(
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+            attn_weights = attn_weights.masked_fill(
+                ~attention_mask, torch.finfo(attn_weights.dtype).min
+            )
         else:
             attn_weights = attn_weights + attention_mask
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -161,9 +191,9 @@ def key_norm_sum_denominator(key: torch.Tensor, key_mask: torch.Tensor | None) -
         denominator = norms.sum(dim=-2, keepdim=True)  # (B, h, 1, 1)
     else:
         denominator = torch.matmul(key_mask.to(norms.dtype), norms)  # (B, h, T, 1)
-    # A row with no visible key (an all-padding input) would divide by zero; its output is
-    # meaningless either way, so keep it finite.
-    return denominator.clamp_min(torch.finfo(torch.float32).tiny)
+    # A query with no visible key would divide by zero (0/0 after the mask): keep it finite. The
+    # encoder refuses all-padding sources, so this only guards internal corner cases.
+    return torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
 class VanillaTransformerAttention(nn.Module):
@@ -336,7 +366,9 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: VanillaTransformerConfig, layer_idx: int):
         super().__init__()
         heads = config.decoder_attention_heads
-        self.self_attn = VanillaTransformerAttention(config, heads, is_causal=True, layer_idx=layer_idx)
+        self.self_attn = VanillaTransformerAttention(
+            config, heads, is_causal=True, layer_idx=layer_idx
+        )
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
         self.encoder_attn = VanillaTransformerAttention(config, heads, layer_idx=layer_idx)
         self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
@@ -472,9 +504,18 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
         if inputs_embeds is None:
+            check_token_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         inputs_embeds = inputs_embeds * self.embed_scale  # (B, S, d_model)
-        S = inputs_embeds.shape[1]
+        B, S, _ = inputs_embeds.shape
+        check_mask(attention_mask, (B, S), "attention_mask")
+        if attention_mask is not None and attention_mask.dim() == 2:
+            if not torch.compiler.is_compiling() and not attention_mask.any(-1).all():
+                rows = (~attention_mask.bool().any(-1)).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"attention_mask rows {rows} are all padding: an empty source cannot be "
+                    "encoded. Drop those rows (a tokenized empty string still holds </s>)."
+                )
         positions = self.embed_positions(S, 0, inputs_embeds.dtype)
         hidden_states = F.dropout(
             inputs_embeds + positions, p=self.config.dropout, training=self.training
@@ -533,6 +574,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds.")
         if inputs_embeds is None:
+            check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
         B, T, _ = inputs_embeds.shape
@@ -543,6 +585,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 DynamicCache(config=self.config), DynamicCache(config=self.config)
             )
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        check_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
 
         positions = self.embed_positions(T, past_length, inputs_embeds.dtype)
         hidden_states = F.dropout(
@@ -670,7 +713,9 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         )
 
 
-class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
+class VanillaTransformerForConditionalGeneration(
+    VanillaTransformerPreTrainedModel, GenerationMixin
+):
     """The translation model: the encoder-decoder, the pre-softmax projection tied to the shared
     embeddings, the cross-entropy loss from `labels`, and `generate()`."""
 
@@ -685,7 +730,9 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
 
     def _init_weights(self, module):
         if module is self.lm_head:  # untied head: same scale as the embeddings it would share
-            init.normal_(module.weight, mean=0.0, std=self.config.init_std or self.config.d_model**-0.5)
+            init.normal_(
+                module.weight, mean=0.0, std=self.config.init_std or self.config.d_model**-0.5
+            )
         else:
             super()._init_weights(module)
 
@@ -719,6 +766,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             gradient accumulation exact. Without it the loss is the mean over this batch's tokens.
         """
         if labels is not None:
+            check_token_ids(labels, self.config.vocab_size, "labels", allow=-100)
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)

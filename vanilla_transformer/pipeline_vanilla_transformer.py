@@ -25,7 +25,9 @@ class TranslationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
 
-    def _sanitize_parameters(self, truncation=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+    def _sanitize_parameters(
+        self, truncation=None, clean_up_tokenization_spaces=None, **generate_kwargs
+    ):
         preprocess_params = {} if truncation is None else {"truncation": truncation}
         postprocess_params = {}
         if clean_up_tokenization_spaces is not None:

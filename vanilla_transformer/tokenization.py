@@ -16,8 +16,8 @@ Choices, and why:
 - **Post-processing**: every sequence, source or `text_target`, ends with `</s>`; no `<s>` is
   prepended (the model shifts the labels right and starts the decoder with `<s>`).
 
-The saved folder is plain `tokenizer.json` + `tokenizer_config.json`: `AutoTokenizer.from_pretrained`
-loads it without this package.
+The saved folder is plain `tokenizer.json` + `tokenizer_config.json`:
+`AutoTokenizer.from_pretrained` loads it without this package.
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import datasets
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"

@@ -1,0 +1,83 @@
+"""Bad model inputs end in a ValueError that says what and where, never in silent wrong results."""
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+
+@pytest.fixture
+def model():
+    return VanillaTransformerForConditionalGeneration(tiny_config()).eval()
+
+
+def ids(*shape, low=4, high=40):
+    return torch.randint(low, high, shape)
+
+
+@pytest.mark.parametrize(
+    "make_kwargs, message",
+    [
+        (
+            lambda: dict(input_ids=torch.tensor([[5, 999]]), labels=ids(1, 3)),
+            r"input_ids holds ids in \[5, 999\]",
+        ),
+        (
+            lambda: dict(input_ids=torch.tensor([[-1, 5]]), labels=ids(1, 3)),
+            r"input_ids holds ids in \[-1, 5\]",
+        ),
+        (lambda: dict(input_ids=ids(1, 4), labels=torch.tensor([[5, -7]])), "labels holds ids"),
+        (lambda: dict(input_ids=ids(1, 4), labels=torch.tensor([[5, 4000]])), "labels holds ids"),
+        (
+            lambda: dict(input_ids=ids(1, 4), decoder_input_ids=torch.tensor([[1, 77]])),
+            "decoder_input_ids holds ids",
+        ),
+        (
+            lambda: dict(input_ids=ids(2, 5), attention_mask=torch.ones(2, 3), labels=ids(2, 3)),
+            r"attention_mask has shape \(2, 3\)",
+        ),
+        (
+            lambda: dict(
+                input_ids=ids(2, 5),
+                decoder_input_ids=ids(2, 4),
+                decoder_attention_mask=torch.ones(2, 2),
+            ),
+            "decoder_attention_mask has shape",
+        ),
+        (lambda: dict(input_ids=ids(0, 5), labels=ids(0, 3)), r"labels must be a non-empty .* shape \(0, 3\)"),
+        (lambda: dict(input_ids=ids(2, 0), labels=ids(2, 3)), r"non-empty .* shape \(2, 0\)"),
+        (
+            lambda: dict(
+                input_ids=ids(2, 5),
+                attention_mask=torch.tensor([[1] * 5, [0] * 5]),
+                labels=ids(2, 3),
+            ),
+            r"rows \[1\] are all padding",
+        ),
+    ],
+)
+def test_bad_inputs_raise_value_error_saying_what_and_where(model, make_kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model(**make_kwargs())
+
+
+def test_label_ignore_index_is_accepted(model):
+    labels = ids(2, 4)
+    labels[0, 2:] = -100
+    assert torch.isfinite(model(input_ids=ids(2, 5), labels=labels).loss)
+
+
+def test_generate_refuses_out_of_vocabulary_sources(model):
+    with pytest.raises(ValueError, match="input_ids holds ids"):
+        model.generate(torch.tensor([[5, 9999]]), max_new_tokens=3)
+
+
+def test_key_norm_sum_stays_finite_when_a_decoder_row_is_all_padding():
+    model = VanillaTransformerForConditionalGeneration(
+        tiny_config(attention_scaling="key_norm_sum")
+    ).eval()
+    dmask = torch.ones(2, 4, dtype=torch.long)
+    dmask[1] = 0
+    out = model(input_ids=ids(2, 5), decoder_input_ids=ids(2, 4), decoder_attention_mask=dmask)
+    assert torch.isfinite(out.logits).all()

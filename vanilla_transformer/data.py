@@ -1,0 +1,574 @@
+"""Translation data: loading, tokenisation, token-budget batching and collation.
+
+Section 5.1 of the paper: "Sentence pairs were batched together by approximate sequence length.
+Each training batch contained a set of sentence pairs containing approximately 25000 source tokens
+and 25000 target tokens." `TokenBudgetBatchSampler` does this; `padding_stats` measures what it
+saves against fixed-size random batches (`fixed_size_batches`).
+
+Typical use::
+
+    raw = load_translation_dataset("data.jsonl", "en", "es")        # or build_bible_corpus(...)
+    tokenized, counts = tokenize_translation_dataset(raw, tok, "en", "es", 256, 256)
+    train = tokenized["train"]
+    sampler = TokenBudgetBatchSampler.from_dataset(train, max_tokens=4000, seed=0)
+    loader = DataLoader(train, batch_sampler=sampler, collate_fn=make_collator(tok, model))
+    for epoch in range(n):
+        sampler.set_epoch(epoch)
+        for batch in loader: ...
+
+The collate path is `make_collator`: transformers' `DataCollatorForSeq2Seq`, which pads
+`input_ids` / `attention_mask` with `<pad>`, pads `labels` with -100 (ignored by the loss), and,
+given the model, adds `decoder_input_ids` from its `prepare_decoder_input_ids_from_labels`
+(labels shifted right behind `decoder_start_token_id`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+from torch.utils.data import Sampler
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "val": "validation",
+    "test": "test",
+}
+JSONL_SUFFIXES = (".jsonl", ".json")
+TSV_SUFFIXES = (".tsv", ".txt")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def check_utf8(path: str | Path, chunk_size: int = 1 << 20) -> None:
+    """Raise ``ValueError`` naming the file and byte offset if ``path`` is not valid UTF-8.
+
+    Reads in chunks with an incremental decoder, so large files are never held in memory.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            # Bytes of a character split across chunks, held back from the previous chunk:
+            # the error's position counts from their start.
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                position = offset - pending + err.start
+                raise ValueError(
+                    f"{path} is not valid UTF-8: byte offset {position} "
+                    f"(byte 0x{err.object[err.start]:02x}, {err.reason}). Re-encode it, "
+                    f"e.g. `iconv -f latin1 -t utf-8`."
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
+def _check_languages(keys: Sequence[str], src_lang: str, tgt_lang: str, where: str) -> None:
+    missing = [lang for lang in (src_lang, tgt_lang) if lang not in keys]
+    if missing:
+        raise ValueError(
+            f"{where}: language key(s) {missing} not found; found {sorted(keys)}, expected "
+            f"src_lang={src_lang!r} and tgt_lang={tgt_lang!r}"
+        )
+
+
+def _jsonl_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Iterator[dict]:
+    """Rows of a JSON-lines file in ``{"translation": {src: ..., tgt: ...}}`` form."""
+    del mtime_ns  # only part of the cache fingerprint: an edited file is re-read
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_number}: invalid JSON ({err.msg})") from None
+            pair = row.get("translation") if isinstance(row, dict) else None
+            if not isinstance(pair, dict):
+                found = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(
+                    f"{path}:{line_number}: expected a 'translation' object like "
+                    f'{{"translation": {{"{src_lang}": ..., "{tgt_lang}": ...}}}}; found {found}'
+                )
+            _check_languages(list(pair), src_lang, tgt_lang, f"{path}:{line_number}")
+            yield {"translation": {src_lang: pair[src_lang], tgt_lang: pair[tgt_lang]}}
+
+
+def _tsv_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Iterator[dict]:
+    """Rows of a TSV file: ``src<TAB>tgt``, or columns named by a header line."""
+    del mtime_ns
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        src_col, tgt_col = 0, 1
+        for line_number, cells in enumerate(reader, start=1):
+            if not cells or not any(c.strip() for c in cells):
+                continue
+            if line_number == 1:
+                names = [c.strip().lower() for c in cells]
+                if src_lang.lower() in names and tgt_lang.lower() in names:
+                    src_col, tgt_col = names.index(src_lang.lower()), names.index(tgt_lang.lower())
+                    continue
+                if len(cells) != 2:
+                    raise ValueError(
+                        f"{path}:1: header {cells} does not name the languages {src_lang!r} and "
+                        f"{tgt_lang!r}; without a header exactly two columns (src<TAB>tgt) "
+                        f"are expected"
+                    )
+            if len(cells) <= max(src_col, tgt_col):
+                raise ValueError(
+                    f"{path}:{line_number}: expected {max(src_col, tgt_col) + 1} tab-separated "
+                    f"columns, found {len(cells)}"
+                )
+            yield {"translation": {src_lang: cells[src_col], tgt_lang: cells[tgt_col]}}
+
+
+def _load_file(path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None) -> datasets.Dataset:
+    check_utf8(path)
+    if path.suffix in JSONL_SUFFIXES:
+        generator = _jsonl_rows
+    elif path.suffix in TSV_SUFFIXES:
+        generator = _tsv_rows
+    else:
+        raise ValueError(
+            f"{path}: unknown file type {path.suffix!r}; expected one of "
+            f"{JSONL_SUFFIXES + TSV_SUFFIXES}"
+        )
+    features = datasets.Features(
+        {"translation": datasets.Translation(languages=sorted({src_lang, tgt_lang}))}
+    )
+    kwargs = {
+        "path": str(path),
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "mtime_ns": path.stat().st_mtime_ns,
+    }
+    try:
+        return datasets.Dataset.from_generator(
+            generator, features=features, gen_kwargs=kwargs, cache_dir=cache_dir
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        # Surface our own ValueError (bad row, missing language) instead of the wrapper.
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ValueError):
+            raise cause from None
+        raise
+
+
+def _split_of_file(path: Path) -> str | None:
+    return SPLIT_ALIASES.get(path.name.split(".")[0].lower())
+
+
+def _drop_empty(
+    ds: datasets.DatasetDict, src_lang: str, tgt_lang: str, num_proc: int | None
+) -> datasets.DatasetDict:
+    """Drop pairs with an empty or whitespace-only side, logging how many per split."""
+
+    def keep(batch: dict) -> list[bool]:
+        return [
+            bool(isinstance(t[src_lang], str) and t[src_lang].strip())
+            and bool(isinstance(t[tgt_lang], str) and t[tgt_lang].strip())
+            for t in batch["translation"]
+        ]
+
+    out = {}
+    for split, dataset in ds.items():
+        kept = dataset.filter(keep, batched=True, num_proc=num_proc, desc=f"empty pairs {split}")
+        dropped = len(dataset) - len(kept)
+        if dropped:
+            logger.warning("%s: dropped %d pairs with an empty %s or %s side", split, dropped,
+                           src_lang, tgt_lang)
+        out[split] = kept
+    return datasets.DatasetDict(out)
+
+
+def load_translation_dataset(
+    name_or_path: str | Path,
+    src_lang: str,
+    tgt_lang: str,
+    config_name: str | None = None,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+    **hub_kwargs,
+) -> datasets.DatasetDict:
+    """Load a parallel corpus as a ``DatasetDict`` of ``{"translation": {src, tgt}}`` rows.
+
+    ``name_or_path`` may be:
+
+    - a folder written by ``DatasetDict.save_to_disk`` (or ``Dataset.save_to_disk``, which
+      becomes the ``train`` split);
+    - a JSON-lines file (``.jsonl``/``.json``) of ``{"translation": {"en": ..., "es": ...}}``;
+    - a TSV file (``.tsv``/``.txt``): ``src<TAB>tgt`` lines, or a header line naming the language
+      columns (``en<TAB>es``, any order, extra columns ignored);
+    - a folder of such files: ``train.*``, ``validation.*`` (or ``valid``/``dev``/``val``) and
+      ``test.*`` become those splits; other files are concatenated into ``train``;
+    - otherwise a Hub id passed to ``datasets.load_dataset(name_or_path, config_name)``
+      (e.g. ``"wmt14", "de-en"``; needs network).
+
+    Pairs with an empty or whitespace-only side are dropped and their count is logged per split
+    (a warning). Files must be UTF-8.
+
+    Raises:
+        ValueError: a language key or column is missing (the message lists what was found and
+            what was expected), a file is not UTF-8 (the message gives the byte offset), or a
+            row is malformed (file and line).
+    """
+    path = Path(name_or_path)
+    if path.is_dir() and (
+        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    ):
+        loaded = datasets.load_from_disk(str(path))
+        ds = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(
+            {"train": loaded}
+        )
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in JSONL_SUFFIXES + TSV_SUFFIXES)
+        if not files:
+            raise ValueError(
+                f"{path}: no saved dataset and no {JSONL_SUFFIXES + TSV_SUFFIXES} files in it"
+            )
+        parts: dict[str, list[datasets.Dataset]] = {}
+        for file in files:
+            split = _split_of_file(file) or "train"
+            parts.setdefault(split, []).append(_load_file(file, src_lang, tgt_lang, cache_dir))
+        ds = datasets.DatasetDict(
+            {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
+        )
+    elif path.is_file():
+        ds = datasets.DatasetDict({"train": _load_file(path, src_lang, tgt_lang, cache_dir)})
+    else:
+        loaded = datasets.load_dataset(
+            str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs
+        )
+        ds = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(
+            {"train": loaded}
+        )
+
+    for split, dataset in ds.items():
+        if "translation" not in dataset.column_names:
+            raise ValueError(
+                f"{name_or_path} [{split}]: expected a 'translation' column of "
+                f"{{{src_lang!r}: ..., {tgt_lang!r}: ...}}; found columns {dataset.column_names}"
+            )
+        feature = dataset.features["translation"]
+        keys = list(getattr(feature, "languages", None) or feature.keys())
+        _check_languages(keys, src_lang, tgt_lang, f"{name_or_path} [{split}]")
+    return _drop_empty(ds, src_lang, tgt_lang, num_proc)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenisation
+# ----------------------------------------------------------------------------------------------
+
+
+def tokenize_translation_dataset(
+    ds: datasets.DatasetDict | datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    src_lang: str,
+    tgt_lang: str,
+    max_source_length: int,
+    max_target_length: int,
+    num_proc: int | None = None,
+) -> tuple[datasets.DatasetDict | datasets.Dataset, dict[str, dict[str, int]]]:
+    """Tokenise pairs into ``input_ids``, ``attention_mask`` and ``labels``; drop long pairs.
+
+    Nothing is truncated: a pair whose source (with ``</s>``) is longer than
+    ``max_source_length`` tokens or whose target is longer than ``max_target_length`` is
+    dropped, so the model never learns from cut sentences. Other columns are removed.
+
+    Returns:
+        ``(tokenized, counts)``: the tokenised dataset(s), and per split
+        ``{"before": n, "kept": k, "too_long": n - k}``, also logged.
+    """
+    single = isinstance(ds, datasets.Dataset)
+    dsd = datasets.DatasetDict({"train": ds}) if single else ds
+
+    def encode(batch: dict) -> dict:
+        src = [pair[src_lang] for pair in batch["translation"]]
+        tgt = [pair[tgt_lang] for pair in batch["translation"]]
+        return tokenizer(src, text_target=tgt, truncation=False)
+
+    def fits(batch: dict) -> list[bool]:
+        return [
+            len(s) <= max_source_length and len(t) <= max_target_length
+            for s, t in zip(batch["input_ids"], batch["labels"], strict=True)
+        ]
+
+    out, counts = {}, {}
+    for split, dataset in dsd.items():
+        encoded = dataset.map(
+            encode,
+            batched=True,
+            num_proc=num_proc,
+            remove_columns=dataset.column_names,
+            desc=f"tokenize {split}",
+        )
+        kept = encoded.filter(fits, batched=True, num_proc=num_proc, desc=f"length {split}")
+        counts[split] = {
+            "before": len(encoded),
+            "kept": len(kept),
+            "too_long": len(encoded) - len(kept),
+        }
+        logger.info(
+            "%s: kept %d of %d pairs; dropped %d longer than %d source / %d target tokens",
+            split, len(kept), len(encoded), len(encoded) - len(kept), max_source_length,
+            max_target_length,
+        )
+        out[split] = kept
+    result = datasets.DatasetDict(out)
+    return (result["train"] if single else result), counts
+
+
+def sequence_lengths(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """Lengths of a list column (e.g. ``input_ids``) without decoding the rows to Python."""
+    return pc.list_value_length(ds.with_format("arrow")[:][column]).to_numpy().astype(np.int64)
+
+
+def make_collator(
+    tokenizer: PreTrainedTokenizerBase, model=None, pad_to_multiple_of: int | None = None
+) -> DataCollatorForSeq2Seq:
+    """The collate function training should use (``DataLoader(collate_fn=...)``).
+
+    transformers' ``DataCollatorForSeq2Seq``: pads ``input_ids`` and ``attention_mask`` with the
+    tokenizer's ``<pad>`` (id 0), pads ``labels`` with -100 so the loss ignores them, and, when
+    ``model`` is given, adds ``decoder_input_ids = model.prepare_decoder_input_ids_from_labels``
+    (labels shifted right behind ``<s>``). Without a model the model's forward shifts the labels
+    itself. Returns PyTorch tensors.
+    """
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        model=model,
+        label_pad_token_id=-100,
+        pad_to_multiple_of=pad_to_multiple_of,
+        return_tensors="pt",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------------------------------
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length pairs under a padded-token budget (Section 5.1).
+
+    A batch's cost is its padded size, ``len(batch) * max(src_len) + len(batch) * max(tgt_len)``,
+    and it never exceeds ``max_tokens``, except for a single pair longer than the budget on its
+    own, which becomes a batch of one (or raises with ``oversized="error"``; filter long pairs in
+    ``tokenize_translation_dataset`` to avoid both).
+
+    Each epoch, deterministically from ``(seed, epoch)``:
+
+    1. pairs are sorted by ``src_len + tgt_len`` plus uniform noise in ``[0, length_noise)``
+       tokens, so pairs of nearly equal length are ordered (and grouped) differently each epoch;
+    2. batches are filled greedily along that order;
+    3. the order of batches is shuffled (``shuffle=True``), so lengths are mixed over an epoch.
+
+    Sharding (``num_replicas``, ``rank``): every rank builds the same batch list and takes
+    batches ``rank, rank + num_replicas, ...``, so ranks never share a batch. For equal counts
+    the list is first cut (``drop_last=True``: the last ``len % num_replicas`` batches are not
+    used this epoch) or padded (``drop_last=False``, default: the first batches are repeated).
+
+    Resuming: ``state_dict()`` gives ``{"seed", "epoch", "batches_done"}``; after
+    ``load_state_dict`` the next iteration yields exactly the remaining batches of that epoch,
+    and ``len()`` is the number of batches the next iteration yields. The counter is reset at
+    the end of an epoch and by ``set_epoch``.
+
+    Use as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collator(...))``. With
+    Accelerate, either give ``num_replicas=accelerator.num_processes`` and
+    ``rank=accelerator.process_index`` and keep the DataLoader out of ``accelerator.prepare``,
+    or leave ``num_replicas=1`` and let ``prepare`` shard the batches.
+    """
+
+    def __init__(
+        self,
+        src_lengths: Sequence[int] | np.ndarray,
+        tgt_lengths: Sequence[int] | np.ndarray,
+        max_tokens: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        length_noise: float = 2.0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+        oversized: str = "own_batch",
+    ):
+        self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
+        self.tgt_lengths = np.asarray(tgt_lengths, dtype=np.int64)
+        if self.src_lengths.shape != self.tgt_lengths.shape or self.src_lengths.ndim != 1:
+            raise ValueError(
+                f"src_lengths and tgt_lengths must be 1-D of equal size, got "
+                f"{self.src_lengths.shape} and {self.tgt_lengths.shape}"
+            )
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+        if oversized not in ("own_batch", "error"):
+            raise ValueError(f"oversized must be 'own_batch' or 'error', got {oversized!r}")
+        if length_noise < 0:
+            raise ValueError(f"length_noise must be >= 0, got {length_noise}")
+        self.max_tokens = int(max_tokens)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.length_noise = float(length_noise)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.drop_last = drop_last
+        self.oversized = oversized
+        self.epoch = 0
+        self.batches_done = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    @classmethod
+    def from_dataset(
+        cls,
+        ds: datasets.Dataset,
+        max_tokens: int,
+        source_column: str = "input_ids",
+        target_column: str = "labels",
+        **kwargs,
+    ) -> TokenBudgetBatchSampler:
+        """A sampler over a tokenised dataset, lengths read from its Arrow columns."""
+        return cls(
+            sequence_lengths(ds, source_column),
+            sequence_lengths(ds, target_column),
+            max_tokens,
+            **kwargs,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields (and restart it)."""
+        if epoch != self.epoch:
+            self.batches_done = 0
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, sampler has {self.seed}")
+        self.epoch = int(state["epoch"])
+        self.batches_done = int(state["batches_done"])
+
+    def all_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every batch of an epoch over all ranks, in shuffled order (before sharding)."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        total = self.src_lengths + self.tgt_lengths
+        key = total + rng.uniform(0.0, self.length_noise, size=len(total))
+        order = np.argsort(key, kind="stable")
+        batches = self._fill(order)
+        if self.shuffle:
+            permutation = rng.permutation(len(batches))
+            batches = [batches[i] for i in permutation]
+        return batches
+
+    def _fill(self, order: np.ndarray) -> list[list[int]]:
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        max_src = max_tgt = 0
+        src, tgt = self.src_lengths, self.tgt_lengths
+        for index in order.tolist():
+            s, t = int(src[index]), int(tgt[index])
+            if s + t > self.max_tokens and self.oversized == "error":
+                raise ValueError(
+                    f"example {index} has {s} source + {t} target tokens, more than "
+                    f"max_tokens={self.max_tokens}; filter long pairs or raise max_tokens"
+                )
+            new_src, new_tgt = max(max_src, s), max(max_tgt, t)
+            if batch and (len(batch) + 1) * (new_src + new_tgt) > self.max_tokens:
+                batches.append(batch)
+                batch, new_src, new_tgt = [], s, t
+            batch.append(index)
+            max_src, max_tgt = new_src, new_tgt
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def rank_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches of an epoch (all of them, ignoring resume progress)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        batches = self.all_batches(epoch)
+        n = len(batches)
+        if self.drop_last:
+            n -= n % self.num_replicas
+            batches = batches[:n]
+        elif n % self.num_replicas:
+            need = self.num_replicas - n % self.num_replicas
+            batches = batches + [batches[i % n] for i in range(need)]
+        mine = batches[self.rank :: self.num_replicas]
+        self._cache = (epoch, mine)
+        return mine
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.rank_batches()
+        start = self.batches_done
+        for position in range(start, len(batches)):
+            self.batches_done = position + 1
+            yield batches[position]
+        self.batches_done = 0
+
+    def __len__(self) -> int:
+        return len(self.rank_batches()) - self.batches_done
+
+
+def fixed_size_batches(num_examples: int, batch_size: int, seed: int = 0) -> list[list[int]]:
+    """Baseline: random batches of ``batch_size`` examples (the last one may be smaller)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = np.random.default_rng(seed).permutation(num_examples).tolist()
+    return [order[i : i + batch_size] for i in range(0, num_examples, batch_size)]
+
+
+def padding_stats(
+    batches: Sequence[Sequence[int]],
+    src_lengths: Sequence[int] | np.ndarray,
+    tgt_lengths: Sequence[int] | np.ndarray,
+) -> dict[str, float]:
+    """Padding of a list of batches: source and target are each padded to the batch maximum.
+
+    Returns ``padding_fraction`` (pad tokens / padded tokens), ``real_tokens``,
+    ``padded_tokens``, ``num_batches``, ``mean_batch_size`` and ``max_batch_tokens``.
+    """
+    src = np.asarray(src_lengths)
+    tgt = np.asarray(tgt_lengths)
+    real = padded = largest = 0
+    for batch in batches:
+        idx = np.asarray(batch, dtype=np.int64)
+        s, t = src[idx], tgt[idx]
+        size = len(idx) * (int(s.max()) + int(t.max()))
+        real += int(s.sum() + t.sum())
+        padded += size
+        largest = max(largest, size)
+    return {
+        "padding_fraction": 1.0 - real / padded if padded else 0.0,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "num_batches": len(batches),
+        "mean_batch_size": sum(len(b) for b in batches) / len(batches) if batches else math.nan,
+        "max_batch_tokens": largest,
+    }
