@@ -96,10 +96,16 @@ def main(argv: list[str] | None = None) -> dict:
     if losses:
         print(f"training loss: {losses[0]:.4f} (first log) -> {losses[-1]:.4f} (last log)")
     if result["eval"] is not None:
-        print(f"eval BLEU {result['eval']['eval_bleu']:.2f}  chrF {result['eval']['eval_chrf']:.2f}"
-              f"  ({result['bleu_signature']})")
+        print(f"eval BLEU {result['eval']['eval_bleu']:.2f}  ({result['bleu_signature']})")
+        print(f"eval chrF {result['eval']['eval_chrf']:.2f}  ({result['chrf_signature']})")
     print(f"fine-tuned model: {result['final_dir']}")
-    summary = {"losses": losses, "eval": result["eval"], "final_dir": result["final_dir"]}
+    summary = {
+        "losses": losses,
+        "eval": result["eval"],
+        "bleu_signature": result["bleu_signature"],
+        "chrf_signature": result["chrf_signature"],
+        "final_dir": result["final_dir"],
+    }
     with open(f"{config.output_dir}/finetune_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -112,6 +112,10 @@ def test_glued_word_elements_get_a_space_but_enclitics_stay_attached():
     assert web["Genesis 1:1"] == "In the beginning, God created the heavens."
 
 
+def test_punctuation_glued_to_the_next_word_gets_a_space():
+    assert clean_verse('Behold,<w savlm="strong:H4194">he</w> travails.') == "Behold, he travails."
+
+
 def test_multiline_verses_are_joined_and_the_web_glossary_is_dropped():
     web = texts(clean_module(parse_diatheke_dump(WEB_DUMP), "en"))
     assert web["Psalms 3:2"] == "Many there are who say of my soul, “There is no help for him in God.”"

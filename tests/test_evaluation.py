@@ -1,6 +1,7 @@
 """Specification of `vanilla_transformer.evaluation` and `scripts/evaluate.py`."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,19 @@ SENTENCES = [
     "in the beginning",
     "and the small green dog was in the big red house of the cat",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; more threads contend on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def script_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +150,7 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
          "--dataset", str(data_dir), "--split", "test", "--num_beams", "2", "--batch_size", "2",
          "--max_samples", "4", "--max_new_tokens", "5", "--hypotheses_file", str(hyp),
          "--results_json", str(results)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=script_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BLEU = " in proc.stdout and "tok:13a" in proc.stdout and "chrF = " in proc.stdout

@@ -59,7 +59,7 @@ TEST_BOOKS = ("Ruth", "Esther", "Ecclesiastes", "Joel", "Philippians", "James")
 VALIDATION_BOOKS = ("Judges",)
 
 # Bump when cleaning or filtering changes, so that stale caches are rebuilt.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 3
 
 # Elements that hold words: adjacent ones with nothing in between were separated by a note or
 # cross-reference that diatheke removed, or glued by the module itself, and need a space.
@@ -76,6 +76,9 @@ _STRONGS_ATTR_RE = re.compile(r"(?:savlm|lemma)=\"([^\"]*)\"")
 _STRONGS_NUMBER_RE = re.compile(r"\b([GH])0*(\d+)\b")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.;:!?)\]»])")
 _SPACE_AFTER_OPEN_RE = re.compile(r"([(\[«¿¡])\s+")
+# A removed note can leave punctuation glued to the next word ("Yahweh,saying" in the WEB); the
+# KJV and RV 1909 have no such sequence, so it is always a gluing trace.
+_GLUED_AFTER_PUNCT_RE = re.compile(r"([,;:!?]|\.(?=[^\W\d_]{2}))(?=[^\W\d_])")
 _PSALM_TITLE_RE = re.compile(r"<title\b[^>]*type=\"psalm\"[^>]*>(.*?)</title>", re.S)
 _VERSE_START_RE = re.compile(
     r"^(?P<prefix>.*?)(?P<book>(?:I{1,3} )?[A-Z][A-Za-z]*(?: [A-Za-z()]+)*) "
@@ -239,10 +242,12 @@ def clean_verse(markup: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """NFC, single spaces, no space before closing punctuation or after opening punctuation."""
+    """NFC, single spaces, none before closing punctuation or after opening punctuation, one
+    after a comma, colon, etc. glued to the next word."""
     text = unicodedata.normalize("NFC", text)
     text = " ".join(text.split())
     text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
+    text = _GLUED_AFTER_PUNCT_RE.sub(r"\1 ", text)
     return _SPACE_AFTER_OPEN_RE.sub(r"\1", text)
 
 
@@ -638,8 +643,19 @@ def build_bible_corpus(
     dataset.save_to_disk(str(out_dir))
     (out_dir / "README.md").write_text(data_card(english, report, min_ratio, max_ratio))
     signature_file.write_text(json.dumps(signature, indent=2))
+    _write_index_card(Path(cache_dir))
     logger.info("Built Bible corpus in %s: %s", out_dir, report.per_split)
     return dataset
+
+
+def _write_index_card(cache_dir: Path) -> None:
+    """cache_dir/README.md: the data cards of every version built there, one after the other."""
+    cards = [p.read_text() for p in sorted(cache_dir.glob("*-rv1909/README.md"))]
+    header = (
+        "# Bible EN-ES corpus cache\n\nOne folder per English version, each a "
+        "`datasets.load_from_disk` DatasetDict with its own card (copied below).\n\n"
+    )
+    (cache_dir / "README.md").write_text(header + "\n---\n\n".join(cards))
 
 
 def data_card(english: str, report: FilterReport, min_ratio: float, max_ratio: float) -> str:

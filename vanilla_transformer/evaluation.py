@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "translate",
     "compute_bleu",
-    "sacrebleu_signatures",
     "evaluate_translation",
     "load_corpus",
     "load_split",
@@ -161,15 +160,9 @@ def compute_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     return {
         "bleu": bleu.corpus_score(hypotheses, [references]).score,
         "chrf": chrf.corpus_score(hypotheses, [references]).score,
-        **sacrebleu_signatures(bleu, chrf),
-    }
-
-
-def sacrebleu_signatures(bleu: BLEU | None = None, chrf: CHRF | None = None) -> dict[str, str]:
-    """`{"bleu_signature", "chrf_signature"}` of the metrics `compute_bleu` uses."""
-    return {
-        "bleu_signature": str((bleu or BLEU()).get_signature()),
-        "chrf_signature": str((chrf or CHRF()).get_signature()),
+        # Signatures exist once a metric has scored something (they record nrefs).
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
     }
 
 

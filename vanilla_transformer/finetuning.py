@@ -12,6 +12,7 @@ This path is for users who know `Trainer`; the project's own training loop is
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,6 @@ from .evaluation import (
     compute_bleu,
     load_corpus,
     load_split,
-    sacrebleu_signatures,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class FinetuneConfig:
 
 def make_compute_metrics(tokenizer):
     """`compute_metrics` for `Seq2SeqTrainer(predict_with_generate=True)`: detokenised BLEU and
-    chrF. Both predictions and labels may hold -100 (padding added across batches by Trainer)."""
+    chrF. Both predictions and labels may hold -100 (padding added across batches by Trainer).
+    The sacrebleu signatures of the last call are kept in `compute_metrics.signatures`."""
     pad = tokenizer.pad_token_id
 
     def compute_metrics(eval_preds) -> dict[str, float]:
@@ -93,9 +94,11 @@ def make_compute_metrics(tokenizer):
         hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
         references = tokenizer.batch_decode(labels, skip_special_tokens=True)
         scores = compute_bleu([h.strip() for h in hypotheses], [r.strip() for r in references])
-        # Trainer logs numbers only; the signatures are logged once by `finetune`.
+        # Trainer logs numbers only; the signatures are kept aside.
+        compute_metrics.signatures = {k: v for k, v in scores.items() if k.endswith("signature")}
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
+    compute_metrics.signatures = {}
     return compute_metrics
 
 
@@ -106,12 +109,17 @@ def _first(dataset, n: int | None):
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
     `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
-    "final_dir": str, "bleu_signature": str}`."""
+    "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
     model = AutoModelForSeq2SeqLM.from_pretrained(config.model)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    # Trainer's evaluation generates with the model's generation config.
-    model.generation_config.num_beams = config.num_beams
-    model.generation_config.length_penalty = config.length_penalty
+    # Trainer's evaluation generates with `generation_num_beams` over the model's generation
+    # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
+    # length penalty is refused by save_pretrained).
+    if config.num_beams > 1:
+        model.generation_config.length_penalty = config.length_penalty
+    # Seq2SeqTrainer fills the generation config with every default (max_length=20, ...) while
+    # evaluating; the saved model gets this clean copy back.
+    generation_config = copy.deepcopy(model.generation_config)
 
     corpus = load_corpus(config.dataset, config.src_lang, config.tgt_lang, config.dataset_config,
                          config.english, config.bible_cache_dir)
@@ -127,6 +135,7 @@ def finetune(config: FinetuneConfig) -> dict:
         logger.info("%s: %s", name, counts)
 
     evaluate = "eval" in tokenized
+    compute_metrics = make_compute_metrics(tokenizer)
     args = Seq2SeqTrainingArguments(
         output_dir=config.output_dir,
         learning_rate=config.learning_rate,
@@ -164,20 +173,22 @@ def finetune(config: FinetuneConfig) -> dict:
         eval_dataset=tokenized.get("eval"),
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         processing_class=tokenizer,
-        compute_metrics=make_compute_metrics(tokenizer),
+        compute_metrics=compute_metrics,
     )
     trainer.train()
     metrics = trainer.evaluate() if evaluate else None
+    trainer.model.generation_config = generation_config
     final_dir = Path(config.output_dir) / "final"
     # model.save_pretrained (weights, config, remote code, pipeline file) and the tokenizer.
     trainer.save_model(str(final_dir))
-    signature = sacrebleu_signatures()["bleu_signature"]
+    signatures = compute_metrics.signatures
     if metrics is not None:
-        logger.info("eval BLEU %.2f chrF %.2f (%s)", metrics["eval_bleu"], metrics["eval_chrf"],
-                    signature)
+        logger.info("eval BLEU %.2f chrF %.2f (%s; %s)", metrics["eval_bleu"], metrics["eval_chrf"],
+                    signatures.get("bleu_signature"), signatures.get("chrf_signature"))
     return {
         "log_history": trainer.state.log_history,
         "eval": metrics,
         "final_dir": str(final_dir),
-        "bleu_signature": signature,
+        "bleu_signature": signatures.get("bleu_signature"),
+        "chrf_signature": signatures.get("chrf_signature"),
     }

@@ -1,0 +1,419 @@
+"""Speed benchmarks of this model against transformers' `MarianMTModel` of identical shape.
+
+Both models are built with the same dimensions (ReLU, shared vocabulary, tied embeddings, scaled
+embeddings, SDPA attention), fed the same inputs, and timed alternately (A B A B ...) after a
+warm-up, so that a load spike on a shared machine hits both: the medians and, above all, the ratios
+(this model / Marian) are what to read. Marian's projections carry biases and it adds a
+`final_logits_bias`; ours have none, so its parameter count is slightly larger (both are reported).
+
+`scripts/benchmark.py` is the command line; the functions here are importable for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+from .configuration_vanilla_transformer import VanillaTransformerConfig
+from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+# The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
+# and a tiny shape where per-call overhead, not arithmetic, dominates.
+SHAPES = {
+    "base": dict(vocab_size=8000, d_model=512, layers=6, heads=8, ffn_dim=2048),
+    "tiny": dict(vocab_size=1000, d_model=64, layers=2, heads=4, ffn_dim=256),
+    # Table 3's big model, used on GPU only.
+    "big": dict(vocab_size=8000, d_model=1024, layers=6, heads=16, ffn_dim=4096),
+}
+PAD, BOS, EOS = 0, 1, 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The two models
+# --------------------------------------------------------------------------------------------------
+
+
+def model_configs(shape: str | dict, dropout: float = 0.1) -> tuple[VanillaTransformerConfig, MarianConfig]:
+    """Configs of this model and of a MarianMTModel with the same dimensions."""
+    s = SHAPES[shape] if isinstance(shape, str) else shape
+    ours = VanillaTransformerConfig(
+        vocab_size=s["vocab_size"],
+        d_model=s["d_model"],
+        encoder_layers=s["layers"],
+        decoder_layers=s["layers"],
+        encoder_attention_heads=s["heads"],
+        decoder_attention_heads=s["heads"],
+        encoder_ffn_dim=s["ffn_dim"],
+        decoder_ffn_dim=s["ffn_dim"],
+        dropout=dropout,
+        max_position_embeddings=512,
+    )
+    marian = MarianConfig(
+        vocab_size=s["vocab_size"],
+        decoder_vocab_size=s["vocab_size"],
+        d_model=s["d_model"],
+        encoder_layers=s["layers"],
+        decoder_layers=s["layers"],
+        encoder_attention_heads=s["heads"],
+        decoder_attention_heads=s["heads"],
+        encoder_ffn_dim=s["ffn_dim"],
+        decoder_ffn_dim=s["ffn_dim"],
+        activation_function="relu",
+        dropout=dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        max_position_embeddings=512,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=BOS,
+        # Marian forces EOS at max_length by default; ours does not: keep the same logits processors.
+        forced_eos_token_id=None,
+    )
+    return ours, marian
+
+
+def build_models(
+    shape: str | dict = "tiny", attn_implementation: str = "sdpa", seed: int = 0, dropout: float = 0.1
+) -> tuple[VanillaTransformerForConditionalGeneration, MarianMTModel]:
+    """This model and a MarianMTModel of identical shape, both in train mode, on CPU, float32."""
+    ours_config, marian_config = model_configs(shape, dropout)
+    torch.manual_seed(seed)
+    ours = VanillaTransformerForConditionalGeneration._from_config(
+        ours_config, attn_implementation=attn_implementation
+    )
+    torch.manual_seed(seed)
+    marian = MarianMTModel._from_config(marian_config, attn_implementation=attn_implementation)
+    for model in (ours, marian):
+        model.generation_config.forced_eos_token_id = None
+        model.generation_config.bad_words_ids = None
+        model.train()
+    return ours, marian
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters, each tied tensor counted once (buffers such as Marian's
+    `final_logits_bias` and position tables are not parameters)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOPs
+# --------------------------------------------------------------------------------------------------
+
+
+def matmul_parameter_counts(config: VanillaTransformerConfig) -> dict[str, int]:
+    """Weights that take part in a matrix product, per part (biases, LayerNorms and embedding
+    lookups do no matmul). The tied embedding counts once, as the pre-softmax projection."""
+    d = config.d_model
+    encoder_layer = 4 * d * d + 2 * d * config.encoder_ffn_dim  # W^Q W^K W^V W^O, W_1 W_2
+    decoder_layer = 8 * d * d + 2 * d * config.decoder_ffn_dim  # self- and cross-attention
+    return {
+        "encoder": encoder_layer * config.encoder_layers,
+        "decoder": decoder_layer * config.decoder_layers,
+        "lm_head": d * config.vocab_size,
+    }
+
+
+def forward_flops(config: VanillaTransformerConfig, batch: int, src_len: int, tgt_len: int) -> int:
+    """FLOPs of one forward pass (a multiply-add counts 2): 2 x weights x tokens through the part of
+    the model each token crosses (source tokens the encoder, target tokens the decoder and the
+    output projection), plus the attention products Q K^T and A V, 2 x 2 x d_model x T_q x T_k per
+    layer, counted in full (no halving for the causal mask, as in PaLM's MFU formula).
+    With src_len == tgt_len the dense part is 2 x matmul params x target tokens."""
+    p = matmul_parameter_counts(config)
+    dense = 2 * (p["encoder"] * src_len + (p["decoder"] + p["lm_head"]) * tgt_len)
+    d = config.d_model
+    attention = 4 * d * (
+        config.encoder_layers * src_len * src_len
+        + config.decoder_layers * (tgt_len * tgt_len + tgt_len * src_len)
+    )
+    return batch * (dense + attention)
+
+
+def training_flops(config: VanillaTransformerConfig, batch: int, src_len: int, tgt_len: int) -> int:
+    """Forward + backward = 3 x forward (the backward pass computes two products per forward one):
+    the "6 x params x tokens" rule plus attention."""
+    return 3 * forward_flops(config, batch, src_len, tgt_len)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(
+    runs: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[float]]:
+    """Seconds per call of each run, interleaved A B C A B C ... after `warmup` rounds, so that a
+    change of machine load affects every run alike."""
+    device = torch.device(device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(warmup + repeats):
+        for name, fn in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak_run(device: torch.device | str = "cpu", n: int | None = None):
+    """A large square GEMM (fp32 on CPU, bf16 on GPU) and its FLOPs: the machine's own matmul peak
+    when timed."""
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return (lambda: torch.mm(a, b)), 2 * n**3
+
+
+def median(xs: Iterable[float]) -> float:
+    return statistics.median(list(xs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def random_batch(vocab_size: int, batch: int, src_len: int, tgt_len: int, device="cpu", seed=0):
+    """Source ids, attention mask and labels without padding (ids above the special tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab_size, (batch, src_len), generator=g)
+    labels = torch.randint(4, vocab_size, (batch, tgt_len), generator=g)
+    return {
+        "input_ids": src.to(device),
+        "attention_mask": torch.ones_like(src).to(device),
+        "labels": labels.to(device),
+    }
+
+
+def padded_batch(pairs: list[tuple[list[int], list[int]]], device="cpu"):
+    """Right-padded tensors from (source ids, target ids) pairs; padded labels are -100."""
+    batch = len(pairs)
+    src_len = max(len(s) for s, _ in pairs)
+    tgt_len = max(len(t) for _, t in pairs)
+    src = torch.full((batch, src_len), PAD, dtype=torch.long)
+    mask = torch.zeros((batch, src_len), dtype=torch.long)
+    labels = torch.full((batch, tgt_len), -100, dtype=torch.long)
+    for i, (s, t) in enumerate(pairs):
+        src[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        labels[i, : len(t)] = torch.tensor(t)
+    return {"input_ids": src.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The paper's Adam (beta2 0.98, eps 1e-9), fused where this torch supports it (same for both
+    models: the optimiser is part of the harness, not of the model)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+
+
+def training_step_fn(model, optimizer, batch: dict, autocast_dtype: torch.dtype | None = None):
+    """One full step: forward with labels, backward, Adam step."""
+    device_type = batch["input_ids"].device.type
+
+    def step():
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def bench_training(
+    shape: str,
+    batch: int,
+    src_len: int,
+    tgt_len: int,
+    repeats: int,
+    device: str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    include_peak: bool = True,
+) -> dict:
+    """Training tokens/s of both models, alternating, with the matmul peak timed in between."""
+    ours, marian = build_models(shape)
+    ours.to(device)
+    marian.to(device)
+    data = random_batch(ours.config.vocab_size, batch, src_len, tgt_len, device)
+    runs = {
+        "ours": training_step_fn(ours, make_optimizer(ours), data, autocast_dtype),
+        "marian": training_step_fn(marian, make_optimizer(marian), data, autocast_dtype),
+    }
+    if include_peak:
+        peak_fn, peak_flops = matmul_peak_run(device)
+        runs["peak"] = peak_fn
+    times = alternate(runs, repeats=repeats, warmup=2, device=device)
+    flops = training_flops(ours.config, batch, src_len, tgt_len)
+    tokens = batch * tgt_len
+    result = {
+        "shape": shape,
+        "batch": batch,
+        "src_len": src_len,
+        "tgt_len": tgt_len,
+        "params_ours": count_parameters(ours),
+        "params_marian": count_parameters(marian),
+        "train_flops_per_step": flops,
+    }
+    for name in ("ours", "marian"):
+        t = median(times[name])
+        result[f"{name}_step_s"] = t
+        result[f"{name}_tokens_per_s"] = tokens / t
+        result[f"{name}_tflops"] = flops / t / 1e12
+    result["ratio"] = result["ours_tokens_per_s"] / result["marian_tokens_per_s"]
+    if include_peak:
+        peak = peak_flops / median(times["peak"])
+        result["peak_tflops"] = peak / 1e12
+        result["ours_fraction_of_peak"] = result["ours_tflops"] * 1e12 / peak
+        result["marian_fraction_of_peak"] = result["marian_tflops"] * 1e12 / peak
+    if device.startswith("cuda"):
+        for name, model in (("ours", ours), ("marian", marian)):
+            torch.cuda.reset_peak_memory_stats()
+            runs[name]()
+            result[f"{name}_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _peak_memory_child(kind: str, shape: str, batch: int, src_len: int, tgt_len: int) -> None:
+    """Run in a fresh process: print the growth of the resident set's high-water mark over two
+    training steps (weights and the inputs excluded: they exist before the first step)."""
+    torch.set_num_threads(1)
+    ours, marian = build_models(shape)
+    model = ours if kind == "ours" else marian
+    del marian, ours
+    data = random_batch(model.config.vocab_size, batch, src_len, tgt_len)
+    step = training_step_fn(model, make_optimizer(model), data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def peak_training_memory_mb(kind: str, shape: str, batch: int, src_len: int, tgt_len: int) -> float:
+    """Peak extra resident memory (MiB) of training steps, from `ru_maxrss` in a fresh process
+    (tracemalloc does not see torch's allocations; the high-water mark only grows, hence one
+    process per model). Includes Adam's two moment buffers and the gradients."""
+    code = (
+        "from vanilla_transformer.benchmarking import _peak_memory_child as f; "
+        f"f({kind!r}, {shape!r}, {batch}, {src_len}, {tgt_len})"
+    )
+    out = subprocess.run(
+        [os.sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------------
+
+
+def generate_fn(model, inputs: dict, num_beams: int, new_tokens: int):
+    """generate() with a fixed output length, so that both models produce the same tokens count."""
+
+    def run():
+        with torch.inference_mode():
+            return model.generate(
+                **inputs,
+                num_beams=num_beams,
+                do_sample=False,
+                min_new_tokens=new_tokens,
+                max_new_tokens=new_tokens,
+                early_stopping=False,
+                length_penalty=1.0,
+            )
+
+    return run
+
+
+def bench_decoding(
+    models: dict[str, torch.nn.Module],
+    vocab_size: int,
+    settings: Iterable[tuple[int, int]] = ((1, 1), (1, 4), (8, 1), (8, 4)),
+    src_len: int = 32,
+    new_tokens: int = 32,
+    repeats: int = 5,
+    device: str = "cpu",
+) -> list[dict]:
+    """generate() throughput (output tokens/s, beams not counted) and latency per sentence for each
+    (batch, num_beams) setting, the models alternating."""
+    results = []
+    for batch, beams in settings:
+        data = random_batch(vocab_size, batch, src_len, 1, device, seed=batch)
+        inputs = {"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]}
+        runs = {name: generate_fn(m.eval(), inputs, beams, new_tokens) for name, m in models.items()}
+        times = alternate(runs, repeats=repeats, warmup=1, device=device)
+        row = {"batch": batch, "num_beams": beams, "new_tokens": new_tokens, "src_len": src_len}
+        for name in models:
+            t = median(times[name])
+            row[f"{name}_s"] = t
+            row[f"{name}_tokens_per_s"] = batch * new_tokens / t
+            row[f"{name}_latency_ms_per_sentence"] = 1000 * t / batch
+        results.append(row)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Machine
+# --------------------------------------------------------------------------------------------------
+
+
+def machine_info(device: str = "cpu") -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+        flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n", 1)[0].split()
+        info["cpu_simd"] = sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
+    except (OSError, IndexError):
+        pass
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
