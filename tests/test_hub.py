@@ -106,6 +106,7 @@ def test_card_has_translation_metadata_model_index_and_signatures(model):
     data = card.data.to_dict()
     assert data["pipeline_tag"] == "translation"
     assert data["language"] == ["en", "es"] and data["license"] == "apache-2.0"
+    assert data["datasets"] == ["bible-kjv-rv1909"] and data["library_name"] == "transformers"
     results = data["model-index"][0]["results"]
     metrics = {m["type"]: m["value"] for r in results for m in r["metrics"]}
     assert metrics == {"bleu": round(info["test_bleu"], 2), "chrf": round(info["test_chrf"], 2)}

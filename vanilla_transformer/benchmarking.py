@@ -417,3 +417,85 @@ def machine_info(device: str = "cpu") -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+# --------------------------------------------------------------------------------------------------
+# Real data: token-budget batches against fixed-size random batches
+# --------------------------------------------------------------------------------------------------
+
+
+def bible_lengths(corpus_dir: str, tokenizer_dir: str, max_len: int = 256):
+    """(source lengths, target lengths, pairs of ids) of the Bible training split, tokenised with
+    the project's tokenizer (`</s>` appended by its post-processor); pairs longer than `max_len`
+    are dropped as training drops them."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train = datasets.load_from_disk(corpus_dir)["train"]
+    src = [row["en"] for row in train["translation"]]
+    tgt = [row["es"] for row in train["translation"]]
+    src_ids = tokenizer(src)["input_ids"]
+    tgt_ids = tokenizer(text_target=tgt)["input_ids"]
+    pairs = [(s, t) for s, t in zip(src_ids, tgt_ids) if len(s) <= max_len and len(t) <= max_len]
+    return pairs, len(tokenizer)
+
+
+def synthetic_pairs(vocab_size: int, n: int = 20000, seed: int = 0):
+    """Fallback when the corpus is missing: lengths drawn like Bible verses (log-normal, mean about
+    32 tokens, max 256). Labelled `synthetic` in the results."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.exp(torch.randn(n, 2, generator=g) * 0.5 + 3.3).clamp(2, 256).long().tolist()
+    return [([5] * a, [6] * b) for a, b in lengths]
+
+
+def bench_real_data(
+    pairs: list[tuple[list[int], list[int]]],
+    shape: str | dict,
+    max_tokens: int,
+    steps: int,
+    seed: int = 0,
+) -> dict:
+    """Non-padding target tokens/s of training steps: this model on the project's token-budget
+    batches, and this model and Marian on fixed-size random batches holding the same mean number of
+    sentences (a plain shuffled DataLoader), the three alternating."""
+    from .data import TokenBudgetBatchSampler, fixed_size_batches, padding_stats
+
+    src_lengths = [len(s) for s, _ in pairs]
+    tgt_lengths = [len(t) for _, t in pairs]
+    sampler = TokenBudgetBatchSampler(src_lengths, tgt_lengths, max_tokens, seed=seed)
+    budget_batches = sampler.all_batches(0)
+    batch_size = max(1, round(len(pairs) / len(budget_batches)))
+    random_batches = fixed_size_batches(len(pairs), batch_size, seed=seed)
+    ours, marian = build_models(shape)
+    optimizers = {"ours": make_optimizer(ours), "marian": make_optimizer(marian)}
+    plans = {
+        "ours_budget": (ours, budget_batches),
+        "ours_random": (ours, random_batches),
+        "marian_random": (marian, random_batches),
+    }
+    seconds = {name: 0.0 for name in plans}
+    real_tokens = {name: 0 for name in plans}
+    for i in range(steps + 1):  # step 0 warms up
+        for name, (model, batches) in plans.items():
+            batch = padded_batch([pairs[j] for j in batches[i % len(batches)]])
+            optimizer = optimizers["ours" if model is ours else "marian"]
+            step = training_step_fn(model, optimizer, batch)
+            start = time.perf_counter()
+            step()
+            if i > 0:
+                seconds[name] += time.perf_counter() - start
+                real_tokens[name] += int((batch["labels"] != -100).sum())
+    result = {
+        "max_tokens": max_tokens,
+        "random_batch_size": batch_size,
+        "steps": steps,
+        "budget_padding": padding_stats(budget_batches, src_lengths, tgt_lengths)["padding_fraction"],
+        "random_padding": padding_stats(random_batches, src_lengths, tgt_lengths)["padding_fraction"],
+    }
+    for name in plans:
+        result[f"{name}_real_tgt_tokens_per_s"] = real_tokens[name] / seconds[name]
+    result["budget_vs_marian_random"] = (
+        result["ours_budget_real_tgt_tokens_per_s"] / result["marian_random_real_tgt_tokens_per_s"]
+    )
+    return result

@@ -392,7 +392,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     Resuming: ``state_dict()`` gives ``{"seed", "epoch", "batches_done"}``; after
     ``load_state_dict`` the next iteration yields exactly the remaining batches of that epoch,
     and ``len()`` is the number of batches the next iteration yields. The counter is reset at
-    the end of an epoch and by ``set_epoch``.
+    the end of an epoch and by ``set_epoch``. A ``DataLoader`` with workers pulls batches ahead
+    of the training loop, so save the loop's own count of finished steps in the epoch:
+    ``{"seed": seed, "epoch": epoch, "batches_done": steps_done_in_epoch}``.
 
     Use as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collator(...))``. With
     Accelerate, either give ``num_replicas=accelerator.num_processes`` and

@@ -84,7 +84,7 @@ OPTIONAL_CARD_FIELDS = {
     "eval_split": "test",
     "dataset_config": None,  # e.g. 'kjv-rv1909', the model-index dataset config
     "dataset_card": None,  # Markdown of the data card, embedded in a <details> block
-    "hub_datasets": [],  # Hub dataset ids for the `datasets:` metadata
+    "hub_datasets": [],  # Hub dataset ids for the `datasets:` metadata (default: [dataset_id])
     "base_model": None,  # Hub id of the model this one was fine-tuned from
     "averaging": None,  # e.g. 'mean of the last 5 checkpoints (written every 500 updates)'
     "validation_bleu": None,
@@ -344,7 +344,7 @@ def _card_data(info: Mapping) -> ModelCardData:
         library_name="transformers",
         pipeline_tag="translation",
         tags=tags,
-        datasets=list(info["hub_datasets"]) or None,
+        datasets=list(info["hub_datasets"]) or [info["dataset_id"]],
         metrics=["bleu", "chrf"],
         base_model=info["base_model"],
         model_name=info["model_name"],
