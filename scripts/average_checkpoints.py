@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--eval_split",
         default=None,
-        help="If set (e.g. validation), print BLEU/chrF of the newest checkpoint and of the average.",
+        help="If set (e.g. validation), print BLEU/chrF of the newest checkpoint and of the "
+        "average.",
     )
     parser.add_argument(
         "--dataset", default=BIBLE, help="'bible' or a load_translation_dataset source."
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
         newest, avg = record["newest_checkpoint_scores"], record["averaged_scores"]
         print(f"[{args.eval_split}, {avg['num_samples']} pairs, beam {args.num_beams}]")
         print(f"  newest checkpoint  BLEU {newest['bleu']:6.2f}  chrF {newest['chrf']:6.2f}")
-        print(f"  average of {len(folders):<3d}     BLEU {avg['bleu']:6.2f}  chrF {avg['chrf']:6.2f}")
+        label = f"average of {len(folders)}"
+        print(f"  {label:<17}  BLEU {avg['bleu']:6.2f}  chrF {avg['chrf']:6.2f}")
         print(f"  {avg['bleu_signature']}")
     return record
 

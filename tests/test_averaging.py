@@ -176,4 +176,5 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
     for key, value in saved.items():
         mean = (models[1].state_dict()[key].double() + models[2].state_dict()[key].double()) / 2
         torch.testing.assert_close(value, mean.float(), rtol=0, atol=1e-7)
-    assert (out / "tokenizer.json").is_file() and (out / "modeling_vanilla_transformer.py").is_file()
+    assert (out / "tokenizer.json").is_file()
+    assert (out / "modeling_vanilla_transformer.py").is_file()

@@ -120,7 +120,7 @@ def test_translate_restores_the_training_mode(bpe_tokenizer):
     assert translate(model, bpe_tokenizer, []) == []
 
 
-def test_evaluate_translation_scores_and_writes_hypotheses_in_dataset_order(tmp_path, bpe_tokenizer):
+def test_evaluate_translation_writes_hypotheses_in_dataset_order(tmp_path, bpe_tokenizer):
     rows = [{"translation": {"en": s, "es": s}} for s in SENTENCES]
     out = tmp_path / "sub" / "hyp.txt"
     scores = evaluate_translation(EchoModel(), bpe_tokenizer, rows, "en", "es", batch_size=3,

@@ -104,7 +104,8 @@ def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp
     assert 0 <= summary["eval"]["eval_bleu"] <= 100 and "tok:13a" in summary["bleu_signature"]
 
     final = Path(summary["final_dir"])
-    assert (final / "tokenizer.json").is_file() and (final / "pipeline_vanilla_transformer.py").is_file()
+    assert (final / "tokenizer.json").is_file()
+    assert (final / "pipeline_vanilla_transformer.py").is_file()
     generation = json.loads((final / "generation_config.json").read_text())
     assert generation["num_beams"] == 4 and "max_length" not in generation  # not Trainer's fill-in
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(final)

@@ -176,6 +176,9 @@ def test_save_refuses_to_replace_a_folder_that_is_not_a_hub_folder(tmp_path, mod
     with pytest.raises(FileExistsError):
         save_hub_folder(model, tokenizer, run, card_info(model))
     assert (run / "checkpoint_1").is_dir()
+    model.save_pretrained(tmp_path / "final")  # a training output, not a Hub folder
+    with pytest.raises(FileExistsError):
+        save_hub_folder(model, tokenizer, tmp_path / "final", card_info(model))
 
 
 def test_dry_run_writes_exactly_the_files_to_upload_and_a_loadable_card(

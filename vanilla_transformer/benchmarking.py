@@ -41,7 +41,9 @@ PAD, BOS, EOS = 0, 1, 2
 # --------------------------------------------------------------------------------------------------
 
 
-def model_configs(shape: str | dict, dropout: float = 0.1) -> tuple[VanillaTransformerConfig, MarianConfig]:
+def model_configs(
+    shape: str | dict, dropout: float = 0.1
+) -> tuple[VanillaTransformerConfig, MarianConfig]:
     """Configs of this model and of a MarianMTModel with the same dimensions."""
     s = SHAPES[shape] if isinstance(shape, str) else shape
     ours = VanillaTransformerConfig(
@@ -84,7 +86,10 @@ def model_configs(shape: str | dict, dropout: float = 0.1) -> tuple[VanillaTrans
 
 
 def build_models(
-    shape: str | dict = "tiny", attn_implementation: str = "sdpa", seed: int = 0, dropout: float = 0.1
+    shape: str | dict = "tiny",
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+    dropout: float = 0.1,
 ) -> tuple[VanillaTransformerForConditionalGeneration, MarianMTModel]:
     """This model and a MarianMTModel of identical shape, both in train mode, on CPU, float32."""
     ours_config, marian_config = model_configs(shape, dropout)
@@ -134,9 +139,13 @@ def forward_flops(config: VanillaTransformerConfig, batch: int, src_len: int, tg
     p = matmul_parameter_counts(config)
     dense = 2 * (p["encoder"] * src_len + (p["decoder"] + p["lm_head"]) * tgt_len)
     d = config.d_model
-    attention = 4 * d * (
-        config.encoder_layers * src_len * src_len
-        + config.decoder_layers * (tgt_len * tgt_len + tgt_len * src_len)
+    attention = (
+        4
+        * d
+        * (
+            config.encoder_layers * src_len * src_len
+            + config.decoder_layers * (tgt_len * tgt_len + tgt_len * src_len)
+        )
     )
     return batch * (dense + attention)
 
@@ -222,7 +231,11 @@ def padded_batch(pairs: list[tuple[list[int], list[int]]], device="cpu"):
         src[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
         labels[i, : len(t)] = torch.tensor(t)
-    return {"input_ids": src.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    return {
+        "input_ids": src.to(device),
+        "attention_mask": mask.to(device),
+        "labels": labels.to(device),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,7 +247,9 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     """The paper's Adam (beta2 0.98, eps 1e-9), fused where this torch supports it (same for both
     models: the optimiser is part of the harness, not of the model)."""
     try:
-        return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
+        return torch.optim.Adam(
+            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True
+        )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
 
@@ -300,7 +315,7 @@ def bench_training(
         result["ours_fraction_of_peak"] = result["ours_tflops"] * 1e12 / peak
         result["marian_fraction_of_peak"] = result["marian_tflops"] * 1e12 / peak
     if device.startswith("cuda"):
-        for name, model in (("ours", ours), ("marian", marian)):
+        for name in ("ours", "marian"):
             torch.cuda.reset_peak_memory_stats()
             runs[name]()
             result[f"{name}_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -375,7 +390,9 @@ def bench_decoding(
     for batch, beams in settings:
         data = random_batch(vocab_size, batch, src_len, 1, device, seed=batch)
         inputs = {"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]}
-        runs = {name: generate_fn(m.eval(), inputs, beams, new_tokens) for name, m in models.items()}
+        runs = {
+            name: generate_fn(m.eval(), inputs, beams, new_tokens) for name, m in models.items()
+        }
         times = alternate(runs, repeats=repeats, warmup=1, device=device)
         row = {"batch": batch, "num_beams": beams, "new_tokens": new_tokens, "src_len": src_len}
         for name in models:
@@ -437,7 +454,11 @@ def bible_lengths(corpus_dir: str, tokenizer_dir: str, max_len: int = 256):
     tgt = [row["es"] for row in train["translation"]]
     src_ids = tokenizer(src)["input_ids"]
     tgt_ids = tokenizer(text_target=tgt)["input_ids"]
-    pairs = [(s, t) for s, t in zip(src_ids, tgt_ids) if len(s) <= max_len and len(t) <= max_len]
+    pairs = [
+        (s, t)
+        for s, t in zip(src_ids, tgt_ids, strict=True)
+        if len(s) <= max_len and len(t) <= max_len
+    ]
     return pairs, len(tokenizer)
 
 
@@ -490,8 +511,12 @@ def bench_real_data(
         "max_tokens": max_tokens,
         "random_batch_size": batch_size,
         "steps": steps,
-        "budget_padding": padding_stats(budget_batches, src_lengths, tgt_lengths)["padding_fraction"],
-        "random_padding": padding_stats(random_batches, src_lengths, tgt_lengths)["padding_fraction"],
+        "budget_padding": padding_stats(budget_batches, src_lengths, tgt_lengths)[
+            "padding_fraction"
+        ],
+        "random_padding": padding_stats(random_batches, src_lengths, tgt_lengths)[
+            "padding_fraction"
+        ],
     }
     for name in plans:
         result[f"{name}_real_tgt_tokens_per_s"] = real_tokens[name] / seconds[name]
@@ -499,3 +524,155 @@ def bench_real_data(
         result["ours_budget_real_tgt_tokens_per_s"] / result["marian_random_real_tgt_tokens_per_s"]
     )
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU extras, BLEU of the quantised model, report
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_compiled_training(
+    shape: str, batch: int, src_len: int, tgt_len: int, repeats: int
+) -> dict:
+    """bf16-autocast training tokens/s of this model under `torch.compile` (CUDA), and whether
+    SDPA's flash kernel accepts the model's attention calls (unpadded batch)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    ours, _ = build_models(shape)
+    ours.to("cuda")
+    data = random_batch(ours.config.vocab_size, batch, src_len, tgt_len, "cuda")
+    step = training_step_fn(ours, make_optimizer(ours), data, torch.bfloat16)
+    out = {}
+    try:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            step()
+        out["flash_attention_ok"] = True
+    except RuntimeError as error:
+        out["flash_attention_ok"] = f"no: {str(error)[:120]}"
+    ours.forward = torch.compile(ours.forward)
+    times = alternate({"compiled": step}, repeats=repeats, warmup=3, device="cuda")
+    out["ours_compiled_tokens_per_s"] = batch * tgt_len / median(times["compiled"])
+    out["ours_compiled_tflops"] = (
+        training_flops(ours.config, batch, src_len, tgt_len) / median(times["compiled"]) / 1e12
+    )
+    return out
+
+
+def quantized_bleu(model_dir: str, corpus_dir: str, limit: int | None = None, batch_size: int = 16):
+    """BLEU on the Bible test split of a trained model in float32 and after int8 quantisation
+    (beam 4, the paper's length penalty: the model's generation config)."""
+    import datasets
+    import sacrebleu
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from .inference import optimize_for_cpu_inference
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
+    test = datasets.load_from_disk(corpus_dir)["test"]
+    rows = test["translation"][:limit] if limit else test["translation"]
+    sources = [r["en"] for r in rows]
+    references = [r["es"] for r in rows]
+    report = {"model": model_dir, "pairs": len(sources)}
+    for name, candidate in (("fp32", model), ("int8", optimize_for_cpu_inference(model, "int8"))):
+        hypotheses, start = [], time.perf_counter()
+        for i in range(0, len(sources), batch_size):
+            batch = tokenizer(sources[i : i + batch_size], return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                out = candidate.generate(**batch)
+            hypotheses += tokenizer.batch_decode(out, skip_special_tokens=True)
+        report[f"{name}_bleu"] = sacrebleu.corpus_bleu(hypotheses, [references]).score
+        report[f"{name}_seconds"] = time.perf_counter() - start
+    report["bleu_drop"] = report["fp32_bleu"] - report["int8_bleu"]
+    return report
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def format_report(results: dict) -> str:
+    """The results as Markdown tables (what docs/performance.md shows)."""
+    m = results["machine"]
+    where = m.get("gpu") or f"{m.get('cpu_model', '?')}, {m['cpu_count']} cores"
+    lines = [
+        f"Machine: {where}; torch {m['torch']} ({m['torch_threads']} threads, "
+        f"{m['cpu_capability']}); load average at start {m.get('load_average')}, "
+        f"at end {m.get('load_average_end')}",
+        "",
+        "| training | batch x src x tgt | params ours / Marian | tokens/s ours | tokens/s Marian "
+        "| ours / Marian | matmul peak TFLOP/s | ours % of peak | Marian % of peak "
+        "| peak RSS MB ours / Marian |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["training"]:
+        rss = (
+            f"{r['ours_peak_rss_mb']:.0f} / {r['marian_peak_rss_mb']:.0f}"
+            if "ours_peak_rss_mb" in r
+            else f"{r['ours_peak_mem_mb']:.0f} / {r['marian_peak_mem_mb']:.0f} (GPU)"
+            if "ours_peak_mem_mb" in r
+            else "-"
+        )
+        lines.append(
+            f"| {r['shape']} | {r['batch']}x{r['src_len']}x{r['tgt_len']} "
+            f"| {r['params_ours'] / 1e6:.2f}M / {r['params_marian'] / 1e6:.2f}M "
+            f"| {_fmt(r['ours_tokens_per_s'])} | {_fmt(r['marian_tokens_per_s'])} "
+            f"| **{r['ratio']:.2f}x** | {r.get('peak_tflops', 0):.3f} "
+            f"| {100 * r.get('ours_fraction_of_peak', 0):.0f}% "
+            f"| {100 * r.get('marian_fraction_of_peak', 0):.0f}% | {rss} |"
+        )
+        if "ours_compiled_tokens_per_s" in r:
+            lines.append(
+                f"| {r['shape']} (ours, torch.compile) | | | "
+                f"{_fmt(r['ours_compiled_tokens_per_s'])} | | | | "
+                f"{100 * r['ours_compiled_tflops'] / r['peak_tflops']:.0f}% | | "
+                f"flash: {r['flash_attention_ok']} |"
+            )
+    if results.get("real_data"):
+        r = results["real_data"]
+        lines += [
+            "",
+            f"Real data: {r['data']}, shape {r['shape']}, {r['steps']} steps each. Token-budget "
+            f"batches of {r['max_tokens']} tokens ({100 * r['budget_padding']:.0f}% padding) vs "
+            f"random batches of {r['random_batch_size']} sentences "
+            f"({100 * r['random_padding']:.0f}% padding).",
+            "",
+            "| real data | non-padding target tokens/s |",
+            "|---|---|",
+            f"| ours, token-budget batches | {_fmt(r['ours_budget_real_tgt_tokens_per_s'])} |",
+            f"| ours, random fixed-size batches | {_fmt(r['ours_random_real_tgt_tokens_per_s'])} |",
+            f"| Marian, random fixed-size batches | "
+            f"{_fmt(r['marian_random_real_tgt_tokens_per_s'])} |",
+            f"| **ours budget / Marian random** | **{r['budget_vs_marian_random']:.2f}x** |",
+        ]
+    if results.get("decoding"):
+        rows = results["decoding"]
+        names = [k[: -len("_tokens_per_s")] for k in rows[0] if k.endswith("_tokens_per_s")]
+        others = [n for n in names if n != "marian"]
+        lines += [
+            "",
+            f"generate(), shape {rows[0]['shape']}, source {rows[0]['src_len']} tokens, exactly "
+            f"{rows[0]['new_tokens']} new tokens; tokens/s counts output tokens (not beams).",
+            "",
+            "| batch | beams | "
+            + " | ".join(f"{n} tok/s" for n in names)
+            + " | "
+            + " | ".join(f"{n} / Marian" for n in others)
+            + " | ms/sentence "
+            + " / ".join(names)
+            + " |",
+            "|---|---|" + "---|" * (len(names) + len(others) + 1),
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['batch']} | {r['num_beams']} | "
+                + " | ".join(_fmt(r[f"{n}_tokens_per_s"]) for n in names)
+                + " | "
+                + " | ".join(
+                    f"**{r[f'{n}_tokens_per_s'] / r['marian_tokens_per_s']:.2f}x**" for n in others
+                )
+                + " | "
+                + " / ".join(f"{r[f'{n}_latency_ms_per_sentence']:.0f}" for n in names)
+                + " |"
+            )
+    return "\n".join(lines)

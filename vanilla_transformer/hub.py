@@ -513,12 +513,14 @@ def _fill_from_model(model, card_info: Mapping) -> dict:
 
 
 def _looks_like_hub_folder(folder: Path) -> bool:
-    """An existing folder that `save_hub_folder` may replace: empty, or files only with a
-    config.json (a previous save), never a folder holding sub-folders such as checkpoints."""
+    """An existing folder that `save_hub_folder` may replace: empty, or a previous Hub folder
+    (files only, with README.md and config.json); never e.g. a run directory with checkpoints."""
     entries = list(folder.iterdir())
     if not entries:
         return True
-    return all(p.is_file() for p in entries) and (folder / "config.json").is_file()
+    return all(p.is_file() for p in entries) and all(
+        (folder / name).is_file() for name in ("README.md", "config.json")
+    )
 
 
 def save_hub_folder(model, tokenizer, folder: str | Path, card_info: dict) -> Path:
@@ -529,14 +531,14 @@ def save_hub_folder(model, tokenizer, folder: str | Path, card_info: dict) -> Pa
 
     The folder is written beside its destination and renamed into place, so a failure leaves the
     previous folder untouched. An existing `folder` is replaced only if it is empty or a previous
-    save (files only, with config.json); anything else (e.g. a run directory) raises
-    `FileExistsError`. Returns the folder.
+    Hub folder (files only, with README.md and config.json); anything else (a run directory, a
+    plain save_pretrained folder) raises `FileExistsError`. Returns the folder.
     """
     folder = Path(folder)
     if folder.exists() and not (folder.is_dir() and _looks_like_hub_folder(folder)):
         raise FileExistsError(
-            f"{folder} exists and is not a previous Hub folder (it has sub-folders or no "
-            "config.json); choose an empty or new folder."
+            f"{folder} exists and is not a previous Hub folder (it has sub-folders, or no "
+            "README.md and config.json); choose a new or empty folder."
         )
     card = render_model_card(_fill_from_model(model, card_info))  # fail before writing
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -603,17 +603,23 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 self_key_norm_mask = self_key_norm_mask & key_padding_mask(attention_mask)
             cross_key_norm_mask = key_padding_mask(encoder_attention_mask)
 
-        if attention_mask is None:
-            attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
-        self_attn_cache = (
-            past_key_values.self_attention_cache if past_key_values is not None else None
-        )
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=self_attn_cache,
-        )
+        if attention_mask is None and T == 1:
+            # An incremental decoding step without decoder padding: its one query may see every
+            # cached key, so there is nothing to mask (and no attention kernel treats a single
+            # query as causal). Skipping the mask helpers saves their per-token Python work.
+            causal_mask = None
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
+            self_attn_cache = (
+                past_key_values.self_attention_cache if past_key_values is not None else None
+            )
+            causal_mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                past_key_values=self_attn_cache,
+            )
         encoder_attention_mask = create_bidirectional_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
@@ -814,6 +820,19 @@ class VanillaTransformerForConditionalGeneration(
         return shift_tokens_right(
             labels, self.config.pad_token_id, self.config.decoder_start_token_id
         )
+
+    def _reorder_cache(self, past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:
+        """Called by beam search after every step to follow the surviving beams. Only the
+        self-attention cache is reordered: the cross-attention keys/values are projections of the
+        encoder output, which `generate` repeats identically for the beams of a sentence, and beams
+        are only reordered within their sentence, so reordering them would copy every layer's
+        (B * beams, h, S, d_k) tensors per token for nothing (about a quarter of beam-4 decoding
+        time at base dims on CPU, see docs/performance.md)."""
+        if isinstance(past_key_values, EncoderDecoderCache):
+            past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            past_key_values.reorder_cache(beam_idx)
+        return past_key_values
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate` with the paper's output limit: unless the call or the
