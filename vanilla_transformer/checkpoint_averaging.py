@@ -50,7 +50,7 @@ DEFAULT_TIED_WEIGHTS = {
     "model.encoder.embed_tokens.weight": "model.shared.weight",
     "model.decoder.embed_tokens.weight": "model.shared.weight",
 }
-_STEP_RE = re.compile(r"(\d+)(?!.*\d)")
+_STEP_RE = re.compile(r"(\d+)$")  # the name must END in the step: not "checkpoint-3.tmp"
 
 
 def find_weights_file(folder: str | Path) -> Path:

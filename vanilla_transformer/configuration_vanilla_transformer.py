@@ -5,12 +5,15 @@ seq2seq configs (Marian, BART) so that generation and other Hugging Face tooling
 paper's symbols are given next to each field.
 """
 
+import math
+
 from transformers import PreTrainedConfig
 
 ATTENTION_SCALINGS = ("sqrt_dk", "key_norm_sum")
 POSITION_ENCODINGS = ("sinusoidal", "learned")
 # Activations the position-wise feed-forward network accepts (Section 3.3 uses ReLU).
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
+TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "decoder_start_token_id")
 TRANSLATION_PIPELINE = {
     "translation": {
         "impl": "pipeline_vanilla_transformer.TranslationPipeline",
@@ -18,6 +21,14 @@ TRANSLATION_PIPELINE = {
         "type": "text",
     }
 }
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class VanillaTransformerConfig(PreTrainedConfig):
@@ -134,7 +145,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
             "max_position_embeddings",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}.")
         for stack in ("encoder", "decoder"):
             heads = getattr(self, f"{stack}_attention_heads")
@@ -145,7 +156,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 )
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            if not _is_number(value) or not 0 <= value < 1:
                 raise ValueError(f"{where}.{name} must be a probability in [0, 1), got {value!r}.")
         choices = {
             "attention_scaling": ATTENTION_SCALINGS,
@@ -157,29 +168,23 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 raise ValueError(
                     f"{where}.{name} must be one of {list(accepted)}, got {getattr(self, name)!r}."
                 )
-        for name in ("norm_first", "scale_embedding", "tie_word_embeddings"):
+        for name in ("norm_first", "scale_embedding", "tie_word_embeddings", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{where}.{name} must be a bool, got {getattr(self, name)!r}.")
         if self.init_std is not None and not (
-            isinstance(self.init_std, (int, float)) and self.init_std > 0
+            _is_number(self.init_std) and math.isfinite(self.init_std) and self.init_std > 0
         ):
             raise ValueError(
                 f"{where}.init_std must be None (tensor2tensor initialisation) or a positive "
                 f"float, got {self.init_std!r}."
             )
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if value is not None and not (0 <= value < self.vocab_size):
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        token_ids = [(name, getattr(self, name)) for name in TOKEN_ID_FIELDS]
+        for name, value in token_ids + [("eos_token_id", value) for value in eos]:
+            if value is not None and not (_is_int(value) and 0 <= value < self.vocab_size):
                 raise ValueError(
                     f"{where}.{name} must be a token id in [0, vocab_size={self.vocab_size}), "
-                    f"got {value!r}."
-                )
-        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
-        for value in eos:
-            if value is not None and not (0 <= value < self.vocab_size):
-                raise ValueError(
-                    f"{where}.eos_token_id must be token ids in [0, vocab_size={self.vocab_size}),"
-                    f" got {self.eos_token_id!r}."
+                    f"got {getattr(self, name)!r}."
                 )
 
 

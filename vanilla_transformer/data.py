@@ -112,6 +112,14 @@ def _jsonl_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Itera
                     f'{{"translation": {{"{src_lang}": ..., "{tgt_lang}": ...}}}}; found {found}'
                 )
             _check_languages(list(pair), src_lang, tgt_lang, f"{path}:{line_number}")
+            for lang in (src_lang, tgt_lang):
+                try:  # a JSON escape like \ud800 decodes to a lone surrogate, not valid Unicode
+                    str(pair[lang]).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(
+                        f"{path}:{line_number}: {lang} text holds an unpaired surrogate "
+                        "(a \\ud800-\\udfff escape): not valid Unicode"
+                    ) from None
             yield {"translation": {src_lang: pair[src_lang], tgt_lang: pair[tgt_lang]}}
 
 
@@ -172,6 +180,12 @@ def _load_file(path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None) 
         cause = err.__cause__ or err.__context__
         if isinstance(cause, ValueError):
             raise cause from None
+        raise
+    except ValueError as err:
+        if "corresponds to no data" in str(err):
+            raise ValueError(
+                f"{path}: no translation pairs (the file is empty or has only blank lines)"
+            ) from None
         raise
 
 
