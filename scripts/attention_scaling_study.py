@@ -3,6 +3,10 @@
     python scripts/attention_scaling_study.py simulate            # random queries/keys, seconds
     python scripts/attention_scaling_study.py train               # trained models (training half)
 
+`train` trains both scalings in every setting (post-LN, pre-LN, no warm-up) for every seed and
+writes training.json, training_curves.png, grad_norms.png and attention_entropy.png; the logic is
+vanilla_transformer.attention_study_training.
+
 `simulate` writes first_component.png, sweeps.png and simulation.json into --out_dir; the numbers
 come from vanilla_transformer.attention_study and the write-up is docs/attention_scaling.md.
 """
@@ -20,7 +24,7 @@ matplotlib.use("Agg")  # files only, no display on the training machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vanilla_transformer import attention_study
+from vanilla_transformer import attention_study, attention_study_training
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +122,114 @@ def simulate(args):
 
 
 def train(args):
-    """Training comparison of the two `attention_scaling` settings (the training half of the study).
+    """The training half: every (setting, scaling, seed) run, then training.json and its figures.
 
-    To be written by the training engineer: train one model per setting on the same data and seed,
-    and write the curves and final scores into args.out_dir next to the simulation's files.
+    training.json is rewritten as each run finishes, so an interrupted study keeps its runs;
+    `--plot_only` redraws the figures from an existing training.json.
     """
-    raise NotImplementedError(
-        "`attention_scaling_study.py train` is not implemented yet: the training comparison of "
-        "attention_scaling='sqrt_dk' vs 'key_norm_sum' is added by the training study. "
-        "Use the `simulate` subcommand for the simulation half."
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "training.json"
+    if args.plot_only:
+        result = json.loads(path.read_text())
+    else:
+        config = attention_study_training.StudyConfig(
+            settings=args.settings,
+            seeds=args.seeds,
+            max_steps=args.max_steps,
+            minutes_per_run=args.minutes_per_run,
+            eval_every=args.eval_every,
+            bleu_samples=args.bleu_samples,
+            device=args.device,
+            threads=args.threads,
+            jobs=args.jobs,
+            dataset=args.dataset,
+            bible_cache_dir=args.bible_cache_dir,
+            tokenizer=args.tokenizer,
+            d_model=args.d_model,
+            ffn_dim=args.ffn_dim,
+            attention_heads=args.attention_heads,
+            layers=args.layers,
+            batch_tokens=args.batch_tokens,
+        )
+        start = time.perf_counter()
+        result = attention_study_training.run_study(
+            config,
+            on_result=lambda partial: path.write_text(attention_study_training.dumps(partial)),
+        )
+        result["wall_seconds"] = round(time.perf_counter() - start, 1)
+        path.write_text(attention_study_training.dumps(result))
+    for figure in attention_study_training.plot_study(result, out_dir):
+        logger.info("wrote %s", figure)
+    for setting, per_scaling in result["summary"].items():
+        for scaling, stats in per_scaling.items():
+            logger.info(
+                "%-18s %-13s BLEU %.2f +- %.2f, val loss %.3f +- %.3f",
+                setting,
+                scaling,
+                stats["val_bleu"]["mean"],
+                stats["val_bleu"]["std"],
+                stats["val_loss"]["mean"],
+                stats["val_loss"]["std"],
+            )
+
+
+def add_train_arguments(trn):
+    study = attention_study_training
+    defaults = study.StudyConfig()
+    trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where PNGs + JSON go.")
+    trn.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(defaults.settings),
+        choices=sorted(study.SETTINGS),
+        help="Norm placement / schedule settings; each trains both scalings for every seed.",
+    )
+    trn.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="Seeds.")
+    trn.add_argument(
+        "--max_steps", type=int, default=defaults.max_steps, help="Updates per run (all runs)."
+    )
+    trn.add_argument(
+        "--minutes_per_run",
+        type=float,
+        default=defaults.minutes_per_run,
+        help="Cap on each run's training time, evaluation excluded (0: none).",
+    )
+    trn.add_argument(
+        "--eval_every", type=int, default=defaults.eval_every, help="Validation every N updates."
+    )
+    trn.add_argument(
+        "--bleu_samples",
+        type=int,
+        default=defaults.bleu_samples,
+        help="Validation verses translated (greedy) for BLEU.",
+    )
+    trn.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    trn.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per run.")
+    trn.add_argument(
+        "--jobs", type=int, default=defaults.jobs, help="Runs at a time (worker processes)."
+    )
+    trn.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help="'bible' or a corpus for load_translation_dataset (with train/validation splits).",
+    )
+    trn.add_argument(
+        "--bible_cache_dir", default=defaults.bible_cache_dir, help="The built Bible corpus."
+    )
+    trn.add_argument("--tokenizer", default=defaults.tokenizer, help="Tokenizer folder.")
+    for name in ("d_model", "ffn_dim", "attention_heads", "layers", "batch_tokens"):
+        trn.add_argument(
+            f"--{name}",
+            type=int,
+            default=getattr(defaults, name),
+            help=f"Model/batch size ({name}); default: the cpu-small preset.",
+        )
+    trn.add_argument(
+        "--plot_only",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Redraw the figures from out_dir/training.json without training.",
     )
 
 
@@ -154,8 +257,8 @@ def parse_args(argv=None):
     )
     sim.set_defaults(func=simulate)
 
-    trn = subparsers.add_parser("train", help="Train one model per scaling (training half).")
-    trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where results go.")
+    trn = subparsers.add_parser("train", help="Train both scalings per setting and seed.")
+    add_train_arguments(trn)
     trn.set_defaults(func=train)
     return parser.parse_args(argv)
 

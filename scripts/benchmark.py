@@ -145,6 +145,7 @@ def run_decoding(args, results):
     models = {"ours": ours.to(args.device), "marian": marian.to(args.device)}
     if not args.device.startswith("cuda"):
         models["ours_int8"] = optimize_for_cpu_inference(ours, "int8")
+        models["ours_colmajor"] = optimize_for_cpu_inference(ours, "fp32")
         if cpu_supports_bf16():
             models["ours_bf16"] = optimize_for_cpu_inference(ours, "bf16")
     rows = bm.bench_decoding(

@@ -9,10 +9,13 @@ from transformers import PreTrainedTokenizerFast
 from vanilla_transformer import VanillaTransformerConfig
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the project's convention
-WORDS = (
-    "the a house dog cat is was big small red blue green in on and of to see saw runs ran "
-    "la el casa perro gato es era grande pequeño rojo azul verde en y de a ver vio corre corrió"
-).split()
+WORDS = list(  # unique: each word one id
+    dict.fromkeys(
+        "the a house dog cat is was big small red blue green in on and of to see saw runs ran "
+        "la el casa perro gato es era grande pequeño rojo azul verde en y de ver vio corre corrió"
+        "".split()
+    )
+)
 
 
 def tiny_config(**overrides) -> VanillaTransformerConfig:

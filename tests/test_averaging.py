@@ -34,9 +34,16 @@ def _one_thread():
 
 def tiny_model(seed: int, vocab_size: int = 40, d_model: int = 32):
     config = VanillaTransformerConfig(
-        vocab_size=vocab_size, d_model=d_model, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
     )
     torch.manual_seed(seed)
     return VanillaTransformerForConditionalGeneration(config)
@@ -44,8 +51,11 @@ def tiny_model(seed: int, vocab_size: int = 40, d_model: int = 32):
 
 def test_average_is_the_exact_mean_accumulated_in_float64():
     # In float32, 1e8 + 1 == 1e8: a float32 running sum would give 0 here, not 1/3.
-    dicts = [{"w": torch.tensor([1e8, 1.0])}, {"w": torch.tensor([1.0, 2.0])},
-             {"w": torch.tensor([-1e8, 4.0])}]
+    dicts = [
+        {"w": torch.tensor([1e8, 1.0])},
+        {"w": torch.tensor([1.0, 2.0])},
+        {"w": torch.tensor([-1e8, 4.0])},
+    ]
     out = average_state_dicts(dicts)
     assert out["w"].dtype == torch.float32
     assert torch.equal(out["w"], torch.tensor([1 / 3, 7 / 3], dtype=torch.float32))
@@ -121,9 +131,16 @@ def test_a_folder_without_weights_raises_file_not_found(tmp_path):
 
 
 def test_wrapper_prefixes_are_stripped(tmp_path):
-    state = {k: v.clone() for k, v in tiny_model(0).state_dict().items()
-             if k not in ("lm_head.weight", "model.encoder.embed_tokens.weight",
-                          "model.decoder.embed_tokens.weight")}
+    state = {
+        k: v.clone()
+        for k, v in tiny_model(0).state_dict().items()
+        if k
+        not in (
+            "lm_head.weight",
+            "model.encoder.embed_tokens.weight",
+            "model.decoder.embed_tokens.weight",
+        )
+    }
     (tmp_path / "ddp").mkdir()
     save_file({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp" / "model.safetensors")
     assert set(average_checkpoints([tmp_path / "ddp"])) == set(state)
@@ -147,8 +164,9 @@ def test_list_checkpoints_orders_by_step_number(tmp_path):
 
 
 def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tmp_path):
-    tokenizer = train_tokenizer(["the house is red", "la casa es roja"] * 3, vocab_size=270,
-                                min_frequency=1)
+    tokenizer = train_tokenizer(
+        ["the house is red", "la casa es roja"] * 3, vocab_size=270, min_frequency=1
+    )
     run = tmp_path / "run"
     models = [tiny_model(seed, vocab_size=len(tokenizer)) for seed in (0, 1, 2)]
     for step, model in zip((100, 200, 300), models, strict=True):
@@ -161,10 +179,27 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
 
     out = tmp_path / "avg"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "average_checkpoints.py"), "--run_dir", str(run),
-         "--last", "2", "--output_dir", str(out), "--eval_split", "validation", "--dataset",
-         str(data), "--num_beams", "1", "--max_samples", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "average_checkpoints.py"),
+            "--run_dir",
+            str(run),
+            "--last",
+            "2",
+            "--output_dir",
+            str(out),
+            "--eval_split",
+            "validation",
+            "--dataset",
+            str(data),
+            "--num_beams",
+            "1",
+            "--max_samples",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

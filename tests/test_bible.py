@@ -79,7 +79,12 @@ def texts(verses):
 def test_dump_is_split_into_verses_with_heading_prefixes_apart():
     verses = parse_diatheke_dump(KJV_DUMP)
     assert [v.ref for v in verses] == [
-        "Genesis 1:1", "Genesis 1:2", "Psalms 3:1", "Psalms 3:2", "Judges 1:2", "Ruth 1:3",
+        "Genesis 1:1",
+        "Genesis 1:2",
+        "Psalms 3:1",
+        "Psalms 3:2",
+        "Judges 1:2",
+        "Ruth 1:3",
         "Proverbs 1:7",
     ]
     assert "<title" in verses[2].prefix and "Psalms" not in verses[2].markup
@@ -101,7 +106,9 @@ def test_kjv_pilcrows_are_removed():
 
 def test_psalm_title_joins_verse_one_only_where_it_is_fresh():
     cleaned = texts(clean_module(parse_diatheke_dump(KJV_DUMP), "en"))
-    assert cleaned["Psalms 3:1"] == "A Psalm of David. LORD, how are they increased that trouble me!"
+    assert (
+        cleaned["Psalms 3:1"] == "A Psalm of David. LORD, how are they increased that trouble me!"
+    )
     assert cleaned["Psalms 3:2"] == "Many there be which say of my soul."
 
 
@@ -118,7 +125,9 @@ def test_punctuation_glued_to_the_next_word_gets_a_space():
 
 def test_multiline_verses_are_joined_and_the_web_glossary_is_dropped():
     web = texts(clean_module(parse_diatheke_dump(WEB_DUMP), "en"))
-    assert web["Psalms 3:2"] == "Many there are who say of my soul, “There is no help for him in God.”"
+    assert (
+        web["Psalms 3:2"] == "Many there are who say of my soul, “There is no help for him in God.”"
+    )
     assert web["Revelation of John 22:21"] == (
         "The grace of the Lord Jesus Christ be with all the saints. Amen."
     )

@@ -30,7 +30,9 @@ def tokenizer():
 
 
 def test_loads_jsonl_translation_rows(tmp_path):
-    path = write_jsonl(tmp_path / "train.jsonl", [{"translation": {"en": e, "es": s}} for e, s in PAIRS])
+    path = write_jsonl(
+        tmp_path / "train.jsonl", [{"translation": {"en": e, "es": s}} for e, s in PAIRS]
+    )
     ds = load_translation_dataset(path, "en", "es")
     assert list(ds) == ["train"]
     assert ds["train"][1]["translation"] == {"en": PAIRS[1][0], "es": PAIRS[1][1]}
@@ -99,7 +101,11 @@ def test_empty_and_whitespace_pairs_are_dropped_and_counted(tmp_path, caplog):
 
 def test_tokenize_gives_model_columns_and_drops_long_pairs(tokenizer):
     raw = datasets.DatasetDict(
-        {"train": datasets.Dataset.from_list([{"translation": {"en": e, "es": s}} for e, s in PAIRS])}
+        {
+            "train": datasets.Dataset.from_list(
+                [{"translation": {"en": e, "es": s}} for e, s in PAIRS]
+            )
+        }
     )
     lengths = [len(tokenizer(e).input_ids) for e, _ in PAIRS]
     limit = sorted(lengths)[1]  # keeps the two shortest sources

@@ -47,9 +47,17 @@ def bpe_tokenizer():
 
 def tiny_model(vocab_size: int, **overrides) -> VanillaTransformerForConditionalGeneration:
     config = VanillaTransformerConfig(
-        vocab_size=vocab_size, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0, **overrides,
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        dropout=0.0,
+        **overrides,
     )
     torch.manual_seed(0)
     return VanillaTransformerForConditionalGeneration(config)
@@ -96,8 +104,9 @@ def test_compute_bleu_rejects_unequal_lengths_and_empty_input():
 
 def test_translate_restores_input_order_and_batches_by_length(bpe_tokenizer):
     model = EchoModel()
-    outputs = translate(model, bpe_tokenizer, SENTENCES, batch_size=2, num_beams=3,
-                        length_penalty=0.7)
+    outputs = translate(
+        model, bpe_tokenizer, SENTENCES, batch_size=2, num_beams=3, length_penalty=0.7
+    )
     assert outputs == SENTENCES  # the echo model is perfect, so any reordering shows
     lengths = [n for call in model.calls for n in call["lengths"]]
     assert lengths == sorted(lengths, reverse=True)  # longest first, similar lengths together
@@ -108,8 +117,9 @@ def test_translate_restores_input_order_and_batches_by_length(bpe_tokenizer):
 def test_translate_in_batches_equals_one_sentence_at_a_time(bpe_tokenizer):
     model = tiny_model(len(bpe_tokenizer))
     batched = translate(model, bpe_tokenizer, SENTENCES, batch_size=3, max_new_tokens=6)
-    single = [translate(model, bpe_tokenizer, [s], batch_size=1, max_new_tokens=6)[0]
-              for s in SENTENCES]
+    single = [
+        translate(model, bpe_tokenizer, [s], batch_size=1, max_new_tokens=6)[0] for s in SENTENCES
+    ]
     assert batched == single
 
 
@@ -123,8 +133,16 @@ def test_translate_restores_the_training_mode(bpe_tokenizer):
 def test_evaluate_translation_writes_hypotheses_in_dataset_order(tmp_path, bpe_tokenizer):
     rows = [{"translation": {"en": s, "es": s}} for s in SENTENCES]
     out = tmp_path / "sub" / "hyp.txt"
-    scores = evaluate_translation(EchoModel(), bpe_tokenizer, rows, "en", "es", batch_size=3,
-                                  max_samples=5, hypotheses_file=out)
+    scores = evaluate_translation(
+        EchoModel(),
+        bpe_tokenizer,
+        rows,
+        "en",
+        "es",
+        batch_size=3,
+        max_samples=5,
+        hypotheses_file=out,
+    )
     assert scores["bleu"] == pytest.approx(100.0) and scores["num_samples"] == 5
     assert out.read_text(encoding="utf-8").splitlines() == SENTENCES[:5]
 
@@ -146,11 +164,32 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
             f.write(json.dumps({"translation": {"en": s, "es": s}}) + "\n")
     hyp, results = tmp_path / "hyp.txt", tmp_path / "scores.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(model_dir),
-         "--dataset", str(data_dir), "--split", "test", "--num_beams", "2", "--batch_size", "2",
-         "--max_samples", "4", "--max_new_tokens", "5", "--hypotheses_file", str(hyp),
-         "--results_json", str(results)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=script_env(),
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            str(model_dir),
+            "--dataset",
+            str(data_dir),
+            "--split",
+            "test",
+            "--num_beams",
+            "2",
+            "--batch_size",
+            "2",
+            "--max_samples",
+            "4",
+            "--max_new_tokens",
+            "5",
+            "--hypotheses_file",
+            str(hyp),
+            "--results_json",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=script_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BLEU = " in proc.stdout and "tok:13a" in proc.stdout and "chrF = " in proc.stdout

@@ -18,8 +18,19 @@ from vanilla_transformer.finetuning import make_compute_metrics
 from vanilla_transformer.tokenization import train_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
-LEXICON = {"the": "el", "a": "un", "house": "casa", "dog": "perro", "cat": "gato", "is": "es",
-           "big": "grande", "small": "pequeño", "red": "rojo", "blue": "azul", "green": "verde"}
+LEXICON = {
+    "the": "el",
+    "a": "un",
+    "house": "casa",
+    "dog": "perro",
+    "cat": "gato",
+    "is": "es",
+    "big": "grande",
+    "small": "pequeño",
+    "red": "rojo",
+    "blue": "azul",
+    "green": "verde",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,31 +46,44 @@ def word_by_word_pairs(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         words = [rng.choice(sorted(LEXICON)) for _ in range(rng.randint(2, 5))]
-        rows.append({"translation": {"en": " ".join(words),
-                                     "es": " ".join(LEXICON[w] for w in words)}})
+        rows.append(
+            {"translation": {"en": " ".join(words), "es": " ".join(LEXICON[w] for w in words)}}
+        )
     return rows
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     rows = word_by_word_pairs(80)
-    return train_tokenizer([r["translation"][k] for r in rows for k in ("en", "es")],
-                           vocab_size=300, min_frequency=1)
+    return train_tokenizer(
+        [r["translation"][k] for r in rows for k in ("en", "es")], vocab_size=300, min_frequency=1
+    )
 
 
 def tiny_model(vocab_size: int) -> VanillaTransformerForConditionalGeneration:
     torch.manual_seed(0)
-    return VanillaTransformerForConditionalGeneration(VanillaTransformerConfig(
-        vocab_size=vocab_size, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
-    ))
+    return VanillaTransformerForConditionalGeneration(
+        VanillaTransformerConfig(
+            vocab_size=vocab_size,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=128,
+            dropout=0.0,
+        )
+    )
 
 
 def test_collator_pads_labels_with_minus_100_and_shifts_them_into_decoder_inputs(tokenizer):
     model = tiny_model(len(tokenizer))
-    features = [dict(tokenizer("the big dog", text_target="el perro grande")),
-                dict(tokenizer("a cat", text_target="un gato"))]
+    features = [
+        dict(tokenizer("the big dog", text_target="el perro grande")),
+        dict(tokenizer("a cat", text_target="un gato")),
+    ]
     batch = DataCollatorForSeq2Seq(tokenizer, model=model)(features)
     labels, decoder_inputs = batch["labels"], batch["decoder_input_ids"]
     short = len(features[1]["labels"])
@@ -89,12 +113,36 @@ def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp
     (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[72:]))
     out = tmp_path / "finetuned"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "finetune.py"), str(model_dir), "--dataset",
-         str(data), "--output_dir", str(out), "--max_steps", "40", "--logging_steps", "5",
-         "--learning_rate", "3e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-         "--per_device_train_batch_size", "16", "--eval_steps", "40", "--num_beams", "1",
-         "--max_eval_samples", "4"],
-        capture_output=True, text=True, timeout=500,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "finetune.py"),
+            str(model_dir),
+            "--dataset",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "40",
+            "--logging_steps",
+            "5",
+            "--learning_rate",
+            "3e-3",
+            "--lr_scheduler_type",
+            "constant",
+            "--warmup_steps",
+            "0",
+            "--per_device_train_batch_size",
+            "16",
+            "--eval_steps",
+            "40",
+            "--num_beams",
+            "1",
+            "--max_eval_samples",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
         env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

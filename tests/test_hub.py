@@ -58,18 +58,31 @@ def _no_hub_credentials(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(["In the beginning God created the heaven and the earth.",
-                            "En el principio crió Dios los cielos y la tierra."] * 3,
-                           vocab_size=280, min_frequency=1)
+    return train_tokenizer(
+        [
+            "In the beginning God created the heaven and the earth.",
+            "En el principio crió Dios los cielos y la tierra.",
+        ]
+        * 3,
+        vocab_size=280,
+        min_frequency=1,
+    )
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
     torch.manual_seed(0)
     config = VanillaTransformerConfig(
-        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        dropout=0.0,
     )
     return VanillaTransformerForConditionalGeneration(config)
 
@@ -181,14 +194,15 @@ def test_save_refuses_to_replace_a_folder_that_is_not_a_hub_folder(tmp_path, mod
         save_hub_folder(model, tokenizer, tmp_path / "final", card_info(model))
 
 
-def test_dry_run_writes_exactly_the_files_to_upload_and_a_loadable_card(
-    tmp_path, model, tokenizer
-):
+def test_dry_run_writes_exactly_the_files_to_upload_and_a_loadable_card(tmp_path, model, tokenizer):
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
     (folder / ".DS_Store").write_text("junk")  # hidden files are never uploaded
     plan = push_folder(folder, "someone/vt", private=True, dry_run_dir=tmp_path / "dry")
-    written = {p.relative_to(tmp_path / "dry" / "repo").as_posix()
-               for p in (tmp_path / "dry" / "repo").rglob("*") if p.is_file()}
+    written = {
+        p.relative_to(tmp_path / "dry" / "repo").as_posix()
+        for p in (tmp_path / "dry" / "repo").rglob("*")
+        if p.is_file()
+    }
     assert written == EXPECTED_FILES == set(upload_file_list(folder))
     for name in EXPECTED_FILES:
         assert (tmp_path / "dry" / "repo" / name).read_bytes() == (folder / name).read_bytes()
@@ -196,7 +210,10 @@ def test_dry_run_writes_exactly_the_files_to_upload_and_a_loadable_card(
     assert saved_plan == plan
     assert [c["method"] for c in plan["calls"]] == ["create_repo", "upload_folder"]
     assert plan["calls"][0]["kwargs"] == {
-        "repo_id": "someone/vt", "repo_type": "model", "private": True, "exist_ok": True,
+        "repo_id": "someone/vt",
+        "repo_type": "model",
+        "private": True,
+        "exist_ok": True,
     }
     card = ModelCard.load(tmp_path / "dry" / "repo" / "README.md")
     assert card.data.eval_results[0].metric_type == "bleu"
@@ -261,9 +278,18 @@ def test_push_script_dry_run_prints_the_files_and_never_the_token(tmp_path, mode
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
     env = {**os.environ, "HF_TOKEN": FAKE_TOKEN, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(folder), "someone/vt",
-         "--dry_run", str(tmp_path / "dry")],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "push_to_hub.py"),
+            str(folder),
+            "someone/vt",
+            "--dry_run",
+            str(tmp_path / "dry"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dry run: 9 files" in proc.stdout and "README.md" in proc.stdout

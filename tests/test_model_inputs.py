@@ -45,7 +45,10 @@ def ids(*shape, low=4, high=40):
             ),
             "decoder_attention_mask has shape",
         ),
-        (lambda: dict(input_ids=ids(0, 5), labels=ids(0, 3)), r"labels must be a non-empty .* shape \(0, 3\)"),
+        (
+            lambda: dict(input_ids=ids(0, 5), labels=ids(0, 3)),
+            r"labels must be a non-empty .* shape \(0, 3\)",
+        ),
         (lambda: dict(input_ids=ids(2, 0), labels=ids(2, 3)), r"non-empty .* shape \(2, 0\)"),
         (
             lambda: dict(
@@ -81,3 +84,14 @@ def test_key_norm_sum_stays_finite_when_a_decoder_row_is_all_padding():
     dmask[1] = 0
     out = model(input_ids=ids(2, 5), decoder_input_ids=ids(2, 4), decoder_attention_mask=dmask)
     assert torch.isfinite(out.logits).all()
+
+
+def test_left_padded_sources_are_refused_rather_than_encoded_at_shifted_positions(model):
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="right-padded"):
+        model(input_ids=ids(2, 4), attention_mask=mask, labels=ids(2, 3))
+
+
+def test_a_mask_that_is_neither_2d_nor_4d_is_refused(model):
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4, 1\)"):
+        model(input_ids=ids(2, 4), attention_mask=torch.ones(2, 4, 1), labels=ids(2, 3))

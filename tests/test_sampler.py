@@ -90,7 +90,9 @@ def test_resume_mid_epoch_gives_the_remaining_batches():
 def test_works_as_a_dataloader_batch_sampler():
     data = [torch.full((int(n),), i) for i, n in enumerate(SRC)]
     s = sampler(seed=0)
-    loader = DataLoader(data, batch_sampler=s, collate_fn=lambda items: [x[0].item() for x in items])
+    loader = DataLoader(
+        data, batch_sampler=s, collate_fn=lambda items: [x[0].item() for x in items]
+    )
     assert [b for b in loader] == list(s)
     assert len(loader) == len(s)
 

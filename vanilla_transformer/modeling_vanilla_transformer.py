@@ -76,7 +76,11 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, allow: int | 
 
 
 def check_mask(mask: torch.Tensor | None, expected: tuple[int, int], name: str):
-    if mask is not None and mask.dim() == 2 and tuple(mask.shape) != expected:
+    """A padding mask is (batch, length) like the ids it masks; a prepared 4D attention mask
+    (batch, 1, queries, keys) passes through to transformers' mask utilities."""
+    if mask is None or mask.dim() == 4:
+        return
+    if mask.dim() != 2 or tuple(mask.shape) != expected:
         raise ValueError(
             f"{name} has shape {tuple(mask.shape)} but the ids it masks need {expected}."
         )
@@ -510,11 +514,21 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
         B, S, _ = inputs_embeds.shape
         check_mask(attention_mask, (B, S), "attention_mask")
         if attention_mask is not None and attention_mask.dim() == 2:
-            if not torch.compiler.is_compiling() and not attention_mask.any(-1).all():
-                rows = (~attention_mask.bool().any(-1)).nonzero().flatten().tolist()
+            # Positions count from the first column, so a source must start there: refuse
+            # all-padding and left-padded rows rather than encode them wrongly. (First column
+            # unmasked in every row covers both with one check.)
+            if not torch.compiler.is_compiling() and not attention_mask[:, 0].bool().all():
+                rows = (~attention_mask[:, 0].bool()).nonzero().flatten().tolist()
+                empty = [r for r in rows if not attention_mask[r].any()]
                 raise ValueError(
-                    f"attention_mask rows {rows} are all padding: an empty source cannot be "
-                    "encoded. Drop those rows (a tokenized empty string still holds </s>)."
+                    f"attention_mask rows {rows} do not start with a real token: "
+                    + (
+                        f"rows {empty} are all padding (an empty source cannot be encoded; a "
+                        "tokenized empty string still holds </s>). "
+                        if empty
+                        else ""
+                    )
+                    + "Sources must be right-padded (tokenizer.padding_side='right')."
                 )
         positions = self.embed_positions(S, 0, inputs_embeds.dtype)
         hidden_states = F.dropout(
@@ -574,7 +588,16 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds.")
         if inputs_embeds is None:
-            check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
+            incremental_step = (
+                input_ids.dim() == 2
+                and input_ids.shape[1] == 1
+                and past_key_values is not None
+                and past_key_values.get_seq_length() > 0
+            )
+            # Not re-checked at every generated token: there the id is the model's own prediction,
+            # and the check's reductions end in a host sync that stalls GPU decoding each step.
+            if not incremental_step:
+                check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
         B, T, _ = inputs_embeds.shape

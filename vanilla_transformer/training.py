@@ -165,6 +165,9 @@ class TrainingConfig:
     checkpoint_minutes: float = _f(0.0, "Checkpoint every N minutes (0: never by time).")
     keep_last: int = _f(5, "Checkpoints kept (older ones deleted).")
     resume_from_checkpoint: str | None = _f(None, "Checkpoint folder or 'latest' to resume.")
+    overwrite_output_dir: bool = _f(
+        False, "Delete checkpoints of an earlier run in output_dir instead of refusing to start."
+    )
     nan_policy: str = _f("skip", "Non-finite loss/gradients: 'skip' the update or 'stop' saved.")
     debug_nan_at_step: int = _f(0, "Testing aid: make the loss NaN at this update (0: off).")
     log_with: str = _f("auto", "Trackers: 'auto' (tensorboard if installed), 'none', or names.")
@@ -480,6 +483,13 @@ def make_accelerator(config: TrainingConfig, grad_accum: int = 1) -> Accelerator
     )
 
 
+def append_log(accelerator: Accelerator, run_dir: Path, record: dict) -> None:
+    """One JSON line per logged step in `run_dir/train_log.jsonl` (main process), tracker or not."""
+    if accelerator.is_main_process:
+        with open(run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a non-finite loss or gradient (nan_policy='stop'); state saved."""
 
@@ -499,6 +509,15 @@ def train(config: TrainingConfig) -> dict:
     )
     accelerator = make_accelerator(config, grad_accum)
     set_seed(config.seed)
+    if complete_checkpoints(run_dir) and not config.resume_from_checkpoint:
+        if not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"{run_dir} holds checkpoints of an earlier run: pass --resume_from_checkpoint "
+                "latest to continue it, or --overwrite_output_dir to start afresh."
+            )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(run_dir / "checkpoints")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "training_config.json").write_text(
@@ -633,9 +652,10 @@ def train(config: TrainingConfig) -> dict:
             tok_s = window_tokens / max(elapsed, 1e-9)
             lr = scheduler.get_last_lr()[0]
             progress.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
-            accelerator.log({"train/loss": update_loss, "train/loss_ema": loss_ema,
-                             "train/lr": lr, "train/tokens_per_s": tok_s,
-                             "train/epoch": state["epoch"]}, step=state["step"])
+            record = {"train/loss": update_loss, "train/loss_ema": loss_ema, "train/lr": lr,
+                      "train/tokens_per_s": tok_s, "train/epoch": state["epoch"]}
+            accelerator.log(record, step=state["step"])
+            append_log(accelerator, run_dir, {"step": state["step"], **record})
             window_tokens, window_start = 0, time.time()
 
         if config.eval_steps and state["step"] % config.eval_steps == 0:
@@ -674,6 +694,7 @@ def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, 
         metrics.update({"val/bleu": scores["bleu"], "val/chrf": scores["chrf"]})
     accelerator.wait_for_everyone()
     accelerator.log(metrics, step=step)
+    append_log(accelerator, Path(config.output_dir), {"step": step, **metrics})
     if accelerator.is_main_process:
         text = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
         tqdm.write(f"[update {step}] {text}")
