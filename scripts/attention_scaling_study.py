@@ -151,6 +151,7 @@ def train(args):
             attention_heads=args.attention_heads,
             layers=args.layers,
             batch_tokens=args.batch_tokens,
+            warmup_steps=args.warmup_steps,
         )
         start = time.perf_counter()
         result = attention_study_training.run_study(
@@ -218,6 +219,12 @@ def add_train_arguments(trn):
         "--bible_cache_dir", default=defaults.bible_cache_dir, help="The built Bible corpus."
     )
     trn.add_argument("--tokenizer", default=defaults.tokenizer, help="Tokenizer folder.")
+    trn.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=defaults.warmup_steps,
+        help="Warm-up of the post_ln / pre_ln settings (the *_no_warmup ones keep 10).",
+    )
     for name in ("d_model", "ffn_dim", "attention_heads", "layers", "batch_tokens"):
         trn.add_argument(
             f"--{name}",

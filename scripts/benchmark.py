@@ -43,6 +43,13 @@ def parse_args():
         "in float32 and int8 on the Bible test set",
     )
     parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["training", "real", "decoding"],
+        choices=["training", "real", "decoding"],
+        help="which benchmarks to run (default: all)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -176,10 +183,12 @@ def main():
     if args.command == "quantized-bleu":
         return quantized_bleu(args)
     results = {"machine": bm.machine_info(args.device), "quick": args.quick, "training": []}
-    run_training(args, results)
-    if not args.device.startswith("cuda"):
+    if "training" in args.parts:
+        run_training(args, results)
+    if "real" in args.parts and not args.device.startswith("cuda"):
         run_real_data(args, results)
-    run_decoding(args, results)
+    if "decoding" in args.parts:
+        run_decoding(args, results)
     results["machine"]["load_average_end"] = os.getloadavg()
     print(bm.format_report(results))
     if args.out:

@@ -122,3 +122,171 @@ def test_simulation_is_deterministic_for_a_seed():
     kwargs = {"num_queries": 20, "paper_dims": (16,), "sweep_values": (8, 16)}
     assert run_simulation(seed=3, **kwargs) == run_simulation(seed=3, **kwargs)
     assert run_simulation(seed=3, **kwargs) != run_simulation(seed=4, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training half (vanilla_transformer.attention_study_training)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_attention_entropy_matches_a_direct_computation_with_padding():
+    from vanilla_transformer.attention_study_training import attention_entropy
+
+    torch.manual_seed(0)
+    B, h, T, S = 3, 2, 5, 6
+    key_mask = torch.ones(B, T, S, dtype=torch.bool)
+    key_mask[0, :, 4:] = False  # padded keys of sentence 0
+    key_mask[2] &= torch.ones(T, S, dtype=torch.bool).tril()  # causal for sentence 2
+    query_mask = torch.ones(B, T, dtype=torch.bool)
+    query_mask[1, 3:] = False  # padded queries of sentence 1
+    logits = torch.randn(B, h, T, S).masked_fill(~key_mask[:, None], float("-inf"))
+    weights = logits.softmax(-1)
+    stats = attention_entropy(weights, query_mask, key_mask)
+
+    entropies, ratios, uniform, max_weights = [], [], [], []
+    for b in range(B):
+        for head in range(h):
+            for t in range(T):
+                if not query_mask[b, t]:
+                    continue
+                p = weights[b, head, t][key_mask[b, t]].double()
+                entropy = -(p * p.log()).sum().item()
+                entropies.append(entropy)
+                uniform.append(math.log(len(p)))
+                max_weights.append(p.max().item())
+                if len(p) > 1:
+                    ratios.append(entropy / math.log(len(p)))
+    assert stats["entropy"] == pytest.approx(np.mean(entropies), rel=1e-5)
+    assert stats["entropy_ratio"] == pytest.approx(np.mean(ratios), rel=1e-5)
+    assert stats["uniform_entropy"] == pytest.approx(np.mean(uniform), rel=1e-5)
+    assert stats["max_weight"] == pytest.approx(np.mean(max_weights), rel=1e-5)
+
+
+def test_per_layer_grad_norms_match_direct_norms_on_a_tiny_model():
+    from conftest import tiny_config
+
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
+    from vanilla_transformer.attention_study_training import per_layer_grad_norms
+
+    torch.manual_seed(0)
+    model = VanillaTransformerForConditionalGeneration(tiny_config())
+    ids = torch.randint(4, model.config.vocab_size, (3, 7))
+    model(input_ids=ids, labels=ids).loss.backward()
+    norms = per_layer_grad_norms(model)
+
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    total = math.sqrt(sum(g.pow(2).sum().item() for g in grads.values()))
+    assert norms["total"] == pytest.approx(total, rel=1e-5)
+    layer = math.sqrt(
+        sum(g.pow(2).sum().item() for n, g in grads.items() if ".decoder.layers.1." in n)
+    )
+    assert norms["decoder.1"] == pytest.approx(layer, rel=1e-5)
+    q = grads["model.decoder.layers.0.encoder_attn.q_proj.weight"].norm().item()
+    assert norms["decoder.0.encoder_attn.q_proj"] == pytest.approx(q, rel=1e-5)
+    expected = {f"encoder.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj")}
+    assert expected <= set(norms)
+    layers_and_other = ("encoder.0", "encoder.1", "decoder.0", "decoder.1", "other")
+    assert math.sqrt(sum(norms[k] ** 2 for k in layers_and_other)) == pytest.approx(total)
+
+
+def test_key_norm_sum_attention_is_nearly_uniform_at_initialisation():
+    from conftest import tiny_config
+
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
+    from vanilla_transformer.attention_study_training import attention_entropy_by_layer
+
+    ids = torch.randint(4, 30, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    labels = ids.clone()
+    labels[1, 9:] = -100
+    ratios = {}
+    for scaling in ("sqrt_dk", "key_norm_sum"):
+        torch.manual_seed(0)
+        config = tiny_config(attention_scaling=scaling)
+        model = VanillaTransformerForConditionalGeneration(config)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                 "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels)}  # fmt: skip
+        stats = attention_entropy_by_layer(model, batch)
+        assert set(stats) == {"encoder_self", "decoder_self", "cross"}
+        assert all(len(layers) == 2 for layers in stats.values())
+        ratios[scaling] = min(la["entropy_ratio"] for ls in stats.values() for la in ls)
+    assert ratios["key_norm_sum"] > 0.97  # short causal prefixes (n = 2, 3) are the least flat
+    assert ratios["sqrt_dk"] < ratios["key_norm_sum"]
+
+
+def _tiny_corpus(folder):
+    import json
+
+    rng = np.random.default_rng(0)
+    english = "the a house dog cat is big small red blue in on".split()
+    spanish = "la el casa perro gato es grande pequeño rojo azul en y".split()
+    for split, n in (("train", 60), ("validation", 12)):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for _ in range(n):
+                idx = rng.integers(0, len(english), size=rng.integers(2, 6))
+                pair = {"en": " ".join(english[i] for i in idx),
+                        "es": " ".join(spanish[i] for i in idx)}  # fmt: skip
+                f.write(json.dumps({"translation": pair}) + "\n")
+
+
+def test_train_command_writes_the_study_json_and_figures(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from conftest import word_tokenizer
+
+    pytest.importorskip("matplotlib")
+    corpus, tokenizer, out = tmp_path / "corpus", tmp_path / "tok", tmp_path / "out"
+    corpus.mkdir()
+    _tiny_corpus(corpus)
+    word_tokenizer().save_pretrained(tokenizer)
+    script = Path(__file__).parents[1] / "scripts" / "attention_scaling_study.py"
+    spec = importlib.util.spec_from_file_location("attention_scaling_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    study.main(["train", "--out_dir", str(out), "--dataset", str(corpus), "--tokenizer",
+                str(tokenizer), "--settings", "pre_ln", "--seeds", "0", "--max_steps", "3",
+                "--eval_every", "2", "--bleu_samples", "4", "--d_model", "16", "--ffn_dim", "32",
+                "--attention_heads", "2", "--layers", "1", "--batch_tokens", "200"])  # fmt: skip
+
+    result = json.loads((out / "training.json").read_text())
+    assert {"config", "settings", "hardware", "runs", "summary"} <= set(result)
+    assert [(r["attention_scaling"], r["seed"]) for r in result["runs"]] == [
+        ("sqrt_dk", 0),
+        ("key_norm_sum", 0),
+    ]
+    run = result["runs"][0]
+    assert run["steps"] == 3 and run["curves"]["step"] == [0, 2, 3]
+    assert {"val_loss", "val_nll", "val_bleu", "val_chrf", "train_loss"} <= set(run["curves"])
+    assert len(run["grad_norms"]["encoder.0.self_attn.q_proj"]) == 3
+    assert {k: len(v) for k, v in run["entropy"].items()} == {
+        "encoder_self": 1,
+        "decoder_self": 1,
+        "cross": 1,
+    }
+    stats = result["summary"]["pre_ln"]["key_norm_sum"]
+    assert {"val_bleu", "val_loss", "early_grad_norm", "entropy_ratio"} <= set(stats)
+    for name in ("training_curves.png", "grad_norms.png", "attention_entropy.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_a_study_run_is_deterministic_for_a_seed(tmp_path):
+    from conftest import word_tokenizer
+
+    from vanilla_transformer.attention_study_training import (
+        StudyConfig,
+        load_study_data,
+        train_one,
+    )
+
+    _tiny_corpus(tmp_path)
+    word_tokenizer().save_pretrained(tmp_path / "tok")
+    config = StudyConfig(dataset=str(tmp_path), tokenizer=str(tmp_path / "tok"), max_steps=2,
+                         bleu_samples=2, d_model=16, ffn_dim=32, attention_heads=2, layers=1,
+                         batch_tokens=200)  # fmt: skip
+    data = load_study_data(config)
+    first, second = (train_one(config, "post_ln", "key_norm_sum", 3, data) for _ in range(2))
+    assert first["grad_norms"] == second["grad_norms"]
+    assert first["curves"]["val_loss"] == second["curves"]["val_loss"]

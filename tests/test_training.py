@@ -181,19 +181,19 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
 
 def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path):
     out = tmp_path / "run"
-    run_train(corpus, out, "--max_steps", "40", "--lr_factor", "1.0", "--eval_steps", "20",
+    run_train(corpus, out, "--max_steps", "30", "--lr_factor", "1.0", "--eval_steps", "15",
               "--eval_bleu_samples", "4", "--eval_num_beams", "1", "--checkpoint_steps", "10",
               "--keep_last", "3", "--average_last", "2", "--final_num_beams", "1")  # fmt: skip
     losses = [r["train/loss"] for r in train_log(out) if "train/loss" in r]
-    assert len(losses) == 40
+    assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 1.0, (first, last)
-    assert [r["step"] for r in train_log(out) if "val/loss" in r] == [20, 40]
+    assert [r["step"] for r in train_log(out) if "val/loss" in r] == [15, 30]
     assert [p.name for p in complete_checkpoints(out)] == [
-        "checkpoint_20", "checkpoint_30", "checkpoint_40"]  # fmt: skip
+        "checkpoint_10", "checkpoint_20", "checkpoint_30"]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 40 and summary["skipped_updates"] == 0
-    assert "checkpoint_30, checkpoint_40" in summary["averaging"]
+    assert summary["steps"] == 30 and summary["skipped_updates"] == 0
+    assert "checkpoint_20, checkpoint_30" in summary["averaging"]
     assert set(summary["scores"]) == {"validation", "test"}
     hub = Path(summary["hub_folder"])
     for name in ("README.md", "config.json", "model.safetensors", "tokenizer.json",

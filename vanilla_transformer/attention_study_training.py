@@ -49,10 +49,11 @@ CPU_SMALL = PRESETS["cpu-small"]
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """What differs between the study's settings: norm placement and the learning-rate schedule
-    (Noam, `training.noam_lambda`, parameterised by its warm-up and its peak rate)."""
+    (Noam, `training.noam_lambda`, parameterised by its warm-up and its peak rate). A warm-up of
+    None takes `StudyConfig.warmup_steps` (cpu-small's 400 unless a shorter study scales it)."""
 
     norm_first: bool
-    warmup_steps: int
+    warmup_steps: int | None
     peak_lr: float
     description: str
 
@@ -60,12 +61,8 @@ class Setting:
 # cpu-small's schedule: peak 0.83 / sqrt(192 * 400) = 3.0e-3 after 400 warm-up updates.
 TUNED_PEAK_LR = CPU_SMALL["lr_factor"] / math.sqrt(CPU_SMALL["d_model"] * CPU_SMALL["warmup_steps"])
 SETTINGS = {
-    "post_ln": Setting(
-        False, CPU_SMALL["warmup_steps"], TUNED_PEAK_LR, "post-LN (the paper), cpu-small schedule"
-    ),
-    "pre_ln": Setting(
-        True, CPU_SMALL["warmup_steps"], TUNED_PEAK_LR, "pre-LN (cpu-small's choice), its schedule"
-    ),
+    "post_ln": Setting(False, None, TUNED_PEAK_LR, "post-LN (the paper), cpu-small's peak lr"),
+    "pre_ln": Setting(True, None, TUNED_PEAK_LR, "pre-LN (cpu-small's choice), its peak lr"),
     # Where the paper's argument should matter most: large early updates grow q and k fast, which is
     # what drives attention logits into saturation (the attention-logit-growth instability). Warm-up
     # of 10 updates to 1e-2 (3.3 x the tuned peak), then the same inverse-sqrt decay.
@@ -102,6 +99,7 @@ class StudyConfig:
     layers: int = CPU_SMALL["encoder_layers"]  # encoder and decoder each
     batch_tokens: int = CPU_SMALL["batch_tokens"]
     max_length: int = CPU_SMALL["max_source_length"]  # source and target, tokens
+    warmup_steps: int = CPU_SMALL["warmup_steps"]  # of the settings with the tuned schedule
 
     def __post_init__(self):
         self.settings, self.seeds = tuple(self.settings), tuple(self.seeds)
@@ -121,6 +119,7 @@ class StudyConfig:
         """cpu-small with this study's model size and the setting's schedule, as a TrainingConfig
         (so that `training.build_optimizer_and_scheduler` builds the optimizer)."""
         s = SETTINGS[setting]
+        warmup = self.warmup_steps if s.warmup_steps is None else s.warmup_steps
         return resolve_config(
             "cpu-small",
             d_model=self.d_model,
@@ -129,9 +128,9 @@ class StudyConfig:
             encoder_layers=self.layers,
             decoder_layers=self.layers,
             norm_first=s.norm_first,
-            warmup_steps=s.warmup_steps,
+            warmup_steps=warmup,
             # Noam's peak is factor / sqrt(d_model * warmup): solve for the factor.
-            lr_factor=s.peak_lr * math.sqrt(self.d_model * s.warmup_steps),
+            lr_factor=s.peak_lr * math.sqrt(self.d_model * warmup),
             batch_tokens=self.batch_tokens,
             max_source_length=self.max_length,
             max_target_length=self.max_length,
@@ -419,6 +418,8 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
         "setting": setting,
         "attention_scaling": scaling,
         "norm_first": tc.norm_first,
+        "warmup_steps": tc.warmup_steps,
+        "peak_lr": _sig(tc.lr_factor / math.sqrt(tc.d_model * tc.warmup_steps)),
         "seed": seed,
         "steps": step,
         "train_seconds": round(train_seconds, 1),

@@ -327,9 +327,12 @@ def _peak_memory_child(kind: str, shape: str, batch: int, src_len: int, tgt_len:
     """Run in a fresh process: print the growth of the resident set's high-water mark over two
     training steps (weights and the inputs excluded: they exist before the first step)."""
     torch.set_num_threads(1)
-    ours, marian = build_models(shape)
-    model = ours if kind == "ours" else marian
-    del marian, ours
+    ours_config, marian_config = model_configs(shape)
+    if kind == "ours":
+        model = VanillaTransformerForConditionalGeneration._from_config(ours_config)
+    else:
+        model = MarianMTModel._from_config(marian_config)
+    model.train()
     data = random_batch(model.config.vocab_size, batch, src_len, tgt_len)
     step = training_step_fn(model, make_optimizer(model), data)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

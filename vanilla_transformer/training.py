@@ -169,7 +169,9 @@ class TrainingConfig:
         False, "Delete checkpoints of an earlier run in output_dir instead of refusing to start."
     )
     nan_policy: str = _f("skip", "Non-finite loss/gradients: 'skip' the update or 'stop' saved.")
-    debug_nan_at_step: int = _f(0, "Testing aid: make the loss NaN at this update (0: off).")
+    debug_nan_at_step: int = _f(
+        0, "Testing aid: make the loss NaN at this update attempt, skipped ones counted (0: off)."
+    )
     log_with: str = _f("auto", "Trackers: 'auto' (tensorboard if installed), 'none', or names.")
     threads: int = _f(0, "torch.set_num_threads (0: leave torch's default).")
     # Final model
@@ -611,7 +613,8 @@ def train(config: TrainingConfig) -> dict:
             with accelerator.accumulate(model):
                 logits = model(**batch).logits
                 loss, _, _ = label_smoothed_loss(logits, batch["labels"], config.label_smoothing)
-                if config.debug_nan_at_step and state["step"] + 1 == config.debug_nan_at_step:
+                attempt = state["step"] + state["skipped_updates"] + 1  # skipped ones count
+                if attempt == config.debug_nan_at_step:
                     loss = loss * float("nan")
                 accelerator.backward(loss * scale)
                 loss_sum += loss.detach()
