@@ -14,6 +14,7 @@ from .modeling_vanilla_transformer import (
     VanillaTransformerModel,
     VanillaTransformerPreTrainedModel,
 )
+from .inference import optimize_for_cpu_inference
 from .pipeline_vanilla_transformer import TranslationPipeline
 
 __version__ = "0.1.0"
@@ -49,5 +50,6 @@ __all__ = [
     "VanillaTransformerPreTrainedModel",
     "TranslationPipeline",
     "translation_pipeline",
+    "optimize_for_cpu_inference",
     "__version__",
 ]
