@@ -43,7 +43,8 @@ LEXICON = {
 TINY_MODEL = [
     "--d_model", "32", "--ffn_dim", "64", "--attention_heads", "4", "--encoder_layers", "1",
     "--decoder_layers", "1", "--max_position_embeddings", "64", "--max_source_length", "32",
-    "--max_target_length", "32", "--batch_tokens", "300", "--warmup_steps", "4",
+    "--max_target_length", "32", "--batch_tokens", "300", "--update_tokens", "300",
+    "--warmup_steps", "4",
     "--lr_factor", "0.5", "--log_with", "none", "--threads", "1", "--logging_steps", "1",
 ]  # fmt: skip
 QUIET = ["--eval_steps", "0", "--final_eval_splits", "", "--no-save_hub", "--average_last", "1"]
@@ -80,9 +81,12 @@ def run_train(corpus: Path, out: Path, *flags: str, processes: int = 1, check: b
     if processes == 1:
         command = [sys.executable, str(TRAIN_SCRIPT), *args]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-                   str(processes), "--num_machines", "1", "--cpu", "--mixed_precision", "no",
-                   "--dynamo_backend", "no", str(TRAIN_SCRIPT), *args]  # fmt: skip
+        # `--multi_gpu` picks accelerate's torchrun launcher; on a machine without GPUs the
+        # script then builds a gloo CPU group. (`--cpu` alone starts a single process.)
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                   "--num_processes", str(processes), "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
+                   *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
@@ -215,9 +219,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_
     """1 process x 2 accumulated micro-batches vs 2 processes x 1 micro-batch (gloo): the same
     batches make each update (the sampler deals batch i to rank i % 2, the single process takes
     them in pairs) and the loss is divided by the update's token count in both, so only float32
-    summation order differs (all-reduce vs accumulation). Measured: ~1e-7 after 6 updates. The
-    tolerance, 1e-5, is far below the difference a wrong normalisation or a different global batch
-    makes (checked against one process with half the batch: ~1e-2)."""
+    summation order could differ (all-reduce vs accumulation). Measured: 0.0 (bitwise equal)
+    after 6 updates; the tolerance, 1e-5, leaves room for reduction-order rounding on other
+    machines and is far below what a wrong normalisation or another global batch gives (one
+    process with half the batch: 0.26)."""
     common = ["--max_steps", "6", "--dropout", "0", "--checkpoint_steps", "6", *QUIET]
     run_train(corpus, tmp_path / "one", "--gradient_accumulation_steps", "2", *common)
     run_train(corpus, tmp_path / "two", "--gradient_accumulation_steps", "1", *common, processes=2)

@@ -311,7 +311,7 @@ def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
             raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
         return found[-1]
     path = Path(which)
-    if not (path / STATE_FILE).is_file():
+    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
     return path
 
@@ -476,8 +476,15 @@ def _trackers(log_with: str) -> list[str] | None:
     return [name.strip() for name in log_with.split(",") if name.strip()]
 
 
+def _cpu_only() -> bool:
+    """Accelerate builds a multi-process CPU group (gloo) only when told `cpu=True`: without it,
+    processes started by torchrun on a machine without GPUs each train alone."""
+    return not torch.cuda.is_available()
+
+
 def make_accelerator(config: TrainingConfig, grad_accum: int = 1) -> Accelerator:
     return Accelerator(
+        cpu=_cpu_only(),
         gradient_accumulation_steps=grad_accum,
         mixed_precision=config.mixed_precision,
         log_with=_trackers(config.log_with),
@@ -505,7 +512,7 @@ def train(config: TrainingConfig) -> dict:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.output_dir)
-    world = PartialState().num_processes
+    world = PartialState(cpu=_cpu_only()).num_processes
     grad_accum = config.gradient_accumulation_steps or max(
         1, math.ceil(config.update_tokens / (config.batch_tokens * world))
     )
@@ -536,7 +543,10 @@ def train(config: TrainingConfig) -> dict:
     )
     # The loader is not passed to `prepare`: the sampler shards by rank itself, so the data order
     # is fixed by (seed, epoch) alone and resumes exactly.
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collator)
+    # Its own generator: each new iterator draws a base seed, which must not come from the global
+    # RNG that dropout uses, or a resumed run would see other dropout masks.
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collator,
+                        generator=torch.Generator().manual_seed(config.seed))
     val_loader = None
     if "validation" in tokenized and config.eval_steps > 0:
         val_sampler = TokenBudgetBatchSampler.from_dataset(
@@ -544,7 +554,7 @@ def train(config: TrainingConfig) -> dict:
             num_replicas=world, rank=accelerator.process_index, drop_last=True,
         )
         val_loader = DataLoader(tokenized["validation"], batch_sampler=val_sampler,
-                                collate_fn=collator)
+                                collate_fn=collator, generator=torch.Generator())
     optimizer, scheduler = build_optimizer_and_scheduler(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Stepped by hand once per update: `prepare` would step it once per process.
