@@ -237,24 +237,24 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_
 @pytest.mark.slow
 def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(corpus, tmp_path):
     """Dropout on, so the restored RNG states matter too. Before resuming, a crash is simulated: a
-    half-written `checkpoint_8.tmp` and a `checkpoint_6` without its trainer state are left
+    half-written `checkpoint_24.tmp` and a `checkpoint_20` without its trainer state are left
     behind; 'latest' must skip both. Single-process CPU training is deterministic, so the
-    parameters must be bitwise equal."""
-    common = ["--dropout", "0.1", "--checkpoint_steps", "4", "--keep_last", "5", *QUIET]
-    run_train(corpus, tmp_path / "straight", "--max_steps", "10", *common)
+    parameters must be bitwise equal. 30 updates cross an epoch boundary (~25 batches each)."""
+    common = ["--dropout", "0.1", "--checkpoint_steps", "8", "--keep_last", "5", *QUIET]
+    run_train(corpus, tmp_path / "straight", "--max_steps", "30", *common)
     interrupted = tmp_path / "resumed"
-    run_train(corpus, interrupted, "--max_steps", "4", *common)
-    junk = interrupted / "checkpoints" / "checkpoint_8.tmp"
+    run_train(corpus, interrupted, "--max_steps", "16", *common)
+    junk = interrupted / "checkpoints" / "checkpoint_24.tmp"
     junk.mkdir()
     (junk / "model.safetensors").write_bytes(b"half-written")
-    incomplete = interrupted / "checkpoints" / "checkpoint_6"
-    shutil.copytree(interrupted / "checkpoints" / "checkpoint_4", incomplete)
+    incomplete = interrupted / "checkpoints" / "checkpoint_20"
+    shutil.copytree(interrupted / "checkpoints" / "checkpoint_16", incomplete)
     (incomplete / "trainer_state.json").unlink()
-    run_train(corpus, interrupted, "--max_steps", "10", "--resume_from_checkpoint", "latest",
+    run_train(corpus, interrupted, "--max_steps", "30", "--resume_from_checkpoint", "latest",
               *common)  # fmt: skip
     assert max_difference(final_weights(tmp_path / "straight"), final_weights(interrupted)) == 0.0
-    straight_log = [r for r in train_log(tmp_path / "straight") if r["step"] > 4]
-    resumed_log = [r for r in train_log(interrupted) if r["step"] > 4][-len(straight_log) :]
+    straight_log = [r for r in train_log(tmp_path / "straight") if r["step"] > 16]
+    resumed_log = [r for r in train_log(interrupted) if r["step"] > 16][-len(straight_log) :]
     assert [r["train/loss"] for r in resumed_log] == [r["train/loss"] for r in straight_log]
 
 
