@@ -60,3 +60,13 @@ def tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest on one thread, and extra threads only contend when the machine is
+    busy (subprocesses get OMP_NUM_THREADS=1 from their tests for the same reason)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

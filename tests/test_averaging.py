@@ -12,7 +12,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from tests.conftest import tiny_config
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.checkpoint_averaging import (
     average_checkpoints,
     average_state_dicts,
@@ -24,29 +25,11 @@ from vanilla_transformer.tokenization import train_tokenizer
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int, vocab_size: int = 40, d_model: int = 32):
-    config = VanillaTransformerConfig(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        dropout=0.0,
-    )
     torch.manual_seed(seed)
-    return VanillaTransformerForConditionalGeneration(config)
+    return VanillaTransformerForConditionalGeneration(
+        tiny_config(vocab_size=vocab_size, d_model=d_model)
+    )
 
 
 def test_average_is_the_exact_mean_accumulated_in_float64():

@@ -11,6 +11,7 @@ import sacrebleu
 import torch
 from torch import nn
 
+from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from vanilla_transformer.evaluation import compute_bleu, evaluate_translation, translate
 from vanilla_transformer.tokenization import train_tokenizer
@@ -27,15 +28,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads contend on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def script_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -46,19 +38,7 @@ def bpe_tokenizer():
 
 
 def tiny_model(vocab_size: int, **overrides) -> VanillaTransformerForConditionalGeneration:
-    config = VanillaTransformerConfig(
-        vocab_size=vocab_size,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=128,
-        dropout=0.0,
-        **overrides,
-    )
+    config = tiny_config(vocab_size=vocab_size, max_position_embeddings=128, **overrides)
     torch.manual_seed(0)
     return VanillaTransformerForConditionalGeneration(config)
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
-from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from tests.conftest import tiny_config
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.finetuning import make_compute_metrics
 from vanilla_transformer.tokenization import train_tokenizer
 
@@ -31,14 +32,6 @@ LEXICON = {
     "blue": "azul",
     "green": "verde",
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def word_by_word_pairs(n: int, seed: int = 0) -> list[dict]:
@@ -63,18 +56,7 @@ def tokenizer():
 def tiny_model(vocab_size: int) -> VanillaTransformerForConditionalGeneration:
     torch.manual_seed(0)
     return VanillaTransformerForConditionalGeneration(
-        VanillaTransformerConfig(
-            vocab_size=vocab_size,
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            max_position_embeddings=128,
-            dropout=0.0,
-        )
+        tiny_config(vocab_size=vocab_size, max_position_embeddings=128)
     )
 
 

@@ -13,7 +13,8 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
-from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from tests.conftest import tiny_config
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.evaluation import compute_bleu
 from vanilla_transformer.hub import (
     REQUIRED_CARD_FIELDS,
@@ -40,14 +41,6 @@ EXPECTED_FILES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _no_hub_credentials(monkeypatch, tmp_path):
     """No real token or network: an empty HF_HOME, no HF_TOKEN, offline mode."""
@@ -72,18 +65,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def model(tokenizer):
     torch.manual_seed(0)
-    config = VanillaTransformerConfig(
-        vocab_size=len(tokenizer),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=128,
-        dropout=0.0,
-    )
+    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128)
     return VanillaTransformerForConditionalGeneration(config)
 
 

@@ -87,10 +87,15 @@ def run_train(corpus: Path, out: Path, *flags: str, processes: int = 1, check: b
                    "--num_processes", str(processes), "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
                    *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONHASHSEED": "0",
+    }
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
@@ -200,8 +205,14 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
     assert "checkpoint_20, checkpoint_30" in summary["averaging"]
     assert set(summary["scores"]) == {"validation", "test"}
     hub = Path(summary["hub_folder"])
-    for name in ("README.md", "config.json", "model.safetensors", "tokenizer.json",
-                 "modeling_vanilla_transformer.py", "pipeline_vanilla_transformer.py"):
+    for name in (
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modeling_vanilla_transformer.py",
+        "pipeline_vanilla_transformer.py",
+    ):
         assert (hub / name).is_file(), name
     card = (hub / "README.md").read_text()
     assert summary["scores"]["test"]["bleu_signature"] in card

@@ -9,12 +9,12 @@ where this package is not installed.
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
+from .inference import optimize_for_cpu_inference
 from .modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
     VanillaTransformerPreTrainedModel,
 )
-from .inference import optimize_for_cpu_inference
 from .pipeline_vanilla_transformer import TranslationPipeline
 
 __version__ = "0.1.0"
