@@ -54,7 +54,8 @@ class TranslationPipeline(Pipeline):
         with torch.inference_mode():
             return {"output_ids": self.model.generate(**model_inputs, **generate_kwargs)}
 
-    def postprocess(self, model_outputs, clean_up_tokenization_spaces=True):
+    def postprocess(self, model_outputs, clean_up_tokenization_spaces=False):
+        # False: the clean-up step is WordPiece's; on byte-level BPE it strips real spaces.
         texts = self.tokenizer.batch_decode(
             model_outputs["output_ids"],
             skip_special_tokens=True,
