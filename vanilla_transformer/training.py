@@ -317,8 +317,8 @@ def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
-    """`accelerator.save_state` (model, optimizer, registered scheduler, RNG states) plus the
-    trainer state into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
+    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
+    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
     crash leaves either the previous checkpoints or the new one, never a half-written one."""
     folder = run_dir / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
@@ -557,8 +557,9 @@ def train(config: TrainingConfig) -> dict:
                                 collate_fn=collator, generator=torch.Generator())
     optimizer, scheduler = build_optimizer_and_scheduler(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
-    # Stepped by hand once per update: `prepare` would step it once per process.
-    accelerator.register_for_checkpointing(scheduler)
+    # Stepped by hand once per update: `prepare` would step it once per process. Its state goes
+    # into trainer_state.json (plain numbers), not `register_for_checkpointing`, whose pickle
+    # accelerate loads with weights_only=False.
     unwrapped = accelerator.unwrap_model(model)
     num_parameters = unwrapped.num_parameters()
 
@@ -568,6 +569,7 @@ def train(config: TrainingConfig) -> dict:
         path = resolve_checkpoint(run_dir, config.resume_from_checkpoint)
         accelerator.load_state(str(path))
         state.update(json.loads((path / STATE_FILE).read_text()))
+        scheduler.load_state_dict(state.pop("scheduler"))
         logger.info(f"resumed from {path} at update {state['step']}")
     sampler.load_state_dict(
         {"seed": config.seed, "epoch": state["epoch"], "batches_done": state["batches_done"]}
@@ -597,7 +599,7 @@ def train(config: TrainingConfig) -> dict:
                                   "sum").item() > 0
 
     def snapshot() -> dict:
-        return {**state, "train_seconds": time.time() - start}
+        return {**state, "train_seconds": time.time() - start, "scheduler": scheduler.state_dict()}
 
     while state["step"] < config.max_steps:
         # One update: G micro-batches per process, counted before any backward so that every
