@@ -30,8 +30,8 @@ from vanilla_transformer.checkpoint_averaging import (
     load_checkpoint_state_dict,
 )
 from vanilla_transformer.evaluation import (
-    BIBLE,
-    DEFAULT_BIBLE_CACHE_DIR,
+    add_dataset_args,
+    add_decoding_args,
     evaluate_translation,
     load_corpus,
     load_split,
@@ -65,26 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="If set (e.g. validation), print BLEU/chrF of the newest checkpoint and of the "
         "average.",
     )
-    parser.add_argument(
-        "--dataset", default=BIBLE, help="'bible' or a load_translation_dataset source."
-    )
-    parser.add_argument("--dataset_config", default=None, help="Hub dataset config.")
-    parser.add_argument(
-        "--english", default="kjv", choices=["kjv", "web"], help="English side of the Bible."
-    )
-    parser.add_argument(
-        "--bible_cache_dir", default=DEFAULT_BIBLE_CACHE_DIR, help="Bible corpus cache folder."
-    )
-    parser.add_argument("--src_lang", default="en", help="Source language key.")
-    parser.add_argument("--tgt_lang", default="es", help="Target language key.")
-    parser.add_argument("--num_beams", type=int, default=4, help="Beam size for --eval_split.")
-    parser.add_argument(
-        "--length_penalty", type=float, default=0.6, help="Length penalty for --eval_split."
-    )
-    parser.add_argument("--batch_size", type=int, default=32, help="Sentences per generate call.")
-    parser.add_argument(
-        "--max_samples", type=int, default=None, help="Score only the first N pairs."
-    )
+    add_dataset_args(parser)
+    add_decoding_args(parser)
     return parser.parse_args(argv)
 
 
@@ -116,9 +98,18 @@ def base_model_folder(args: argparse.Namespace, folders: list[Path]) -> Path:
 
 def score(model, tokenizer, split, args: argparse.Namespace) -> dict:
     return evaluate_translation(
-        model, tokenizer, split, args.src_lang, args.tgt_lang, batch_size=args.batch_size,
-        num_beams=args.num_beams, length_penalty=args.length_penalty,
-        max_samples=args.max_samples, show_progress=True,
+        model,
+        tokenizer,
+        split,
+        args.src_lang,
+        args.tgt_lang,
+        batch_size=args.batch_size,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        max_samples=args.max_samples,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        show_progress=True,
     )
 
 
@@ -136,8 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     split = None
     if args.eval_split:
-        corpus = load_corpus(args.dataset, args.src_lang, args.tgt_lang, args.dataset_config,
-                             args.english, args.bible_cache_dir)
+        corpus = load_corpus(
+            args.dataset,
+            args.src_lang,
+            args.tgt_lang,
+            args.dataset_config,
+            args.english,
+            args.bible_cache_dir,
+        )
         split = load_split(corpus, args.eval_split)
         load_averaged_weights(model, load_checkpoint_state_dict(folders[-1]))
         record["newest_checkpoint_scores"] = score(model, tokenizer, split, args)

@@ -20,55 +20,12 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.evaluation import (
-    BIBLE,
-    DEFAULT_BIBLE_CACHE_DIR,
+    add_dataset_args,
+    add_decoding_args,
     evaluate_translation,
     load_corpus,
     load_split,
 )
-
-
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """The dataset options shared with scripts/average_checkpoints.py."""
-    parser.add_argument(
-        "--dataset",
-        default=BIBLE,
-        help="'bible' (the offline Bible EN->ES corpus, default) or any source "
-        "load_translation_dataset reads: a save_to_disk folder, a JSONL/TSV file, a folder of "
-        "such files, or a Hub id.",
-    )
-    parser.add_argument("--dataset_config", default=None, help="Hub dataset config, e.g. 'de-en'.")
-    parser.add_argument(
-        "--english",
-        default="kjv",
-        choices=["kjv", "web"],
-        help="English side of the Bible corpus: kjv (King James) or web (World English Bible).",
-    )
-    parser.add_argument(
-        "--bible_cache_dir",
-        default=DEFAULT_BIBLE_CACHE_DIR,
-        help="Where the Bible corpus is built once and cached.",
-    )
-    parser.add_argument("--src_lang", default="en", help="Source language key of 'translation'.")
-    parser.add_argument("--tgt_lang", default="es", help="Target language key of 'translation'.")
-
-
-def add_decoding_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num_beams", type=int, default=4, help="Beam size (paper: 4).")
-    parser.add_argument(
-        "--length_penalty", type=float, default=0.6, help="Length penalty alpha (paper: 0.6)."
-    )
-    parser.add_argument("--batch_size", type=int, default=32, help="Sentences per generate call.")
-    parser.add_argument(
-        "--max_samples", type=int, default=None, help="Score only the first N pairs of the split."
-    )
-    parser.add_argument(
-        "--max_new_tokens",
-        type=int,
-        default=None,
-        help="Output limit in tokens (default: the model's, longest source in the batch + 50).",
-    )
-    parser.add_argument("--device", default=None, help="Device, e.g. cpu or cuda (default: auto).")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     corpus = load_corpus(
-        args.dataset, args.src_lang, args.tgt_lang, args.dataset_config, args.english,
+        args.dataset,
+        args.src_lang,
+        args.tgt_lang,
+        args.dataset_config,
+        args.english,
         args.bible_cache_dir,
     )
     split = load_split(corpus, args.split)
@@ -123,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
         device=default_device(args.device),
         show_progress=True,
     )
-    print(f"{args.model} on {args.dataset} [{args.split}], {scores['num_samples']} pairs, "
-          f"beam {args.num_beams}, length penalty {args.length_penalty}")
+    print(
+        f"{args.model} on {args.dataset} [{args.split}], {scores['num_samples']} pairs, "
+        f"beam {args.num_beams}, length penalty {args.length_penalty}"
+    )
     print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")
     print(f"hypotheses: {hypotheses_file}")
