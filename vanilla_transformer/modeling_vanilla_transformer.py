@@ -66,10 +66,13 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, allow: int | 
     if torch.compiler.is_compiling():
         return
     checked = ids if allow is None else ids[ids != allow]
-    if checked.numel() and (checked.min() < 0 or checked.max() >= vocab_size):
+    if checked.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(checked))  # one reduction, one host sync
+    if low < 0 or high >= vocab_size:
         allowed = f" or {allow}" if allow is not None else ""
         raise ValueError(
-            f"{name} holds ids in [{int(checked.min())}, {int(checked.max())}], outside the "
+            f"{name} holds ids in [{low}, {high}], outside the "
             f"vocabulary [0, {vocab_size}){allowed}. Was the input tokenized with this model's "
             "tokenizer?"
         )
@@ -587,27 +590,21 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds.")
-        if inputs_embeds is None:
-            incremental_step = (
-                input_ids.dim() == 2
-                and input_ids.shape[1] == 1
-                and past_key_values is not None
-                and past_key_values.get_seq_length() > 0
-            )
-            # Not re-checked at every generated token: there the id is the model's own prediction,
-            # and the check's reductions end in a host sync that stalls GPU decoding each step.
-            if not incremental_step:
-                check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
-            inputs_embeds = self.embed_tokens(input_ids)
-        inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
-        B, T, _ = inputs_embeds.shape
-
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(
                 DynamicCache(config=self.config), DynamicCache(config=self.config)
             )
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if inputs_embeds is None:
+            # Not re-checked at every generated token (one new id after a filled cache): there
+            # the id is the model's own prediction, and the check ends in a host sync that would
+            # stall GPU decoding each step.
+            if not (input_ids.dim() == 2 and input_ids.shape[1] == 1 and past_length > 0):
+                check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
+            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
+        B, T, _ = inputs_embeds.shape
         check_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
 
         positions = self.embed_positions(T, past_length, inputs_embeds.dtype)
