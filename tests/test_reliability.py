@@ -21,8 +21,9 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, BertConfig, BertModel
 
 from tests.conftest import tiny_config, word_tokenizer
-from vanilla_transformer import VanillaTransformerForConditionalGeneration, data, tokenization
-from vanilla_transformer.safety import (
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.recipe import data, tokenization
+from vanilla_transformer.publishing.safety import (
     PICKLE_SUFFIXES,
     CheckpointError,
     check_safetensors_file,
@@ -601,7 +602,7 @@ def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_lin
 
 
 def test_list_checkpoints_ignores_temporary_folders_of_an_interrupted_save(tmp_path):
-    from vanilla_transformer.checkpoint_averaging import list_checkpoints
+    from vanilla_transformer.recipe.checkpoints import list_checkpoints
 
     model = tiny_model()
     for name in ("checkpoint-1", "checkpoint-2", "checkpoint-3.tmp"):

@@ -5,12 +5,12 @@ import json
 import datasets
 import pytest
 
-from vanilla_transformer.data import (
+from vanilla_transformer.recipe.data import (
     load_translation_dataset,
     make_collator,
     tokenize_translation_dataset,
 )
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 PAIRS = [
     ("In the beginning God created the heaven.", "En el principio crió Dios los cielos."),

@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.hub` (model card, Hub folder, upload) and
+"""Specification of `vanilla_transformer.publishing.hub` (model card, Hub folder, upload) and
 `scripts/push_to_hub.py`. Nothing here touches the network."""
 
 import json
@@ -15,18 +15,18 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.evaluation import compute_bleu
-from vanilla_transformer.hub import (
+from vanilla_transformer.recipe.evaluation import compute_bleu
+from vanilla_transformer.recipe.bible import bible_card_info
+from vanilla_transformer.publishing.hub import (
     REQUIRED_CARD_FIELDS,
-    bible_card_info,
     push_folder,
     render_model_card,
     save_hub_folder,
     upload_file_list,
 )
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FAKE_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 EXPECTED_FILES = {
     "README.md",

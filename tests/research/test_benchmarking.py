@@ -4,7 +4,7 @@ model's outputs. Correctness only: no timing is asserted."""
 import pytest
 import torch
 
-from vanilla_transformer import benchmarking as bm
+from research import benchmarking as bm
 from vanilla_transformer.inference import optimize_for_cpu_inference
 
 TINY = dict(vocab_size=97, d_model=16, layers=2, heads=4, ffn_dim=32)

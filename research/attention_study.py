@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training import PRESETS, build_optimizer_and_scheduler, label_smoothed_loss, resolve_config
+from vanilla_transformer.recipe.training import PRESETS, build_optimizer_and_scheduler, label_smoothed_loss, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +267,8 @@ def load_study_data(config: StudyConfig) -> StudyData:
     (pairs longer than `max_length` tokens dropped, as in training)."""
     from transformers import AutoTokenizer
 
-    from .data import tokenize_translation_dataset
-    from .evaluation import load_corpus
+    from vanilla_transformer.recipe.data import tokenize_translation_dataset
+    from vanilla_transformer.recipe.evaluation import load_corpus
 
     corpus = load_corpus(config.dataset, "en", "es", bible_cache_dir=config.bible_cache_dir)
     for split in ("train", "validation"):
@@ -292,7 +292,7 @@ def load_study_data(config: StudyConfig) -> StudyData:
 
 
 def build_model(config: StudyConfig, vocab_size: int, scaling: str, norm_first: bool):
-    from . import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+    from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -315,7 +315,7 @@ def build_model(config: StudyConfig, vocab_size: int, scaling: str, norm_first: 
 def evaluate(model, loader, data: StudyData, device, epsilon: float) -> dict[str, float]:
     """Label-smoothed loss and NLL per target token on the validation loader, and greedy BLEU and
     chrF on the BLEU verses."""
-    from .evaluation import compute_bleu, translate
+    from vanilla_transformer.recipe.evaluation import compute_bleu, translate
 
     was_training = model.training
     model.eval()
@@ -347,8 +347,8 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
     """Train one model for `config.max_steps` updates (or `minutes_per_run`) and measure it."""
     from torch.utils.data import DataLoader
 
-    from .data import TokenBudgetBatchSampler, make_collator
-    from .training import micro_batches
+    from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, make_collator
+    from vanilla_transformer.recipe.training import micro_batches
 
     device = torch.device(config.device)
     tc = config.training_config(setting, seed)

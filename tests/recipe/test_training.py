@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from vanilla_transformer.tokenization import train_tokenizer
-from vanilla_transformer.training import (
+from vanilla_transformer.recipe.tokenization import train_tokenizer
+from vanilla_transformer.recipe.training import (
     PRESETS,
     complete_checkpoints,
     label_smoothed_loss,
@@ -32,7 +32,7 @@ from vanilla_transformer.training import (
     save_checkpoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
 LEXICON = {
     "the": "el", "king": "rey", "said": "dijo", "to": "á", "his": "sus", "servants": "siervos",

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from .configuration_vanilla_transformer import VanillaTransformerConfig
-from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.configuration_vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer.modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 # The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
 # and a tiny shape where per-call overhead, not arithmetic, dominates.
@@ -347,7 +347,7 @@ def peak_training_memory_mb(kind: str, shape: str, batch: int, src_len: int, tgt
     (tracemalloc does not see torch's allocations; the high-water mark only grows, hence one
     process per model). Includes Adam's two moment buffers and the gradients."""
     code = (
-        "from vanilla_transformer.benchmarking import _peak_memory_child as f; "
+        "from research.benchmarking import _peak_memory_child as f; "
         f"f({kind!r}, {shape!r}, {batch}, {src_len}, {tgt_len})"
     )
     out = subprocess.run(
@@ -484,7 +484,7 @@ def bench_real_data(
     """Non-padding target tokens/s of training steps: this model on the project's token-budget
     batches, and this model and Marian on fixed-size random batches holding the same mean number of
     sentences (a plain shuffled DataLoader), the three alternating."""
-    from .data import TokenBudgetBatchSampler, fixed_size_batches, padding_stats
+    from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, fixed_size_batches, padding_stats
 
     src_lengths = [len(s) for s, _ in pairs]
     tgt_lengths = [len(t) for _, t in pairs]
@@ -569,7 +569,7 @@ def quantized_bleu(model_dir: str, corpus_dir: str, limit: int | None = None, ba
     import sacrebleu
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from .inference import optimize_for_cpu_inference
+    from vanilla_transformer.inference import optimize_for_cpu_inference
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()

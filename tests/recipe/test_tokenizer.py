@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 CORPUS = [
     "In the beginning God created the heaven and the earth.",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"

@@ -7,7 +7,7 @@ generates (`predict_with_generate=True`) and scores detokenised output with sacr
 (`compute_metrics`: BLEU and chrF). Label smoothing 0.1 is the paper's (Section 5.4).
 
 This path is for users who know `Trainer`; the project's own training loop is
-`vanilla_transformer.training` (Accelerate, token-budget batches).
+`vanilla_transformer.recipe.training` (Accelerate, token-budget batches).
 """
 
 from __future__ import annotations

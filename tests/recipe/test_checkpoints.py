@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.checkpoint_averaging` and
+"""Specification of `vanilla_transformer.recipe.checkpoints` and
 `scripts/average_checkpoints.py`."""
 
 import json
@@ -14,15 +14,15 @@ from safetensors.torch import load_file, save_file
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.checkpoint_averaging import (
+from vanilla_transformer.recipe.checkpoints import (
     average_checkpoints,
     average_state_dicts,
     list_checkpoints,
     load_averaged_weights,
 )
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_model(seed: int, vocab_size: int = 40, d_model: int = 32):

@@ -1,6 +1,6 @@
 """Publishing a trained model: model card, Hub folder, and one upload.
 
-- `render_model_card(card_info)`: the card from `model_cards/vanilla_transformer_card.md` (Jinja)
+- `render_model_card(card_info)`: the card from the package's `templates/model_card.md` (Jinja)
   and `huggingface_hub.ModelCardData` metadata (`pipeline_tag: translation`, languages, licence,
   datasets, and a `model-index` with the test BLEU and chrF). Every required value must be given:
   a missing or placeholder value raises a `ValueError` naming all of them, so no card is ever
@@ -21,6 +21,7 @@ card or a dry-run plan, and a folder whose text files contain one is refused.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import math
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "REQUIRED_CARD_FIELDS",
     "OPTIONAL_CARD_FIELDS",
-    "bible_card_info",
     "render_model_card",
     "validate_model_card",
     "check_hub_folder",
@@ -47,8 +47,8 @@ __all__ = [
     "push_folder",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_PATH = REPO_ROOT / "model_cards" / "vanilla_transformer_card.md"
+# Package data (pyproject.toml), so an installed wheel renders cards too.
+TEMPLATE = importlib.resources.files(__package__) / "templates" / "model_card.md"
 
 # Every value the card states. `save_hub_folder` fills `config`, `num_parameters` and
 # `generation` from the model when they are absent.
@@ -128,51 +128,6 @@ DRY_RUN_FILES = "repo"
 # ------------------------------------------------------------------------------------------------
 # Card values
 # ------------------------------------------------------------------------------------------------
-
-
-def bible_card_info(english: str = "kjv", data_card: str | None = None) -> dict:
-    """The card values that describe the Bible EN->ES corpus (`vanilla_transformer.bible`):
-    dataset name, id and description, intended use, limitations and an example. `data_card` is
-    the corpus' README.md text (embedded in the card when given)."""
-    english_text = {
-        "kjv": "King James Version (archaic English)",
-        "web": "World English Bible (modern English)",
-    }
-    if english not in english_text:
-        raise ValueError(f"english must be one of {sorted(english_text)}, got {english!r}.")
-    return {
-        "src_lang": "en",
-        "tgt_lang": "es",
-        "dataset_name": f"the Bible, {english_text[english]} → Reina-Valera 1909",
-        "dataset_id": f"bible-{english}-rv1909",
-        "dataset_config": f"{english}-rv1909",
-        "dataset_description": (
-            "Verse pairs built from Debian's SWORD modules by `vanilla_transformer.bible` "
-            "(public-domain texts), cleaned of markup, with chapters whose verse numbering differs "
-            "between the two editions removed, and split by book: validation is Judges; test is "
-            "Ruth, Esther, Ecclesiastes, Joel, Philippians and James, so no test verse shares a "
-            "chapter with training."
-        ),
-        "dataset_card": data_card,
-        "intended_use": (
-            "A small, reproducible demonstration of the original Transformer recipe: translating "
-            "English Bible verses into the Spanish of the Reina-Valera 1909, studying the "
-            "architecture, and a starting point for fine-tuning (`scripts/finetune.py`). It is "
-            "not a general-purpose English-Spanish translator."
-        ),
-        "limitations": [
-            "Archaic Spanish: the outputs imitate the Reina-Valera 1909 (1909 spelling and "
-            "style: \"á\" as a preposition, \"fué\", \"vió\", \"Jehová\", enclitic pronouns such "
-            "as \"díjole\"), not modern Spanish.",
-            "Bible domain only: about 31,000 verse pairs of one text. Names, vocabulary and "
-            "phrasing outside the Bible are translated poorly or not at all.",
-            "A tiny model trained for a short time on CPU: expect fluent-looking but wrong or "
-            "repetitive output, especially for long verses; check the test scores above.",
-            "Verse-level training: inputs much longer than a verse (about 90 words) are outside "
-            "what it has seen.",
-        ],
-        "example_source": "In the beginning God created the heaven and the earth.",
-    }
 
 
 def _is_missing(value) -> bool:
@@ -354,19 +309,16 @@ def _card_data(info: Mapping) -> ModelCardData:
 
 def render_model_card(card_info: dict, template_path: str | Path | None = None) -> ModelCard:
     """Render the model card from `card_info` (see `REQUIRED_CARD_FIELDS` and
-    `OPTIONAL_CARD_FIELDS`; `bible_card_info()` gives the corpus' values).
+    `OPTIONAL_CARD_FIELDS`; `vanilla_transformer.recipe.bible.bible_card_info()` gives the Bible corpus' values).
 
     Raises:
         ValueError: required values missing or placeholders (all of them named), values of the
             wrong type or range, or a rendered card that fails `validate_model_card`.
     """
     info = _check_card_info(card_info)
-    template_path = Path(template_path) if template_path is not None else TEMPLATE_PATH
-    if not template_path.is_file():
-        raise FileNotFoundError(
-            f"model card template {template_path} not found (it ships in the repository's "
-            "model_cards/ folder; pass template_path= when the package is installed elsewhere)."
-        )
+    template = Path(template_path) if template_path is not None else TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(f"model card template {template} not found.")
     arch_rows, deviations = _architecture(info["config"], info["num_parameters"])
     training_rows = [
         ("Updates (optimizer steps)", f"{info['train_steps']:,}"),
@@ -395,7 +347,7 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         autoescape=False,
     )
     environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
-    text = environment.from_string(template_path.read_text(encoding="utf-8")).render(
+    text = environment.from_string(template.read_text(encoding="utf-8")).render(
         card_data=_card_data(info).to_yaml(),
         model_name=info["model_name"],
         repo_id=info["repo_id"],

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from vanilla_transformer import bible
-from vanilla_transformer.bible import (
+from vanilla_transformer.recipe import bible
+from vanilla_transformer.recipe.bible import (
     APT_INSTALL_LINE,
     Verse,
     VersePair,

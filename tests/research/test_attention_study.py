@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vanilla_transformer.attention_study import (
+from research.attention_simulation import (
     SCALINGS,
     attention_statistics,
     first_component_samples,
@@ -125,12 +125,12 @@ def test_simulation_is_deterministic_for_a_seed():
 
 
 # --------------------------------------------------------------------------------------------------
-# Training half (vanilla_transformer.attention_study_training)
+# Training half (research.attention_study)
 # --------------------------------------------------------------------------------------------------
 
 
 def test_attention_entropy_matches_a_direct_computation_with_padding():
-    from vanilla_transformer.attention_study_training import attention_entropy
+    from research.attention_study import attention_entropy
 
     torch.manual_seed(0)
     B, h, T, S = 3, 2, 5, 6
@@ -166,7 +166,7 @@ def test_per_layer_grad_norms_match_direct_norms_on_a_tiny_model():
     from conftest import tiny_config
 
     from vanilla_transformer import VanillaTransformerForConditionalGeneration
-    from vanilla_transformer.attention_study_training import per_layer_grad_norms
+    from research.attention_study import per_layer_grad_norms
 
     torch.manual_seed(0)
     model = VanillaTransformerForConditionalGeneration(tiny_config())
@@ -193,7 +193,7 @@ def test_key_norm_sum_attention_is_nearly_uniform_at_initialisation():
     from conftest import tiny_config
 
     from vanilla_transformer import VanillaTransformerForConditionalGeneration
-    from vanilla_transformer.attention_study_training import attention_entropy_by_layer
+    from research.attention_study import attention_entropy_by_layer
 
     ids = torch.randint(4, 30, (4, 12))
     mask = torch.ones_like(ids)
@@ -242,7 +242,7 @@ def test_train_command_writes_the_study_json_and_figures(tmp_path):
     corpus.mkdir()
     _tiny_corpus(corpus)
     word_tokenizer().save_pretrained(tokenizer)
-    script = Path(__file__).parents[1] / "scripts" / "attention_scaling_study.py"
+    script = Path(__file__).resolve().parents[2] / "research" / "run_attention_study.py"
     spec = importlib.util.spec_from_file_location("attention_scaling_study", script)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
@@ -275,7 +275,7 @@ def test_train_command_writes_the_study_json_and_figures(tmp_path):
 def test_a_study_run_is_deterministic_for_a_seed(tmp_path):
     from conftest import word_tokenizer
 
-    from vanilla_transformer.attention_study_training import (
+    from research.attention_study import (
         StudyConfig,
         load_study_data,
         train_one,

@@ -382,7 +382,7 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
 
 
 def build_model(config: TrainingConfig, vocab_size: int):
-    from . import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+    from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -719,7 +719,7 @@ def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, 
 def finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_reason,
            num_parameters) -> dict:
     """Average the last checkpoints, score the final splits, write the Hub folder and summary."""
-    from .checkpoint_averaging import average_checkpoints, load_averaged_weights
+    from .checkpoints import average_checkpoints, load_averaged_weights
 
     run_dir = Path(config.output_dir)
     model = accelerator.unwrap_model(model)
@@ -747,7 +747,7 @@ def finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_re
     if config.save_hub and "test" in summary["scores"]:
         summary["hub_folder"] = str(save_final_hub_folder(model, tokenizer, config, summary))
         if config.push_to_hub:
-            from .hub import push_folder
+            from ..publishing.hub import push_folder
 
             push_folder(summary["hub_folder"], config.hub_model_id)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -756,7 +756,8 @@ def finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_re
 
 
 def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dict) -> Path:
-    from .hub import bible_card_info, save_hub_folder
+    from ..publishing.hub import save_hub_folder
+    from .bible import bible_card_info
 
     test = summary["scores"]["test"]
     val = summary["scores"].get("validation", {})

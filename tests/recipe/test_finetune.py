@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.finetuning` and `scripts/finetune.py`: the
+"""Specification of `vanilla_transformer.recipe.finetuning` and `scripts/finetune.py`: the
 Seq2SeqTrainer path."""
 
 import json
@@ -15,10 +15,10 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.finetuning import make_compute_metrics
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.finetuning import make_compute_metrics
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LEXICON = {
     "the": "el",
     "a": "un",

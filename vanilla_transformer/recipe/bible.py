@@ -665,7 +665,7 @@ def data_card(english: str, report: FilterReport, min_ratio: float, max_ratio: f
     shifted = ", ".join(report.shifted_chapters) or "none"
     return f"""# Bible EN-ES parallel corpus ({module} -> {SPANISH_MODULE})
 
-Built by `vanilla_transformer.bible.build_bible_corpus` (corpus version {CORPUS_VERSION}) from
+Built by `vanilla_transformer.recipe.bible.build_bible_corpus` (corpus version {CORPUS_VERSION}) from
 Debian's SWORD modules (`{APT_INSTALL_LINE}`).
 
 - **English**: `{module}` ({'King James Version, archaic, the closer pair' if english == 'kjv'
@@ -707,3 +707,48 @@ English psalm titles prepended to verse 1 (RV 1909 keeps them in verse 1); NFC.
 Chapters dropped as shifted (RV 1909 follows the Hebrew numbering there): {shifted}.
 Verses dropped at local boundary differences: {", ".join(report.shifted_verses) or "none"}.
 """
+
+
+def bible_card_info(english: str = "kjv", data_card: str | None = None) -> dict:
+    """The card values that describe the Bible EN->ES corpus (`vanilla_transformer.recipe.bible`):
+    dataset name, id and description, intended use, limitations and an example. `data_card` is
+    the corpus' README.md text (embedded in the card when given)."""
+    english_text = {
+        "kjv": "King James Version (archaic English)",
+        "web": "World English Bible (modern English)",
+    }
+    if english not in english_text:
+        raise ValueError(f"english must be one of {sorted(english_text)}, got {english!r}.")
+    return {
+        "src_lang": "en",
+        "tgt_lang": "es",
+        "dataset_name": f"the Bible, {english_text[english]} → Reina-Valera 1909",
+        "dataset_id": f"bible-{english}-rv1909",
+        "dataset_config": f"{english}-rv1909",
+        "dataset_description": (
+            "Verse pairs built from Debian's SWORD modules by `vanilla_transformer.recipe.bible` "
+            "(public-domain texts), cleaned of markup, with chapters whose verse numbering differs "
+            "between the two editions removed, and split by book: validation is Judges; test is "
+            "Ruth, Esther, Ecclesiastes, Joel, Philippians and James, so no test verse shares a "
+            "chapter with training."
+        ),
+        "dataset_card": data_card,
+        "intended_use": (
+            "A small, reproducible demonstration of the original Transformer recipe: translating "
+            "English Bible verses into the Spanish of the Reina-Valera 1909, studying the "
+            "architecture, and a starting point for fine-tuning (`scripts/finetune.py`). It is "
+            "not a general-purpose English-Spanish translator."
+        ),
+        "limitations": [
+            "Archaic Spanish: the outputs imitate the Reina-Valera 1909 (1909 spelling and "
+            "style: \"á\" as a preposition, \"fué\", \"vió\", \"Jehová\", enclitic pronouns such "
+            "as \"díjole\"), not modern Spanish.",
+            "Bible domain only: about 31,000 verse pairs of one text. Names, vocabulary and "
+            "phrasing outside the Bible are translated poorly or not at all.",
+            "A tiny model trained for a short time on CPU: expect fluent-looking but wrong or "
+            "repetitive output, especially for long verses; check the test scores above.",
+            "Verse-level training: inputs much longer than a verse (about 90 words) are outside "
+            "what it has seen.",
+        ],
+        "example_source": "In the beginning God created the heaven and the earth.",
+    }

@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.evaluation` and `scripts/evaluate.py`."""
+"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate.py`."""
 
 import json
 import os
@@ -13,10 +13,10 @@ from torch import nn
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from vanilla_transformer.evaluation import compute_bleu, evaluate_translation, translate
-from vanilla_transformer.tokenization import train_tokenizer
+from vanilla_transformer.recipe.evaluation import compute_bleu, evaluate_translation, translate
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SENTENCES = [
     "the big dog saw the small cat in the house",
     "a red house",
