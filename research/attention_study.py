@@ -37,7 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vanilla_transformer.recipe.training import PRESETS, build_optimizer_and_scheduler, label_smoothed_loss, resolve_config
+from vanilla_transformer.recipe.training import (
+    PRESETS,
+    build_optimizer_and_scheduler,
+    label_smoothed_loss,
+    resolve_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +297,10 @@ def load_study_data(config: StudyConfig) -> StudyData:
 
 
 def build_model(config: StudyConfig, vocab_size: int, scaling: str, norm_first: bool):
-    from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+    from vanilla_transformer import (
+        VanillaTransformerConfig,
+        VanillaTransformerForConditionalGeneration,
+    )
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -530,8 +538,11 @@ def _spread(values: list[float]) -> dict:
 def grad_norm_groups(grad_norms: dict[str, list]) -> dict[str, list[float]]:
     """Per-update gradient norms averaged over layers: `layer` (whole layers), and the query /
     key projections of each attention kind (`encoder_self.q_proj`, ..., `cross.k_proj`)."""
-    names = {"encoder.self_attn": "encoder_self", "decoder.self_attn": "decoder_self",
-             "decoder.encoder_attn": "cross"}  # fmt: skip
+    names = {
+        "encoder.self_attn": "encoder_self",
+        "decoder.self_attn": "decoder_self",
+        "decoder.encoder_attn": "cross",
+    }
     groups: dict[str, list[list[float]]] = defaultdict(list)
     for key, series in grad_norms.items():
         parts = key.split(".")
@@ -563,19 +574,23 @@ def summarize(runs: list[dict]) -> dict:
                 name: _spread([float(np.mean(n[name])) for n in norms]) for name in norms[0]
             }
             stats["entropy_ratio"] = {
-                kind: _spread([np.mean([la["entropy_ratio"] for la in r["entropy"][kind]])
-                               for r in group])
+                kind: _spread(
+                    [np.mean([la["entropy_ratio"] for la in r["entropy"][kind]]) for r in group]
+                )
                 for kind in ATTENTION_KINDS
-            }  # fmt: skip
+            }
             stats["max_weight"] = {
-                kind: _spread([np.mean([la["max_weight"] for la in r["entropy"][kind]])
-                               for r in group])
+                kind: _spread(
+                    [np.mean([la["max_weight"] for la in r["entropy"][kind]]) for r in group]
+                )
                 for kind in ATTENTION_KINDS
-            }  # fmt: skip
+            }
             stats["query_weight_growth"] = _spread(
-                [np.mean([v["final"] / v["init"] for v in r["query_weight_norm"].values()])
-                 for r in group]
-            )  # fmt: skip
+                [
+                    np.mean([v["final"] / v["init"] for v in r["query_weight_norm"].values()])
+                    for r in group
+                ]
+            )
             summary[setting][scaling] = stats
     return summary
 
@@ -583,8 +598,11 @@ def summarize(runs: list[dict]) -> dict:
 def dumps(result: dict) -> str:
     """JSON with one line per list of numbers, so the file stays small and diffable."""
     text = json.dumps(result, indent=1)
-    return re.sub(r"\[\s+([-0-9.eE,\snulNaIfity]+?)\s+\]",
-                  lambda m: "[" + re.sub(r"\s+", " ", m[1]) + "]", text)  # fmt: skip
+    return re.sub(
+        r"\[\s+([-0-9.eE,\snulNaIfity]+?)\s+\]",
+        lambda m: "[" + re.sub(r"\s+", " ", m[1]) + "]",
+        text,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,17 +626,31 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
 
     fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.2 * len(settings)), squeeze=False)
     for row, setting in enumerate(settings):
-        for col, (key, title) in enumerate((("val_loss", "validation loss (label-smoothed)"),
-                                            ("val_bleu", "validation BLEU (greedy)"))):  # fmt: skip
+        for col, (key, title) in enumerate(
+            (
+                ("val_loss", "validation loss (label-smoothed)"),
+                ("val_bleu", "validation BLEU (greedy)"),
+            )
+        ):
             ax = axes[row, col]
             for scaling in SCALINGS:
-                runs = [r for r in result["runs"] if r["setting"] == setting
-                        and r["attention_scaling"] == scaling]  # fmt: skip
+                runs = [
+                    r
+                    for r in result["runs"]
+                    if r["setting"] == setting and r["attention_scaling"] == scaling
+                ]
                 for i, run in enumerate(runs):
                     label = LABELS[scaling] if i == 0 else None
                     curve = [np.nan if v is None else v for v in run["curves"][key]]
-                    ax.plot(run["curves"]["step"], curve, color=COLORS[scaling], lw=1.2,
-                            alpha=0.8, ls=("-", "--", ":", "-.")[i % 4], label=label)  # fmt: skip
+                    ax.plot(
+                        run["curves"]["step"],
+                        curve,
+                        color=COLORS[scaling],
+                        lw=1.2,
+                        alpha=0.8,
+                        ls=("-", "--", ":", "-.")[i % 4],
+                        label=label,
+                    )
             ax.set_title(f"{setting}: {title}", fontsize=9)
             ax.set_xlabel("update")
             ax.grid(alpha=0.3)
@@ -628,8 +660,9 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
     paths.append(_save(fig, out_dir / "training_curves.png", dpi))
 
     panels = ("encoder_self.q_proj", "decoder_self.q_proj", "cross.q_proj", "cross.k_proj", "layer")
-    fig, axes = plt.subplots(len(settings), len(panels), figsize=(3.4 * len(panels),
-                             2.9 * len(settings)), squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(settings), len(panels), figsize=(3.4 * len(panels), 2.9 * len(settings)), squeeze=False
+    )
     for row, setting in enumerate(settings):
         for col, panel in enumerate(panels):
             ax = axes[row, col]
@@ -639,10 +672,11 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
                     for r in result["runs"]
                     if r["setting"] == setting and r["attention_scaling"] == scaling
                 ]
-                if series:  # fmt: skip
+                if series:
                     steps = np.arange(1, len(series[0]) + 1)
-                    ax.plot(steps, np.mean(series, axis=0), color=COLORS[scaling],
-                            label=LABELS[scaling])  # fmt: skip
+                    ax.plot(
+                        steps, np.mean(series, axis=0), color=COLORS[scaling], label=LABELS[scaling]
+                    )
             ax.set_yscale("log")
             ax.set_title(f"{setting}: ||grad|| {panel}", fontsize=8)
             ax.set_xlabel("update")
@@ -656,17 +690,25 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
         ax = axes[0, col]
         ticks = []
         for s, scaling in enumerate(SCALINGS):
-            runs = [r for r in result["runs"] if r["setting"] == setting
-                    and r["attention_scaling"] == scaling]  # fmt: skip
+            runs = [
+                r
+                for r in result["runs"]
+                if r["setting"] == setting and r["attention_scaling"] == scaling
+            ]
             if not runs:
                 continue
             x = 0
             for kind in ATTENTION_KINDS:
                 for layer in range(len(runs[0]["entropy"][kind])):
                     values = [r["entropy"][kind][layer]["entropy_ratio"] for r in runs]
-                    ax.bar(x + 0.4 * s - 0.2, np.mean(values), width=0.4, color=COLORS[scaling],
-                           yerr=[[np.mean(values) - min(values)], [max(values) - np.mean(values)]],
-                           label=LABELS[scaling] if x == 0 else None)  # fmt: skip
+                    ax.bar(
+                        x + 0.4 * s - 0.2,
+                        np.mean(values),
+                        width=0.4,
+                        color=COLORS[scaling],
+                        yerr=[[np.mean(values) - min(values)], [max(values) - np.mean(values)]],
+                        label=LABELS[scaling] if x == 0 else None,
+                    )
                     if s == 0:
                         ticks.append(f"{kind}\nL{layer}")
                     x += 1

@@ -23,7 +23,9 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from vanilla_transformer.configuration_vanilla_transformer import VanillaTransformerConfig
-from vanilla_transformer.modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.modeling_vanilla_transformer import (
+    VanillaTransformerForConditionalGeneration,
+)
 
 # The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
 # and a tiny shape where per-call overhead, not arithmetic, dominates.
@@ -484,7 +486,11 @@ def bench_real_data(
     """Non-padding target tokens/s of training steps: this model on the project's token-budget
     batches, and this model and Marian on fixed-size random batches holding the same mean number of
     sentences (a plain shuffled DataLoader), the three alternating."""
-    from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, fixed_size_batches, padding_stats
+    from vanilla_transformer.recipe.data import (
+        TokenBudgetBatchSampler,
+        fixed_size_batches,
+        padding_stats,
+    )
 
     src_lengths = [len(s) for s, _ in pairs]
     tgt_lengths = [len(t) for _, t in pairs]

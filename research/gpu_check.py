@@ -2,9 +2,9 @@
 bf16 training step, SDPA's flash kernel on unpadded batches, cached == uncached generation, and
 flash_attention_2 when the package is installed. Usage: python scripts/gpu_check.py"""
 
-import sys
 import argparse
 import copy
+import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel

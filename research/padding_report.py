@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import logging
+import sys
 
 from transformers import AutoTokenizer
 

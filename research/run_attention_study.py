@@ -11,11 +11,11 @@ research.attention_study.
 come from research.attention_simulation and the write-up is docs/attention_scaling.md.
 """
 
-import sys
 import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 

@@ -9,8 +9,8 @@ batching, generate()), plus the opt-in int8 CPU inference path.
 Models are timed alternately (A B A B) after a warm-up: on a shared machine read the ratios.
 """
 
-import sys
 import os
+import sys
 
 # Must precede the OpenMP runtime's start (the torch import). With the default (active) waiting,
 # torch's worker threads spin at every parallel region's barrier; on a CPU shared with other

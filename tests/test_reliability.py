@@ -22,13 +22,13 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, BertConfig, BertMode
 
 from tests.conftest import tiny_config, word_tokenizer
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.recipe import data, tokenization
 from vanilla_transformer.publishing.safety import (
     PICKLE_SUFFIXES,
     CheckpointError,
     check_safetensors_file,
     load_pretrained_strict,
 )
+from vanilla_transformer.recipe import data, tokenization
 
 REMOTE_CODE = (
     "configuration_vanilla_transformer.py",
@@ -651,16 +651,52 @@ def training_inputs(tmp_path) -> dict[str, Path]:
 
 def train_command(inputs, output_dir: Path, steps: int, every: int, resume: bool = False):
     command = [
-        sys.executable, str(TRAIN_SCRIPT),
-        "--dataset", str(inputs["train_file"]), "--src_lang", "en", "--tgt_lang", "es",
-        "--tokenizer", str(inputs["tokenizer"]),
-        "--d_model", "16", "--ffn_dim", "32", "--attention_heads", "2",
-        "--encoder_layers", "1", "--decoder_layers", "1", "--max_position_embeddings", "32",
-        "--batch_tokens", "200", "--max_steps", str(steps), "--checkpoint_steps", str(every),
-        "--keep_last", "100", "--eval_steps", "0", "--average_last", "1", "--no-save_hub",
-        "--final_eval_splits", "", "--threads", "1", "--log_with", "none", "--seed", "0",
-        "--output_dir", str(output_dir),
-    ]  # fmt: skip
+        sys.executable,
+        str(TRAIN_SCRIPT),
+        "--dataset",
+        str(inputs["train_file"]),
+        "--src_lang",
+        "en",
+        "--tgt_lang",
+        "es",
+        "--tokenizer",
+        str(inputs["tokenizer"]),
+        "--d_model",
+        "16",
+        "--ffn_dim",
+        "32",
+        "--attention_heads",
+        "2",
+        "--encoder_layers",
+        "1",
+        "--decoder_layers",
+        "1",
+        "--max_position_embeddings",
+        "32",
+        "--batch_tokens",
+        "200",
+        "--max_steps",
+        str(steps),
+        "--checkpoint_steps",
+        str(every),
+        "--keep_last",
+        "100",
+        "--eval_steps",
+        "0",
+        "--average_last",
+        "1",
+        "--no-save_hub",
+        "--final_eval_splits",
+        "",
+        "--threads",
+        "1",
+        "--log_with",
+        "none",
+        "--seed",
+        "0",
+        "--output_dir",
+        str(output_dir),
+    ]
     if resume:
         command += ["--resume_from_checkpoint", "latest"]
     return command

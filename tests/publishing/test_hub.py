@@ -15,8 +15,6 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.recipe.evaluation import compute_bleu
-from vanilla_transformer.recipe.bible import bible_card_info
 from vanilla_transformer.publishing.hub import (
     REQUIRED_CARD_FIELDS,
     push_folder,
@@ -24,6 +22,8 @@ from vanilla_transformer.publishing.hub import (
     save_hub_folder,
     upload_file_list,
 )
+from vanilla_transformer.recipe.bible import bible_card_info
+from vanilla_transformer.recipe.evaluation import compute_bleu
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, fixed_size_batches, padding_stats
+from vanilla_transformer.recipe.data import (
+    TokenBudgetBatchSampler,
+    fixed_size_batches,
+    padding_stats,
+)
 
 RNG = np.random.default_rng(0)
 SRC = RNG.integers(3, 80, size=500)

@@ -35,18 +35,59 @@ from vanilla_transformer.recipe.training import (
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
 LEXICON = {
-    "the": "el", "king": "rey", "said": "dijo", "to": "á", "his": "sus", "servants": "siervos",
-    "and": "y", "people": "pueblo", "went": "fué", "up": "arriba", "city": "ciudad", "of": "de",
-    "god": "dios", "house": "casa", "land": "tierra", "sons": "hijos", "came": "vino",
-    "great": "grande", "water": "agua", "day": "día",
-}  # fmt: skip
+    "the": "el",
+    "king": "rey",
+    "said": "dijo",
+    "to": "á",
+    "his": "sus",
+    "servants": "siervos",
+    "and": "y",
+    "people": "pueblo",
+    "went": "fué",
+    "up": "arriba",
+    "city": "ciudad",
+    "of": "de",
+    "god": "dios",
+    "house": "casa",
+    "land": "tierra",
+    "sons": "hijos",
+    "came": "vino",
+    "great": "grande",
+    "water": "agua",
+    "day": "día",
+}
 TINY_MODEL = [
-    "--d_model", "32", "--ffn_dim", "64", "--attention_heads", "4", "--encoder_layers", "1",
-    "--decoder_layers", "1", "--max_position_embeddings", "64", "--max_source_length", "32",
-    "--max_target_length", "32", "--batch_tokens", "300", "--update_tokens", "300",
-    "--warmup_steps", "4",
-    "--lr_factor", "0.5", "--log_with", "none", "--threads", "1", "--logging_steps", "1",
-]  # fmt: skip
+    "--d_model",
+    "32",
+    "--ffn_dim",
+    "64",
+    "--attention_heads",
+    "4",
+    "--encoder_layers",
+    "1",
+    "--decoder_layers",
+    "1",
+    "--max_position_embeddings",
+    "64",
+    "--max_source_length",
+    "32",
+    "--max_target_length",
+    "32",
+    "--batch_tokens",
+    "300",
+    "--update_tokens",
+    "300",
+    "--warmup_steps",
+    "4",
+    "--lr_factor",
+    "0.5",
+    "--log_with",
+    "none",
+    "--threads",
+    "1",
+    "--logging_steps",
+    "1",
+]
 QUIET = ["--eval_steps", "0", "--final_eval_splits", "", "--no-save_hub", "--average_last", "1"]
 
 
@@ -76,17 +117,37 @@ def corpus(tmp_path_factory) -> Path:
 
 def run_train(corpus: Path, out: Path, *flags: str, processes: int = 1, check: bool = True):
     """scripts/train.py in a subprocess (through `accelerate launch` for several processes)."""
-    args = ["--dataset", str(corpus / "data"), "--tokenizer", str(corpus / "tok"),
-            "--output_dir", str(out), *TINY_MODEL, *flags]  # fmt: skip
+    args = [
+        "--dataset",
+        str(corpus / "data"),
+        "--tokenizer",
+        str(corpus / "tok"),
+        "--output_dir",
+        str(out),
+        *TINY_MODEL,
+        *flags,
+    ]
     if processes == 1:
         command = [sys.executable, str(TRAIN_SCRIPT), *args]
     else:
         # `--multi_gpu` picks accelerate's torchrun launcher; on a machine without GPUs the
         # script then builds a gloo CPU group. (`--cpu` alone starts a single process.)
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                   "--num_processes", str(processes), "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
-                   *args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(TRAIN_SCRIPT),
+            *args,
+        ]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -165,7 +226,11 @@ def test_noam_schedule_values_and_peak_at_warmup():
 def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_path):
     base, big = resolve_config("base"), resolve_config("big")
     assert (base.d_model, base.ffn_dim, base.attention_heads, base.encoder_layers) == (
-        512, 2048, 8, 6)  # fmt: skip
+        512,
+        2048,
+        8,
+        6,
+    )
     assert (big.d_model, big.ffn_dim, big.attention_heads, big.dropout) == (1024, 4096, 16, 0.3)
     assert (base.max_steps, big.max_steps, base.warmup_steps) == (100000, 300000, 4000)
     assert (base.adam_beta1, base.adam_beta2, base.adam_epsilon) == (0.9, 0.98, 1e-9)
@@ -190,19 +255,43 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
 
 def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path):
     out = tmp_path / "run"
-    run_train(corpus, out, "--max_steps", "30", "--lr_factor", "1.0", "--eval_steps", "15",
-              "--eval_bleu_samples", "4", "--eval_num_beams", "1", "--checkpoint_steps", "10",
-              "--keep_last", "3", "--average_last", "2", "--final_num_beams", "1")  # fmt: skip
+    run_train(
+        corpus,
+        out,
+        "--max_steps",
+        "30",
+        "--lr_factor",
+        "1.0",
+        "--eval_steps",
+        "15",
+        "--eval_bleu_samples",
+        "4",
+        "--eval_num_beams",
+        "1",
+        "--checkpoint_steps",
+        "10",
+        "--keep_last",
+        "3",
+        "--average_last",
+        "2",
+        "--final_num_beams",
+        "1",
+    )
     losses = [r["train/loss"] for r in train_log(out) if "train/loss" in r]
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 1.0, (first, last)
     assert [r["step"] for r in train_log(out) if "val/loss" in r] == [15, 30]
     assert [p.name for p in complete_checkpoints(out)] == [
-        "checkpoint_10", "checkpoint_20", "checkpoint_30"]  # fmt: skip
+        "checkpoint_10",
+        "checkpoint_20",
+        "checkpoint_30",
+    ]
     # No state that accelerate would unpickle with weights_only=False (its custom objects).
     assert not list(out.glob("checkpoints/*/custom_checkpoint_*"))
-    assert "scheduler" in json.loads((out / "checkpoints/checkpoint_30/trainer_state.json").read_text())
+    assert "scheduler" in json.loads(
+        (out / "checkpoints/checkpoint_30/trainer_state.json").read_text()
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["skipped_updates"] == 0
     assert "checkpoint_20, checkpoint_30" in summary["averaging"]
@@ -264,8 +353,9 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(corpus, tmp_
     incomplete = interrupted / "checkpoints" / "checkpoint_20"
     shutil.copytree(interrupted / "checkpoints" / "checkpoint_16", incomplete)
     (incomplete / "trainer_state.json").unlink()
-    run_train(corpus, interrupted, "--max_steps", "30", "--resume_from_checkpoint", "latest",
-              *common)  # fmt: skip
+    run_train(
+        corpus, interrupted, "--max_steps", "30", "--resume_from_checkpoint", "latest", *common
+    )
     assert max_difference(final_weights(tmp_path / "straight"), final_weights(interrupted)) == 0.0
     straight_log = [r for r in train_log(tmp_path / "straight") if r["step"] > 16]
     resumed_log = [r for r in train_log(interrupted) if r["step"] > 16][-len(straight_log) :]
@@ -280,8 +370,18 @@ def test_nan_loss_is_skipped_and_counted_or_stops_with_a_saved_state(corpus, tmp
     assert all(torch.isfinite(t).all() for t in final_weights(skipped).values())
 
     stopped = tmp_path / "stop"
-    result = run_train(corpus, stopped, "--max_steps", "4", "--debug_nan_at_step", "2",
-                       "--nan_policy", "stop", *QUIET, check=False)  # fmt: skip
+    result = run_train(
+        corpus,
+        stopped,
+        "--max_steps",
+        "4",
+        "--debug_nan_at_step",
+        "2",
+        "--nan_policy",
+        "stop",
+        *QUIET,
+        check=False,
+    )
     assert result.returncode == 3 and "non-finite loss at update 2" in result.stderr
     state = json.loads((complete_checkpoints(stopped)[-1] / "trainer_state.json").read_text())
     assert state["step"] == 1 and state["skipped_updates"] == 1

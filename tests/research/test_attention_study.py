@@ -165,8 +165,8 @@ def test_attention_entropy_matches_a_direct_computation_with_padding():
 def test_per_layer_grad_norms_match_direct_norms_on_a_tiny_model():
     from conftest import tiny_config
 
-    from vanilla_transformer import VanillaTransformerForConditionalGeneration
     from research.attention_study import per_layer_grad_norms
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
 
     torch.manual_seed(0)
     model = VanillaTransformerForConditionalGeneration(tiny_config())
@@ -192,8 +192,8 @@ def test_per_layer_grad_norms_match_direct_norms_on_a_tiny_model():
 def test_key_norm_sum_attention_is_nearly_uniform_at_initialisation():
     from conftest import tiny_config
 
-    from vanilla_transformer import VanillaTransformerForConditionalGeneration
     from research.attention_study import attention_entropy_by_layer
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
 
     ids = torch.randint(4, 30, (4, 12))
     mask = torch.ones_like(ids)
@@ -205,8 +205,12 @@ def test_key_norm_sum_attention_is_nearly_uniform_at_initialisation():
         torch.manual_seed(0)
         config = tiny_config(attention_scaling=scaling)
         model = VanillaTransformerForConditionalGeneration(config)
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                 "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels)}  # fmt: skip
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels),
+        }
         stats = attention_entropy_by_layer(model, batch)
         assert set(stats) == {"encoder_self", "decoder_self", "cross"}
         assert all(len(layers) == 2 for layers in stats.values())
@@ -225,8 +229,10 @@ def _tiny_corpus(folder):
         with open(folder / f"{split}.jsonl", "w") as f:
             for _ in range(n):
                 idx = rng.integers(0, len(english), size=rng.integers(2, 6))
-                pair = {"en": " ".join(english[i] for i in idx),
-                        "es": " ".join(spanish[i] for i in idx)}  # fmt: skip
+                pair = {
+                    "en": " ".join(english[i] for i in idx),
+                    "es": " ".join(spanish[i] for i in idx),
+                }
                 f.write(json.dumps({"translation": pair}) + "\n")
 
 
@@ -246,10 +252,37 @@ def test_train_command_writes_the_study_json_and_figures(tmp_path):
     spec = importlib.util.spec_from_file_location("attention_scaling_study", script)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    study.main(["train", "--out_dir", str(out), "--dataset", str(corpus), "--tokenizer",
-                str(tokenizer), "--settings", "pre_ln", "--seeds", "0", "--max_steps", "3",
-                "--eval_every", "2", "--bleu_samples", "4", "--d_model", "16", "--ffn_dim", "32",
-                "--attention_heads", "2", "--layers", "1", "--batch_tokens", "200"])  # fmt: skip
+    study.main(
+        [
+            "train",
+            "--out_dir",
+            str(out),
+            "--dataset",
+            str(corpus),
+            "--tokenizer",
+            str(tokenizer),
+            "--settings",
+            "pre_ln",
+            "--seeds",
+            "0",
+            "--max_steps",
+            "3",
+            "--eval_every",
+            "2",
+            "--bleu_samples",
+            "4",
+            "--d_model",
+            "16",
+            "--ffn_dim",
+            "32",
+            "--attention_heads",
+            "2",
+            "--layers",
+            "1",
+            "--batch_tokens",
+            "200",
+        ]
+    )
 
     result = json.loads((out / "training.json").read_text())
     assert {"config", "settings", "hardware", "runs", "summary"} <= set(result)
@@ -283,9 +316,17 @@ def test_a_study_run_is_deterministic_for_a_seed(tmp_path):
 
     _tiny_corpus(tmp_path)
     word_tokenizer().save_pretrained(tmp_path / "tok")
-    config = StudyConfig(dataset=str(tmp_path), tokenizer=str(tmp_path / "tok"), max_steps=2,
-                         bleu_samples=2, d_model=16, ffn_dim=32, attention_heads=2, layers=1,
-                         batch_tokens=200)  # fmt: skip
+    config = StudyConfig(
+        dataset=str(tmp_path),
+        tokenizer=str(tmp_path / "tok"),
+        max_steps=2,
+        bleu_samples=2,
+        d_model=16,
+        ffn_dim=32,
+        attention_heads=2,
+        layers=1,
+        batch_tokens=200,
+    )
     data = load_study_data(config)
     first, second = (train_one(config, "post_ln", "key_norm_sum", 3, data) for _ in range(2))
     assert first["grad_norms"] == second["grad_norms"]

@@ -15,11 +15,10 @@ newest checkpoint alone and of the average are printed.
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import logging
+import sys
 
 from vanilla_transformer.recipe.bible import ENGLISH_MODULES, build_bible_corpus
 

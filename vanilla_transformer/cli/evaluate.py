@@ -11,11 +11,10 @@ order), and optionally the scores as JSON.
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

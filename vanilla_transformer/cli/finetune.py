@@ -13,12 +13,11 @@ saved to OUTPUT_DIR/final; the Trainer's checkpoints are in OUTPUT_DIR.
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import dataclasses
 import json
 import logging
+import sys
 
 from vanilla_transformer.recipe.finetuning import FinetuneConfig, finetune
 

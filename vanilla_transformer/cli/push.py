@@ -21,10 +21,9 @@ are refused.
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import logging
+import sys
 
 from vanilla_transformer.publishing.hub import push_folder
 
@@ -68,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     files = plan["files"]
     if args.dry_run:
-        print(f"dry run: {len(files)} files for {args.repo_id} in {args.dry_run}/repo "
-              f"(plan: {args.dry_run}/upload_plan.json)")
+        print(
+            f"dry run: {len(files)} files for {args.repo_id} in {args.dry_run}/repo "
+            f"(plan: {args.dry_run}/upload_plan.json)"
+        )
         for entry in files:
             print(f"  {entry['path']}  {entry['size']:,} bytes")
     else:
