@@ -3,8 +3,8 @@
 English is the King James Version (``engKJV2006eb``, default, the closer pair: both it and the
 Reina-Valera translate the same source texts in archaic style) or the World English Bible
 (``engWEB2015eb``, modern English, a looser pair); Spanish is the Reina-Valera 1909
-(``spaRV1909eb``). All three texts are public domain. See ``shared/DATA.md`` for the facts this
-module relies on.
+(``spaRV1909eb``). All three texts are public domain. ``docs/data.md`` in the repository records the facts
+about the sources this module relies on.
 
 Pipeline, each step a pure function that tests can feed with captured snippets:
 

@@ -232,9 +232,9 @@ PRESETS: dict[str, dict] = {
 
 CPU_SMALL_NOTES = """\
 cpu-small was chosen by BLEU on 300 validation verses (greedy) after the number of updates a
-2-core CPU makes in 18 minutes (measured per model on 2 pinned cores, calibrated to DATA.md's
-figure), 26 runs on a GPU. Findings: pre-LN beat post-LN by 6 BLEU (post-LN learns too slowly
-at these step counts); a 4k joint BPE beat 8k (+1); smaller, faster models won because more
+2-core CPU makes in 18 minutes (measured per model on 2 pinned cores, calibrated to the
+25-minute baseline in docs/data.md), 26 runs on a GPU. Findings: pre-LN beat post-LN by 6 BLEU
+(post-LN learns too slowly at these step counts); a 4k joint BPE beat 8k (+1); smaller, faster models won because more
 updates matter more than capacity here (d_model 192, 2+2 layers: 23.5 BLEU; 256/3+3: 16;
 384/3+3: 11.7); peak lr 3e-3 beat 2e-3 and 1e-3 for the small model; dropout 0 beat 0.1 (+2,
 under 4 epochs there is little to overfit); 2,500-token updates about as good as 1,500 and better
