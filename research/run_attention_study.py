@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # files only, no display on the training machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vanilla_transformer import attention_study, attention_study_training
+from research import attention_simulation, attention_study
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def plot_first_component(result, path):
     fig, axes = plt.subplots(2, len(dims), figsize=(6 * len(dims), 7), squeeze=False)
     for col, d in enumerate(dims):
         top, bottom = axes[0, col], axes[1, col]
-        for scaling in attention_study.SCALINGS:
+        for scaling in attention_simulation.SCALINGS:
             p1 = np.asarray(first[scaling][d])
             style = {"histtype": "step", "density": True, "color": COLORS[scaling], "lw": 1.5}
             top.hist(p1, bins=np.linspace(0, 1, 51), label=LABELS[scaling], **style)
@@ -83,7 +83,7 @@ def plot_sweeps(result, path):
     for row, (key, xlabel) in enumerate(rows):
         for col, (stat, (title, log_y)) in enumerate(SWEEP_PANELS.items()):
             ax = axes[row, col]
-            for scaling in attention_study.SCALINGS:
+            for scaling in attention_simulation.SCALINGS:
                 values = result[key][scaling]
                 ax.plot(x, values[stat], "o-", ms=3, color=COLORS[scaling], label=LABELS[scaling])
                 if stat == "jacobian_spectral":
@@ -108,7 +108,7 @@ def simulate(args):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = attention_study.run_simulation(
+    result = attention_simulation.run_simulation(
         seed=args.seed,
         num_queries=args.num_queries,
         sweep_dim=args.sweep_dim,
@@ -134,7 +134,7 @@ def train(args):
     if args.plot_only:
         result = json.loads(path.read_text())
     else:
-        config = attention_study_training.StudyConfig(
+        config = attention_study.StudyConfig(
             settings=args.settings,
             seeds=args.seeds,
             max_steps=args.max_steps,
@@ -155,13 +155,13 @@ def train(args):
             warmup_steps=args.warmup_steps,
         )
         start = time.perf_counter()
-        result = attention_study_training.run_study(
+        result = attention_study.run_study(
             config,
-            on_result=lambda partial: path.write_text(attention_study_training.dumps(partial)),
+            on_result=lambda partial: path.write_text(attention_study.dumps(partial)),
         )
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
-        path.write_text(attention_study_training.dumps(result))
-    for figure in attention_study_training.plot_study(result, out_dir):
+        path.write_text(attention_study.dumps(result))
+    for figure in attention_study.plot_study(result, out_dir):
         logger.info("wrote %s", figure)
     for setting, per_scaling in result["summary"].items():
         for scaling, stats in per_scaling.items():
@@ -177,7 +177,7 @@ def train(args):
 
 
 def add_train_arguments(trn):
-    study = attention_study_training
+    study = attention_study
     defaults = study.StudyConfig()
     trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where PNGs + JSON go.")
     trn.add_argument(
@@ -254,13 +254,13 @@ def parse_args(argv=None):
     sim.add_argument(
         "--sweep_dim",
         type=int,
-        default=attention_study.DEFAULT_SWEEP_DIM,
+        default=attention_simulation.DEFAULT_SWEEP_DIM,
         help="Fixed d while n varies (64 = d_k of the base model).",
     )
     sim.add_argument(
         "--sweep_num_keys",
         type=int,
-        default=attention_study.DEFAULT_SWEEP_NUM_KEYS,
+        default=attention_simulation.DEFAULT_SWEEP_NUM_KEYS,
         help="Fixed n while d varies (32 = the paper's number of keys).",
     )
     sim.set_defaults(func=simulate)
