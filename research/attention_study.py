@@ -273,9 +273,9 @@ def load_study_data(config: StudyConfig) -> StudyData:
     from transformers import AutoTokenizer
 
     from vanilla_transformer.recipe.data import tokenize_translation_dataset
-    from vanilla_transformer.recipe.evaluation import load_corpus
+    from vanilla_transformer.recipe.options import CorpusOptions
 
-    corpus = load_corpus(config.dataset, "en", "es", bible_cache_dir=config.bible_cache_dir)
+    corpus = CorpusOptions(dataset=config.dataset, bible_cache_dir=config.bible_cache_dir).load()
     for split in ("train", "validation"):
         if split not in corpus:
             raise ValueError(f"dataset {config.dataset!r} has no {split} split: {list(corpus)}.")

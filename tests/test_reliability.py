@@ -685,7 +685,7 @@ def train_command(inputs, output_dir: Path, steps: int, every: int, resume: bool
         "0",
         "--average_last",
         "1",
-        "--no-save_hub",
+        "--no_save_hub",
         "--final_eval_splits",
         "",
         "--threads",

@@ -88,7 +88,7 @@ TINY_MODEL = [
     "--logging_steps",
     "1",
 ]
-QUIET = ["--eval_steps", "0", "--final_eval_splits", "", "--no-save_hub", "--average_last", "1"]
+QUIET = ["--eval_steps", "0", "--final_eval_splits", "", "--no_save_hub", "--average_last", "1"]
 
 
 def _pairs(n: int, rng: random.Random) -> list[dict]:

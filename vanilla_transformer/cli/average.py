@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -30,45 +31,44 @@ from vanilla_transformer.recipe.checkpoints import (
     load_averaged_weights,
     load_checkpoint_state_dict,
 )
-from vanilla_transformer.recipe.evaluation import (
-    add_dataset_args,
-    add_decoding_args,
-    evaluate_translation,
-    load_corpus,
-    load_split,
-)
+from vanilla_transformer.recipe.evaluation import evaluate_translation
+from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 
 logger = logging.getLogger("average_checkpoints")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class AverageOptions:
+    output_dir: str = field(metadata={"help": "Where the averaged model is saved."})
+    run_dir: str | None = option(
+        None,
+        "A training run folder: its checkpoint sub-folders (name ending in the step, also under "
+        "checkpoints/) are ordered by step and the last --last are averaged.",
     )
-    parser.add_argument("checkpoints", nargs="*", help="Checkpoint folders to average, any order.")
-    parser.add_argument(
-        "--run_dir",
-        default=None,
-        help="A training run folder: its checkpoint sub-folders (name ending in the step, also "
-        "under checkpoints/) are ordered by step and the last --last are averaged.",
-    )
-    parser.add_argument("--last", type=int, default=5, help="How many checkpoints from --run_dir.")
-    parser.add_argument("--output_dir", required=True, help="Where the averaged model is saved.")
-    parser.add_argument(
-        "--base_model",
-        default=None,
-        help="save_pretrained folder giving config, generation config and tokenizer (default: the "
+    last: int = option(5, "How many checkpoints from --run_dir.")
+    base_model: str | None = option(
+        None,
+        "save_pretrained folder giving config, generation config and tokenizer (default: the "
         "newest checkpoint, if it has a config.json).",
     )
-    parser.add_argument(
-        "--eval_split",
-        default=None,
-        help="If set (e.g. validation), print BLEU/chrF of the newest checkpoint and of the "
-        "average.",
+    eval_split: str | None = option(
+        None, "If set (e.g. validation), print BLEU/chrF of the newest checkpoint and the average."
     )
-    add_dataset_args(parser)
-    add_decoding_args(parser)
-    return parser.parse_args(argv)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Every option in one namespace; `corpus` holds the `CorpusOptions`."""
+    corpus, decoding, options, positional = parse_cli(
+        [CorpusOptions, DecodingOptions, AverageOptions],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("checkpoints", {"nargs": "*", "help": "Checkpoint folders to average, any order."})
+        ],
+    )
+    return argparse.Namespace(
+        corpus=corpus, **vars(corpus), **vars(decoding), **vars(options), **vars(positional)
+    )
 
 
 def checkpoint_folders(args: argparse.Namespace) -> list[Path]:
@@ -128,15 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     split = None
     if args.eval_split:
-        corpus = load_corpus(
-            args.dataset,
-            args.src_lang,
-            args.tgt_lang,
-            args.dataset_config,
-            args.english,
-            args.bible_cache_dir,
-        )
-        split = load_split(corpus, args.eval_split)
+        split = args.corpus.split(args.corpus.load(), args.eval_split)
         load_averaged_weights(model, load_checkpoint_state_dict(folders[-1]))
         record["newest_checkpoint_scores"] = score(model, tokenizer, split, args)
 

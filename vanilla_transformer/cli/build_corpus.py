@@ -2,50 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from dataclasses import dataclass
 
-from vanilla_transformer.recipe.bible import ENGLISH_MODULES, build_bible_corpus
+from vanilla_transformer.recipe.bible import build_bible_corpus
+from vanilla_transformer.recipe.options import BIBLE, CorpusOptions, option, parse_cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--cache_dir",
-        default="data_cache/bible",
-        help="Folder for the built corpus (one sub-folder per English version, with README.md).",
-    )
-    parser.add_argument(
-        "--english",
-        default="kjv",
-        choices=sorted(ENGLISH_MODULES),
-        help="English side: kjv (King James, closer to RV 1909, default) or web (World English).",
-    )
-    parser.add_argument(
-        "--min_ratio", type=float, default=0.6, help="Lowest Spanish/English character ratio kept."
-    )
-    parser.add_argument(
-        "--max_ratio", type=float, default=1.9, help="Highest Spanish/English character ratio kept."
-    )
-    parser.add_argument(
-        "--overwrite",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="Rebuild even if a cache with the same settings exists.",
-    )
-    parser.add_argument(
-        "--samples", type=int, default=3, help="Pairs of each split to print as a sanity check."
-    )
-    return parser.parse_args(argv)
+@dataclass
+class BuildOptions:
+    min_ratio: float = option(0.6, "Lowest Spanish/English character ratio kept.")
+    max_ratio: float = option(1.9, "Highest Spanish/English character ratio kept.")
+    overwrite: bool = option(False, "Rebuild even if a cache with the same settings exists.")
+    samples: int = option(3, "Pairs of each split to print as a sanity check.")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, BuildOptions]:
+    """The corpus options (`--english`, `--bible_cache_dir` alias `--cache_dir`: one sub-folder
+    per English version, with README.md) and the build's own."""
+    corpus, options = parse_cli([CorpusOptions, BuildOptions], argv, __doc__)
+    if corpus.dataset != BIBLE:
+        raise SystemExit(f"error: this tool builds the Bible corpus, not {corpus.dataset!r}.")
+    return corpus, options
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    corpus_options, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     corpus = build_bible_corpus(
-        args.cache_dir,
-        english=args.english,
+        corpus_options.bible_cache_dir,
+        english=corpus_options.english,
         min_ratio=args.min_ratio,
         max_ratio=args.max_ratio,
         overwrite=args.overwrite,

@@ -15,58 +15,50 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.recipe.evaluation import (
-    add_dataset_args,
-    add_decoding_args,
-    evaluate_translation,
-    load_corpus,
-    load_split,
-)
+from vanilla_transformer.recipe.evaluation import evaluate_translation
+from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class EvaluateOptions:
+    split: str = option("test", "Split to score (test, validation, ...).")
+    hypotheses_file: str | None = option(
+        None,
+        "Where to write the hypotheses (default: hypotheses.<split>.txt in the current folder).",
     )
-    parser.add_argument("model", help="A save_pretrained folder (model + tokenizer) or a Hub id.")
-    parser.add_argument("--split", default="test", help="Split to score (test, validation, ...).")
-    add_dataset_args(parser)
-    add_decoding_args(parser)
-    parser.add_argument(
-        "--hypotheses_file",
-        default=None,
-        help="Where to write the hypotheses (default: hypotheses.<split>.txt in the current "
-        "folder).",
+    results_json: str | None = option(None, "Also write the scores and settings to this file.")
+
+
+def parse_args(argv: list[str] | None = None):
+    """(CorpusOptions, DecodingOptions, EvaluateOptions, Namespace with `model`)."""
+    return parse_cli(
+        [CorpusOptions, DecodingOptions, EvaluateOptions],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("model", {"help": "A save_pretrained folder (model + tokenizer) or a Hub id."})
+        ],
     )
-    parser.add_argument(
-        "--results_json", default=None, help="Also write the scores and settings to this file."
-    )
-    return parser.parse_args(argv)
 
 
 def default_device(device: str | None) -> str:
-    import torch
-
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    corpus = load_corpus(
-        args.dataset,
-        args.src_lang,
-        args.tgt_lang,
-        args.dataset_config,
-        args.english,
-        args.bible_cache_dir,
+    corpus_options, decoding, options, positional = parse_args(argv)
+    args = argparse.Namespace(
+        **vars(corpus_options), **vars(decoding), **vars(options), **vars(positional)
     )
-    split = load_split(corpus, args.split)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    split = corpus_options.split(corpus_options.load(), args.split)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"

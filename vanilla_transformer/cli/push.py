@@ -24,35 +24,39 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 
 from vanilla_transformer.publishing.hub import push_folder
+from vanilla_transformer.recipe.options import option, parse_cli
+
+
+@dataclass
+class PushOptions:
+    dry_run: str | None = option(
+        None,
+        "Upload nothing: write the files that would be uploaded to DIR/repo/ and the calls to "
+        "DIR/upload_plan.json (needs no token or network).",
+        metavar="DIR",
+    )
+    private: bool = option(
+        False, "Create the repo private (only applies when the repo does not exist yet)."
+    )
+    commit_message: str = option(
+        "Upload vanilla-transformer model", "Commit message of the upload."
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    options, positional = parse_cli(
+        [PushOptions],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("folder", {"help": "The Hub folder to upload (from save_hub_folder)."}),
+            ("repo_id", {"help": "Target model repo, 'owner/name'."}),
+        ],
     )
-    parser.add_argument("folder", help="The Hub folder to upload (from save_hub_folder).")
-    parser.add_argument("repo_id", help="Target model repo, 'owner/name'.")
-    parser.add_argument(
-        "--dry_run",
-        metavar="DIR",
-        default=None,
-        help="Upload nothing: write the files that would be uploaded to DIR/repo/ and the calls "
-        "to DIR/upload_plan.json (needs no token or network).",
-    )
-    parser.add_argument(
-        "--private",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="Create the repo private (only applies when the repo does not exist yet).",
-    )
-    parser.add_argument(
-        "--commit_message",
-        default="Upload vanilla-transformer model",
-        help="Commit message of the upload.",
-    )
-    return parser.parse_args(argv)
+    return argparse.Namespace(**vars(options), **vars(positional))
 
 
 def main(argv: list[str] | None = None) -> int:

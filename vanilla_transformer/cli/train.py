@@ -14,15 +14,11 @@ Precedence: field defaults < --preset < --config file < explicit flags.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import sys
-import types
-import typing
 
+from vanilla_transformer.recipe.options import parse_cli
 from vanilla_transformer.recipe.training import (
-    PRESETS,
     NonFiniteLossError,
     TrainingConfig,
     load_config_file,
@@ -31,37 +27,22 @@ from vanilla_transformer.recipe.training import (
 )
 
 
-def _flag_type(field: dataclasses.Field):
-    """The argparse type of a dataclass field annotated as a string (`from __future__`)."""
-    hint = typing.get_type_hints(TrainingConfig)[field.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def parse_args(argv: list[str] | None = None) -> dict:
+    """The options given on the command line only (they override the preset and the file)."""
+    (given,) = parse_cli(
+        [TrainingConfig],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("--config", {"help": "YAML or JSON file of options (names as the flags)."})
+        ],
+        only_given=True,
     )
-    parser.add_argument(
-        "--config", default=None, help="YAML or JSON file of options (names as the flags)."
-    )
-    for field in dataclasses.fields(TrainingConfig):
-        kind = _flag_type(field)
-        help_text = f"{field.metadata['help']} (default: {field.default})"
-        # default=SUPPRESS: only flags given on the command line override preset and file.
-        common = {"default": argparse.SUPPRESS, "help": help_text}
-        if field.name == "preset":
-            parser.add_argument("--preset", choices=sorted(PRESETS), **common)
-        elif kind is bool:
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, **common)
-        else:
-            parser.add_argument(f"--{field.name}", type=kind, **common)
-    return parser.parse_args(argv)
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(parse_args(argv))
+    args = parse_args(argv)
     file_values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
     config = resolve_config(file_values=file_values, **args)

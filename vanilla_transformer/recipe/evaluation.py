@@ -11,7 +11,6 @@ tokens, Section 6.1). The outputs come back in the order of the inputs.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,17 +22,10 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "add_dataset_args",
-    "add_decoding_args",
     "translate",
     "compute_bleu",
     "evaluate_translation",
-    "load_corpus",
-    "load_split",
 ]
-
-BIBLE = "bible"
-DEFAULT_BIBLE_CACHE_DIR = "data_cache/bible"  # scripts/build_corpus.py's default
 
 
 def _generating_model(model):
@@ -258,83 +250,3 @@ def evaluate_translation(
         tgt_lang,
     )
     return scores
-
-
-def load_corpus(
-    dataset: str = BIBLE,
-    src_lang: str = "en",
-    tgt_lang: str = "es",
-    config_name: str | None = None,
-    english: str = "kjv",
-    bible_cache_dir: str | Path = DEFAULT_BIBLE_CACHE_DIR,
-):
-    """A `DatasetDict` of `{"translation": {src_lang, tgt_lang}}` rows: `"bible"` is the offline
-    Bible EN->ES corpus (`bible.build_bible_corpus`, built once into `bible_cache_dir`; `english`
-    is `"kjv"` or `"web"`), anything else goes to `data.load_translation_dataset` (a save_to_disk
-    folder, JSONL / TSV file, folder of files, or Hub id with `config_name`)."""
-    if dataset == BIBLE:
-        if (src_lang, tgt_lang) != ("en", "es"):
-            raise ValueError(
-                f"the Bible corpus is English -> Spanish; got src_lang={src_lang!r}, "
-                f"tgt_lang={tgt_lang!r} (expected 'en' and 'es')."
-            )
-        from .bible import build_bible_corpus
-
-        return build_bible_corpus(bible_cache_dir, english=english)
-    from .data import load_translation_dataset
-
-    return load_translation_dataset(dataset, src_lang, tgt_lang, config_name=config_name)
-
-
-def load_split(corpus, split: str):
-    """One split of a `DatasetDict`, accepting the usual aliases (`valid`, `dev` -> validation)."""
-    from .data import SPLIT_ALIASES
-
-    name = SPLIT_ALIASES.get(split, split)
-    if name not in corpus:
-        raise ValueError(f"split {split!r} not in the dataset; it has {sorted(corpus)}.")
-    return corpus[name]
-
-
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """CLI options naming a corpus, shared by scripts/evaluate.py and average_checkpoints.py."""
-    parser.add_argument(
-        "--dataset",
-        default=BIBLE,
-        help="'bible' (the offline Bible EN->ES corpus, default) or any source "
-        "load_translation_dataset reads: a save_to_disk folder, a JSONL/TSV file, a folder of "
-        "such files, or a Hub id.",
-    )
-    parser.add_argument("--dataset_config", default=None, help="Hub dataset config, e.g. 'de-en'.")
-    parser.add_argument(
-        "--english",
-        default="kjv",
-        choices=["kjv", "web"],
-        help="English side of the Bible corpus: kjv (King James) or web (World English Bible).",
-    )
-    parser.add_argument(
-        "--bible_cache_dir",
-        default=DEFAULT_BIBLE_CACHE_DIR,
-        help="Where the Bible corpus is built once and cached.",
-    )
-    parser.add_argument("--src_lang", default="en", help="Source language key of 'translation'.")
-    parser.add_argument("--tgt_lang", default="es", help="Target language key of 'translation'.")
-
-
-def add_decoding_args(parser: argparse.ArgumentParser) -> None:
-    """CLI options for beam-search decoding and scoring, shared by the same scripts."""
-    parser.add_argument("--num_beams", type=int, default=4, help="Beam size (paper: 4).")
-    parser.add_argument(
-        "--length_penalty", type=float, default=0.6, help="Length penalty alpha (paper: 0.6)."
-    )
-    parser.add_argument("--batch_size", type=int, default=32, help="Sentences per generate call.")
-    parser.add_argument(
-        "--max_samples", type=int, default=None, help="Score only the first N pairs of the split."
-    )
-    parser.add_argument(
-        "--max_new_tokens",
-        type=int,
-        default=None,
-        help="Output limit in tokens (default: the model's, longest source in the batch + 50).",
-    )
-    parser.add_argument("--device", default=None, help="Device, e.g. cpu or cuda (default: auto).")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,56 +27,68 @@ from transformers import (
 )
 
 from .data import tokenize_translation_dataset
-from .evaluation import (
-    BIBLE,
-    DEFAULT_BIBLE_CACHE_DIR,
-    compute_bleu,
-    load_corpus,
-    load_split,
-)
+from .evaluation import compute_bleu
+from .options import CorpusOptions, option
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FinetuneConfig", "make_compute_metrics", "finetune"]
 
 
-@dataclass
-class FinetuneConfig:
-    """What `finetune` needs; `scripts/finetune.py` exposes every field as a flag."""
+@dataclass(kw_only=True)
+class FinetuneConfig(CorpusOptions):
+    """What `finetune` needs: the corpus (`CorpusOptions`) and the Trainer's settings; the
+    `vanilla-transformer-finetune` tool exposes every field as a flag."""
 
-    model: str  # save_pretrained folder (or Hub id) of the model to fine-tune, with its tokenizer
-    output_dir: str
-    dataset: str = BIBLE  # 'bible' or a load_translation_dataset source
-    dataset_config: str | None = None
-    english: str = "kjv"
-    bible_cache_dir: str = DEFAULT_BIBLE_CACHE_DIR
-    src_lang: str = "en"
-    tgt_lang: str = "es"
-    train_split: str = "train"
-    eval_split: str | None = "validation"  # None: no evaluation
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_source_length: int = 256
-    max_target_length: int = 256
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "inverse_sqrt"  # the paper's schedule after warm-up (Section 5.3)
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.98  # Section 5.3: beta1 0.9, beta2 0.98, eps 1e-9
-    adam_epsilon: float = 1e-9
-    label_smoothing_factor: float = 0.1  # Section 5.4
-    num_train_epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    num_beams: int = 4
-    length_penalty: float = 0.6
-    logging_steps: int = 50
-    eval_steps: int | None = None  # None: evaluate once per epoch
-    save_total_limit: int | None = 2
-    seed: int = 0
-    report_to: str = "none"
+    model: str = field(
+        metadata={
+            "help": "save_pretrained folder (or Hub id) of the model to fine-tune, with its tokenizer."
+        }
+    )
+    output_dir: str = field(
+        metadata={"help": "Where Trainer checkpoints and the final model (OUTPUT_DIR/final) go."}
+    )
+    train_split: str = option("train", "Split to train on.")
+    eval_split: str | None = option(
+        "validation", "Split to evaluate on (BLEU/chrF with generation); 'none' to skip."
+    )
+    max_train_samples: int | None = option(None, "Use only the first N training pairs.")
+    max_eval_samples: int | None = option(None, "Use only the first N evaluation pairs.")
+    max_source_length: int = option(256, "Drop pairs whose source is longer (tokens, with </s>).")
+    max_target_length: int = option(256, "Drop pairs whose target is longer (tokens, with </s>).")
+    learning_rate: float = option(1e-4, "Peak learning rate.")
+    lr_scheduler_type: str = option(
+        "inverse_sqrt", "transformers scheduler name (inverse_sqrt is the paper's decay)."
+    )  # the paper's schedule after warm-up (Section 5.3)
+    warmup_steps: int = option(100, "Linear warm-up updates.")
+    weight_decay: float = option(0.0, "AdamW weight decay (the paper uses none).")
+    adam_beta2: float = option(
+        0.98, "Adam beta2 (paper: 0.98)."
+    )  # Section 5.3: beta1 0.9, beta2 0.98, eps 1e-9
+    adam_epsilon: float = option(1e-9, "Adam epsilon (paper: 1e-9).")
+    label_smoothing_factor: float = option(
+        0.1, "Label smoothing epsilon_ls (paper: 0.1)."
+    )  # Section 5.4
+    num_train_epochs: float = option(3.0, "Epochs (ignored when --max_steps > 0).")
+    max_steps: int = option(-1, "Total updates; > 0 overrides --num_train_epochs.")
+    per_device_train_batch_size: int = option(32, "Training pairs per batch.")
+    per_device_eval_batch_size: int = option(32, "Evaluation pairs per generate batch.")
+    gradient_accumulation_steps: int = option(1, "Batches per update.")
+    num_beams: int = option(4, "Beam size for evaluation (paper: 4).")
+    length_penalty: float = option(0.6, "Length penalty for evaluation (paper: 0.6).")
+    logging_steps: int = option(50, "Log the training loss every N updates.")
+    eval_steps: int | None = option(
+        None, "Evaluate and save every N updates (default: once per epoch)."
+    )
+    save_total_limit: int | None = option(2, "Keep at most N Trainer checkpoints.")
+    seed: int = option(0, "Random seed.")
+    report_to: str = option(
+        "none", "Trainer integrations to report to (e.g. tensorboard); 'none' for none."
+    )
+
+    def __post_init__(self):
+        if self.eval_split is not None and self.eval_split.lower() in ("none", "null", ""):
+            self.eval_split = None
 
 
 def make_compute_metrics(tokenizer):
@@ -121,17 +133,10 @@ def finetune(config: FinetuneConfig) -> dict:
     # evaluating; the saved model gets this clean copy back.
     generation_config = copy.deepcopy(model.generation_config)
 
-    corpus = load_corpus(
-        config.dataset,
-        config.src_lang,
-        config.tgt_lang,
-        config.dataset_config,
-        config.english,
-        config.bible_cache_dir,
-    )
-    splits = {"train": _first(load_split(corpus, config.train_split), config.max_train_samples)}
+    corpus = config.load()
+    splits = {"train": _first(config.split(corpus, config.train_split), config.max_train_samples)}
     if config.eval_split:
-        splits["eval"] = _first(load_split(corpus, config.eval_split), config.max_eval_samples)
+        splits["eval"] = _first(config.split(corpus, config.eval_split), config.max_eval_samples)
     tokenized = {}
     for name, split in splits.items():
         tokenized[name], counts = tokenize_translation_dataset(

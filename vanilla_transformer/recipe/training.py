@@ -28,10 +28,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from ..publishing.hub import push_folder, save_hub_folder
+from .bible import bible_card_info
+from .checkpoints import average_checkpoints, load_averaged_weights
+from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
+from .evaluation import evaluate_translation
+from .options import CorpusOptions, option
+from .tokenization import train_tokenizer
 
 logger = get_logger(__name__)
 
@@ -102,24 +114,45 @@ def build_optimizer_and_scheduler(model: torch.nn.Module, config: TrainingConfig
 # --------------------------------------------------------------------------------------------------
 
 
-def _f(default, help: str, **kwargs):
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+_f = option
+
+
+PRESETS: dict[str, dict] = {
+    # Table 3, base: 512/2048/8 heads/6+6, P_drop 0.1, ~25k source + 25k target tokens per update,
+    # 100k updates, warm-up 4000; the 5 last checkpoints averaged (Section 6.1).
+    "base": dict(
+        d_model=512, ffn_dim=2048, attention_heads=8, encoder_layers=6, decoder_layers=6,
+        dropout=0.1, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
+        warmup_steps=4000, lr_factor=1.0, max_steps=100000, checkpoint_steps=5000,
+        average_last=5,
+    ),
+    # Table 3, big: 1024/4096/16 heads, P_drop 0.3, 300k updates, the 20 last checkpoints.
+    "big": dict(
+        d_model=1024, ffn_dim=4096, attention_heads=16, encoder_layers=6, decoder_layers=6,
+        dropout=0.3, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
+        warmup_steps=4000, lr_factor=1.0, max_steps=300000, checkpoint_steps=10000,
+        average_last=20,
+    ),
+    # Tuned for ~20 minutes on 2 CPU cores (see CPU_SMALL_NOTES): small, shallow and fast, pre-LN,
+    # a high peak lr (3e-3 = 0.83 / sqrt(192 * 400)), no dropout, many small updates.
+    "cpu-small": dict(
+        d_model=192, ffn_dim=768, attention_heads=4, encoder_layers=2, decoder_layers=2,
+        dropout=0.0, norm_first=True, tokenizer_vocab_size=4000, max_position_embeddings=256,
+        max_source_length=96, max_target_length=96, batch_tokens=2500, update_tokens=2500,
+        warmup_steps=400, lr_factor=0.83, max_steps=100000, max_train_minutes=20.0,
+        logging_steps=25, eval_steps=500, eval_bleu_samples=100, eval_num_beams=4,
+        checkpoint_steps=250, keep_last=5, average_last=5, threads=2,
+    ),
+}  # fmt: skip
 
 
 @dataclasses.dataclass
-class TrainingConfig:
-    """Every hyperparameter of a run; `scripts/train.py` exposes each field as `--name`."""
+class TrainingConfig(CorpusOptions):
+    """Every hyperparameter of a run: the corpus (`CorpusOptions`) and the fields below; the
+    `vanilla-transformer-train` tool exposes each field as `--name`."""
 
-    preset: str | None = _f(None, "Start from a preset: base, big or cpu-small.")
-    # Data
-    dataset: str = _f(
-        "bible", "'bible' (offline Bible EN-ES) or a load_translation_dataset source."
-    )
-    dataset_config: str | None = _f(None, "Hub dataset config name (e.g. de-en).")
-    english: str = _f("kjv", "English side of the Bible corpus: kjv or web.")
-    bible_cache_dir: str = _f("data_cache/bible", "Where the Bible corpus is built and cached.")
-    src_lang: str = _f("en", "Source language key.")
-    tgt_lang: str = _f("es", "Target language key.")
+    preset: str | None = _f(None, "Start from a preset.", choices=sorted(PRESETS))
+    # Data: the corpus fields come from CorpusOptions
     tokenizer: str = _f(
         "data_cache/tokenizer", "Tokenizer folder; trained on the train split if missing."
     )
@@ -202,34 +235,6 @@ class TrainingConfig:
             raise ValueError("push_to_hub needs hub_model_id ('owner/name').")
 
 
-PRESETS: dict[str, dict] = {
-    # Table 3, base: 512/2048/8 heads/6+6, P_drop 0.1, ~25k source + 25k target tokens per update,
-    # 100k updates, warm-up 4000; the 5 last checkpoints averaged (Section 6.1).
-    "base": dict(
-        d_model=512, ffn_dim=2048, attention_heads=8, encoder_layers=6, decoder_layers=6,
-        dropout=0.1, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
-        warmup_steps=4000, lr_factor=1.0, max_steps=100000, checkpoint_steps=5000,
-        average_last=5,
-    ),
-    # Table 3, big: 1024/4096/16 heads, P_drop 0.3, 300k updates, the 20 last checkpoints.
-    "big": dict(
-        d_model=1024, ffn_dim=4096, attention_heads=16, encoder_layers=6, decoder_layers=6,
-        dropout=0.3, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
-        warmup_steps=4000, lr_factor=1.0, max_steps=300000, checkpoint_steps=10000,
-        average_last=20,
-    ),
-    # Tuned for ~20 minutes on 2 CPU cores (see CPU_SMALL_NOTES): small, shallow and fast, pre-LN,
-    # a high peak lr (3e-3 = 0.83 / sqrt(192 * 400)), no dropout, many small updates.
-    "cpu-small": dict(
-        d_model=192, ffn_dim=768, attention_heads=4, encoder_layers=2, decoder_layers=2,
-        dropout=0.0, norm_first=True, tokenizer_vocab_size=4000, max_position_embeddings=256,
-        max_source_length=96, max_target_length=96, batch_tokens=2500, update_tokens=2500,
-        warmup_steps=400, lr_factor=0.83, max_steps=100000, max_train_minutes=20.0,
-        logging_steps=25, eval_steps=500, eval_bleu_samples=100, eval_num_beams=4,
-        checkpoint_steps=250, keep_last=5, average_last=5, threads=2,
-    ),
-}  # fmt: skip
-
 CPU_SMALL_NOTES = """\
 cpu-small was chosen by BLEU on 300 validation verses (greedy) after the number of updates a
 2-core CPU makes in 18 minutes (measured per model on 2 pinned cores, calibrated to the
@@ -263,8 +268,6 @@ def load_config_file(path: str | Path) -> dict:
     """A YAML (.yaml/.yml) or JSON file of `TrainingConfig` fields."""
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith((".yaml", ".yml")):
-        import yaml
-
         values = yaml.safe_load(text) or {}
     else:
         values = json.loads(text)
@@ -352,21 +355,9 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
 
 def load_data(config: TrainingConfig, accelerator: Accelerator):
     """Corpus, tokenizer (trained and saved on the main process if missing) and tokenised splits."""
-    from transformers import AutoTokenizer
-
-    from .data import tokenize_translation_dataset
-    from .evaluation import load_corpus
-    from .tokenization import train_tokenizer
 
     with accelerator.main_process_first():
-        corpus = load_corpus(
-            config.dataset,
-            config.src_lang,
-            config.tgt_lang,
-            config.dataset_config,
-            config.english,
-            config.bible_cache_dir,
-        )
+        corpus = config.load()
         if "train" not in corpus:
             raise ValueError(f"dataset {config.dataset!r} has no train split: {list(corpus)}")
         tok_dir = Path(config.tokenizer)
@@ -393,7 +384,6 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
 
 
 def build_model(config: TrainingConfig, vocab_size: int):
-    from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -454,7 +444,6 @@ def bleu_on(
     beams: int,
     length_penalty: float = 0.6,
 ) -> dict:
-    from .evaluation import evaluate_translation
 
     return evaluate_translation(
         model,
@@ -531,9 +520,6 @@ class NonFiniteLossError(RuntimeError):
 
 def train(config: TrainingConfig) -> dict:
     """Run training as configured; returns the run summary (also written to summary.json)."""
-    from torch.utils.data import DataLoader
-
-    from .data import TokenBudgetBatchSampler, make_collator
 
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -798,7 +784,6 @@ def finish(
     model, accelerator, tokenizer, corpus, counts, config, state, stop_reason, num_parameters
 ) -> dict:
     """Average the last checkpoints, score the final splits, write the Hub folder and summary."""
-    from .checkpoints import average_checkpoints, load_averaged_weights
 
     run_dir = Path(config.output_dir)
     model = accelerator.unwrap_model(model)
@@ -843,8 +828,6 @@ def finish(
     if config.save_hub and "test" in summary["scores"]:
         summary["hub_folder"] = str(save_final_hub_folder(model, tokenizer, config, summary))
         if config.push_to_hub:
-            from ..publishing.hub import push_folder
-
             push_folder(summary["hub_folder"], config.hub_model_id)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
@@ -852,8 +835,6 @@ def finish(
 
 
 def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dict) -> Path:
-    from ..publishing.hub import save_hub_folder
-    from .bible import bible_card_info
 
     test = summary["scores"]["test"]
     val = summary["scores"].get("validation", {})
