@@ -39,17 +39,20 @@ from transformers import AutoTokenizer
 from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
-from .checkpoints import average_checkpoints, load_averaged_weights
+from .checkpoints import (
+    STATE_FILE,
+    average_checkpoints,
+    complete_checkpoints,
+    load_averaged_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
 from .options import CorpusOptions, option
 from .tokenization import train_tokenizer
 
 logger = get_logger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint_"
-TMP_SUFFIX = ".tmp"
-STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,78 +277,6 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values.")
     return values
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints: atomic writes, discovery, rotation
-# --------------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Finished checkpoints (`checkpoint_<step>` with a trainer state), oldest first. Leftover
-    temporary folders of an interrupted save (`*.tmp`) are ignored."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        step = child.name[len(CHECKPOINT_PREFIX) :]
-        if child.name.startswith(CHECKPOINT_PREFIX) and step.isdigit():
-            if (child / STATE_FILE).is_file():
-                found.append((int(step), child))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
-    """'latest' -> the newest finished checkpoint of `run_dir`; else the folder given."""
-    if which == "latest":
-        found = complete_checkpoints(run_dir)
-        if not found:
-            raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
-        return found[-1]
-    path = Path(which)
-    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
-    return path
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
-    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
-    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
-    crash leaves either the previous checkpoints or the new one, never a half-written one."""
-    folder = run_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
-    tmp = folder / f"{final.name}{TMP_SUFFIX}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_tree(folder)
-        for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        logger.info(f"checkpoint saved: {final}")
-    accelerator.wait_for_everyone()
-    return final
 
 
 # --------------------------------------------------------------------------------------------------
