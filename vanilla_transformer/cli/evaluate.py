@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -69,13 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         split,
         args.src_lang,
         args.tgt_lang,
-        batch_size=args.batch_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        max_samples=args.max_samples,
+        **{**asdict(decoding), "device": default_device(decoding.device)},
         hypotheses_file=hypotheses_file,
-        max_new_tokens=args.max_new_tokens,
-        device=default_device(args.device),
         show_progress=True,
     )
     print(
