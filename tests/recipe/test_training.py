@@ -20,16 +20,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from vanilla_transformer.recipe.checkpoints import (
+    complete_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 from vanilla_transformer.recipe.training import (
     PRESETS,
-    complete_checkpoints,
     label_smoothed_loss,
     load_config_file,
     noam_lambda,
-    resolve_checkpoint,
     resolve_config,
-    save_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,11 +23,11 @@ import json
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME as SAFE_INDEX
+from transformers.utils import SAFE_WEIGHTS_NAME as SAFE_WEIGHTS
 
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
 # Files `torch.load` would unpickle: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MAX_KEYS_SHOWN = 8

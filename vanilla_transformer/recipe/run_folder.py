@@ -1,6 +1,6 @@
-"""A training run's folder: one run at a time (`RunLock`), checkpoints that prove they are whole
-(`write_manifest` / `verify_checkpoint`), a full disk named as such (`disk_full_error`), and the
-rules of resuming (`RESUME_LOCKED_OPTIONS`, `resume_conflicts`).
+"""A training run's folder: one run at a time (`RunLock`), a full disk named as such
+(`disk_full_error`), and the rules of resuming (`RESUME_LOCKED_OPTIONS`, `resume_conflicts`).
+What a checkpoint is, and its manifest, is `checkpoints.py`'s.
 
 Layout of `output_dir`::
 
@@ -10,7 +10,7 @@ Layout of `output_dir`::
     checkpoints/checkpoint_<step>/
         model.safetensors, optimizer.bin, random_states_<rank>.pkl, ...   (accelerate.save_state)
         trainer_state.json     counters, sampler position, scheduler
-        manifest.json          sha256 and size of every other file, written last
+        manifest.json          sha256 and size of every other file, written last (checkpoints.py)
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 LOCK_FILE = "run.lock"
-MANIFEST_FILE = "manifest.json"
 
 # Options whose change makes a resumed run another run: they change the order or content of the
 # batches (seed, token budgets, corpus, filters, tokenizer) or the model's shape. Resuming with
@@ -154,103 +152,6 @@ def describe_stale(holder: Mapping) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoint manifests
-# --------------------------------------------------------------------------------------------------
-
-
-class CheckpointVerificationError(ValueError):
-    """A checkpoint whose files do not match its manifest; the message names the file."""
-
-
-def _sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _checkpoint_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE
-    )
-
-
-def write_manifest(folder: str | Path) -> Path:
-    """Write `manifest.json`: size and sha256 of every file of the checkpoint folder. Written
-    last, so a checkpoint with a manifest was completely written when the manifest was."""
-    folder = Path(folder)
-    files = {
-        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in _checkpoint_files(folder)
-    }
-    path = folder / MANIFEST_FILE
-    path.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
-    return path
-
-
-def verify_checkpoint(folder: str | Path) -> None:
-    """Check every file of a checkpoint against its manifest (presence, size, sha256).
-
-    Catches truncation, a garbage or missing file, and any changed byte, including a flipped bit
-    inside tensor data that no format check would notice.
-
-    Raises:
-        CheckpointVerificationError: naming the file and what differs, or the missing manifest.
-    """
-    folder = Path(folder)
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise CheckpointVerificationError(
-            f"{path} is missing: the checkpoint cannot be verified (written before manifests "
-            "existed, or its save was interrupted)."
-        )
-    try:
-        files = json.loads(path.read_text(encoding="utf-8"))["files"]
-        if not isinstance(files, dict):
-            raise TypeError("'files' is not an object")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise CheckpointVerificationError(f"{path} is not a valid manifest ({err}).") from None
-    for name, expected in sorted(files.items()):
-        file = folder / name
-        if not file.is_file():
-            raise CheckpointVerificationError(f"{file} is listed in {MANIFEST_FILE} but missing.")
-        size = file.stat().st_size
-        if size != expected.get("size"):
-            raise CheckpointVerificationError(
-                f"{file} has {size} bytes, {expected.get('size')} when saved (truncated or "
-                "overwritten)."
-            )
-        if _sha256(file) != expected.get("sha256"):
-            raise CheckpointVerificationError(
-                f"{file} differs from the file saved (sha256 mismatch): corrupted on disk."
-            )
-
-
-def newest_verified(
-    checkpoints: Iterable[Path], log=None
-) -> tuple[Path, list[tuple[Path, str]]]:
-    """The newest of `checkpoints` (oldest first) that verifies, and the newer ones skipped with
-    the reason. `log(message)` is called for each skipped one.
-
-    Raises:
-        CheckpointVerificationError: none verifies (every reason listed).
-    """
-    skipped: list[tuple[Path, str]] = []
-    for folder in reversed(list(checkpoints)):
-        try:
-            verify_checkpoint(folder)
-        except CheckpointVerificationError as err:
-            skipped.append((folder, str(err)))
-            if log is not None:
-                log(f"skipping checkpoint {folder}: {err}")
-            continue
-        return folder, skipped
-    reasons = "; ".join(f"{folder.name}: {reason}" for folder, reason in skipped) or "none found"
-    raise CheckpointVerificationError(f"no checkpoint verifies against its manifest ({reasons}).")
-
-
-# --------------------------------------------------------------------------------------------------
 # A full disk
 # --------------------------------------------------------------------------------------------------
 
@@ -312,16 +213,12 @@ def resume_conflicts(saved: Mapping, current: Mapping) -> list[tuple[str, object
 
 
 __all__ = [
-    "CheckpointVerificationError",
     "LOCK_FILE",
-    "MANIFEST_FILE",
     "RESUME_LOCKED_OPTIONS",
     "RunLock",
     "RunLockedError",
+    "describe_stale",
     "disk_full_error",
     "folder_size",
-    "newest_verified",
     "resume_conflicts",
-    "verify_checkpoint",
-    "write_manifest",
 ]

@@ -40,28 +40,22 @@ from transformers import AutoTokenizer
 from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
-from .checkpoints import average_checkpoints, load_averaged_weights
+from .checkpoints import (
+    STATE_FILE,
+    average_checkpoints,
+    complete_checkpoints,
+    load_averaged_weights,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
 from .options import CorpusOptions, option
-from .run_folder import (
-    CheckpointVerificationError,
-    RunLock,
-    describe_stale,
-    disk_full_error,
-    folder_size,
-    newest_verified,
-    resume_conflicts,
-    verify_checkpoint,
-    write_manifest,
-)
+from .run_folder import RunLock, describe_stale, resume_conflicts
 from .tokenization import train_tokenizer
 
 logger = get_logger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint_"
-TMP_SUFFIX = ".tmp"
-STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,121 +398,6 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values.")
     return values
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints: atomic writes, discovery, rotation
-# --------------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Finished checkpoints (`checkpoint_<step>` with a trainer state), oldest first. Leftover
-    temporary folders of an interrupted save (`*.tmp`) are ignored."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        step = child.name[len(CHECKPOINT_PREFIX) :]
-        if child.name.startswith(CHECKPOINT_PREFIX) and step.isdigit():
-            if (child / STATE_FILE).is_file():
-                found.append((int(step), child))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
-    """'latest' -> the newest finished checkpoint of `run_dir` that verifies against its manifest
-    (newer ones that do not are skipped with a warning naming the file at fault); else the folder
-    given, which must verify (a folder without a manifest, saved by an older version, is accepted
-    with a warning)."""
-    if which == "latest":
-        found = complete_checkpoints(run_dir)
-        if not found:
-            raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
-        chosen, skipped = newest_verified(found, log=logger.warning)
-        if skipped:
-            logger.warning(
-                f"resuming from {chosen.name}, the newest checkpoint that verifies "
-                f"(skipped: {', '.join(p.name for p, _ in skipped)})"
-            )
-        return chosen
-    path = Path(which)
-    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
-    try:
-        verify_checkpoint(path)
-    except CheckpointVerificationError as err:
-        if (path / "manifest.json").is_file():
-            raise
-        logger.warning(f"{err} Resuming from it unverified, as it was asked for by name.")
-    return path
-
-
-def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
-    """`accelerator.load_state` and the trainer state of a checkpoint; errors name the folder."""
-    try:
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or "step" not in state:
-            raise ValueError("not a trainer state (no 'step')")
-    except (ValueError, UnicodeDecodeError, OSError) as err:
-        raise ValueError(f"{path / STATE_FILE} cannot be read ({err}).") from None
-    try:
-        accelerator.load_state(str(path))
-    except Exception as err:
-        raise ValueError(
-            f"{path}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
-        ) from err
-    return state
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
-    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
-    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
-    crash leaves either the previous checkpoints or the new one, never a half-written one."""
-    folder = run_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
-    tmp = folder / f"{final.name}{TMP_SUFFIX}"
-    previous = complete_checkpoints(run_dir)
-    try:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            folder.mkdir(parents=True, exist_ok=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-            write_manifest(tmp)  # last: sha256 of every file above
-            _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_tree(folder)
-    except Exception as err:
-        needed = folder_size(previous[-1]) if previous else 0
-        full = disk_full_error(err, folder, needed)
-        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the failed save took
-        if full is None:
-            raise
-        kept = f"{previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        raise OSError(full.errno, f"{full.strerror} while saving {final.name}; {kept}.") from err
-        for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        logger.info(f"checkpoint saved: {final}")
-    accelerator.wait_for_everyone()
-    return final
 
 
 # --------------------------------------------------------------------------------------------------
