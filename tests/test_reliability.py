@@ -545,7 +545,8 @@ def test_control_characters_and_very_long_lines_are_kept_then_dropped_by_length(
     ds = data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
     assert len(ds["train"]) == 3
     tokenized, counts = data.tokenize_translation_dataset(ds, bpe, "en", "es", 64, 64)
-    assert counts["train"] == {"before": 3, "kept": 2, "too_long": 1}
+    assert counts["train"]["before"] == 3 and counts["train"]["kept"] == 2
+    assert counts["train"]["too_long"] == counts["train"]["source_too_long"] == 1
 
 
 def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
@@ -559,11 +560,10 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
     "line, message",
     [
         ("{not json", r"train\.jsonl:1: invalid JSON"),
-        ("\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}), r"train\.jsonl:1:.*BOM"),
         (json.dumps({"en": "a", "es": "b"}), r"train\.jsonl:1: expected a 'translation' object"),
         (json.dumps({"translation": {"en": "a", "de": "b"}}), r"train\.jsonl:1: language key"),
     ],
-    ids=["not-json", "bom", "no-translation", "wrong-language"],
+    ids=["not-json", "no-translation", "wrong-language"],
 )
 def test_malformed_jsonl_rows_name_the_file_and_line(tmp_path, line, message):
     path = write_jsonl(tmp_path / "train.jsonl", [line])

@@ -186,7 +186,7 @@ def _tsv_rows(
                 width, header = len(cells), True
                 continue
         if len(cells) != width:
-            expected = f"{width} (as in the header)" if header else "2 (src<TAB>tgt)"
+            expected = "as in the header" if header else "src<TAB>tgt"
             hint = (
                 ""
                 if quoting
@@ -194,8 +194,8 @@ def _tsv_rows(
                 'for "..." cells)'
             )
             raise ValueError(
-                f"{path}:{line_number}: expected {expected} tab-separated cells, found "
-                f"{len(cells)}{hint}"
+                f"{path}:{line_number}: expected {width} tab-separated columns ({expected}), "
+                f"found {len(cells)}{hint}"
             )
         yield {"translation": {src_lang: cells[src_col], tgt_lang: cells[tgt_col]}}
 
@@ -465,7 +465,7 @@ def _character_lengths(
     pairs = ds.with_format("arrow")[:]["translation"]
     lengths = []
     for lang in (src_lang, tgt_lang):
-        side = pc.utf8_length(pc.struct_field(pairs, lang))
+        side = pc.fill_null(pc.utf8_length(pc.struct_field(pairs, lang)), 0)
         lengths.append(side.to_numpy(zero_copy_only=False).astype(np.int64))
     return lengths[0], lengths[1]
 
