@@ -951,7 +951,9 @@ class VanillaTransformerForConditionalGeneration(
         config = generation_config if generation_config is not None else self.generation_config
         for name in ("num_beams", "num_return_sequences"):
             value = kwargs.get(name, getattr(config, name, 1))
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         max_new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
         max_length = kwargs.get("max_length")

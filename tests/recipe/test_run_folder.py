@@ -39,7 +39,9 @@ from vanilla_transformer.recipe.run_folder import (
 
 def test_a_second_holder_of_a_run_folder_fails_fast_naming_the_first(tmp_path):
     with RunLock(tmp_path):
-        with pytest.raises(RunLockedError, match=rf"in use by another training run \(pid {os.getpid()}"):
+        with pytest.raises(
+            RunLockedError, match=rf"in use by another training run \(pid {os.getpid()}"
+        ):
             RunLock(tmp_path).acquire()
     with RunLock(tmp_path) as again:  # released on exit: the folder is free again
         assert again.stale_holder is None
@@ -119,7 +121,14 @@ def garbage(path: Path) -> None:
         ("trainer_state.json", lambda p: p.write_text("{not json")),
         ("optimizer.bin", os.remove),
     ],
-    ids=["truncated-weights", "flipped-bit", "garbage-optimizer", "garbage-rng", "bad-state", "missing"],
+    ids=[
+        "truncated-weights",
+        "flipped-bit",
+        "garbage-optimizer",
+        "garbage-rng",
+        "bad-state",
+        "missing",
+    ],
 )
 def test_resume_skips_a_damaged_latest_checkpoint_naming_the_file_and_takes_the_previous(
     run, name, harm, caplog

@@ -45,11 +45,11 @@ from accelerate.logging import get_logger
 from safetensors.torch import load_file
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
-from .run_folder import disk_full_error, folder_size
 from ..modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
+from .run_folder import disk_full_error, folder_size
 
 __all__ = [
     "average_state_dicts",

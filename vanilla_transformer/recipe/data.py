@@ -330,12 +330,16 @@ def load_translation_dataset(
         parts: dict[str, list[datasets.Dataset]] = {}
         for file in files:
             split = _split_of_file(file) or "train"
-            parts.setdefault(split, []).append(_load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting))
+            parts.setdefault(split, []).append(
+                _load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting)
+            )
         ds = datasets.DatasetDict(
             {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
         )
     elif path.is_file():
-        ds = datasets.DatasetDict({"train": _load_file(path, src_lang, tgt_lang, cache_dir, tsv_quoting)})
+        ds = datasets.DatasetDict(
+            {"train": _load_file(path, src_lang, tgt_lang, cache_dir, tsv_quoting)}
+        )
     else:
         loaded = datasets.load_dataset(
             str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs

@@ -15,12 +15,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import platform
 import shutil
 import signal
 import time
@@ -51,6 +48,7 @@ from .checkpoints import (
 )
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
+from .hardware import hardware_description
 from .options import CorpusOptions, option
 from .run_folder import RunLock, describe_stale, resume_conflicts
 from .tokenization import train_tokenizer
@@ -317,7 +315,11 @@ than fewer larger ones."""
 
 
 # Options of one invocation, never inherited by a resumed run from the saved training_config.json.
-PER_INVOCATION_OPTIONS = ("resume_from_checkpoint", "override_resume_options", "overwrite_output_dir")
+PER_INVOCATION_OPTIONS = (
+    "resume_from_checkpoint",
+    "override_resume_options",
+    "overwrite_output_dir",
+)
 
 
 def resolve_config(
@@ -440,7 +442,9 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
     return corpus, tokenizer, tokenized, counts
 
 
-def build_model(config: TrainingConfig, vocab_size: int):
+def build_model(config: TrainingConfig, vocab_size: int, **overrides):
+    """The model a run trains; `overrides` are further `VanillaTransformerConfig` fields (e.g.
+    `attention_scaling`, which the attention study varies)."""
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -455,6 +459,7 @@ def build_model(config: TrainingConfig, vocab_size: int):
         attention_dropout=config.attention_dropout,
         norm_first=config.norm_first,
         max_position_embeddings=config.max_position_embeddings,
+        **overrides,
     )
     return VanillaTransformerForConditionalGeneration(model_config)
 
@@ -522,22 +527,6 @@ def bleu_on(
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-
-
-def hardware_description(accelerator: Accelerator) -> str:
-    if accelerator.device.type == "cuda":
-        name = torch.cuda.get_device_name(accelerator.device)
-        return f"{accelerator.num_processes} x {name}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"CPU: {cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) x "
-        f"{torch.get_num_threads()} threads"
-    )
 
 
 def _trackers(log_with: str) -> list[str] | None:
@@ -987,7 +976,7 @@ def finish(
         "skipped_updates": state["skipped_updates"],
         "num_parameters": num_parameters,
         "train_pairs": counts["train"]["kept"],
-        "hardware": hardware_description(accelerator),
+        "hardware": hardware_description(accelerator.device, accelerator.num_processes),
         "last_eval": state["last_eval"],
         "scores": {},
     }
