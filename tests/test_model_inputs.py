@@ -159,5 +159,7 @@ def test_a_cache_reused_at_another_batch_size_is_refused(model):
 def test_an_all_false_4d_mask_is_refused_naming_the_rows(model, make_mask):
     mask = make_mask()
     mask[0] = True if mask.dtype == torch.bool else 0.0  # row 0 sees everything, row 1 nothing
-    with pytest.raises(ValueError, match=r"hides every key from every query of batch row\(s\) \[1\]"):
+    with pytest.raises(
+        ValueError, match=r"hides every key from every query of batch row\(s\) \[1\]"
+    ):
         model(input_ids=ids(2, 4), attention_mask=mask, decoder_input_ids=ids(2, 3))

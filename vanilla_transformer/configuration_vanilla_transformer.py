@@ -51,6 +51,8 @@ def _known_config_keys() -> frozenset:
     known |= {name for name in dir(PreTrainedConfig) if not name.startswith("__")}
     known |= set(GenerationConfig().to_dict())
     return frozenset(known)
+
+
 TRANSLATION_PIPELINE = {
     "translation": {
         "impl": "pipeline_vanilla_transformer.TranslationPipeline",

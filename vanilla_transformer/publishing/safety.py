@@ -189,8 +189,37 @@ __all__ = [
     "check_safetensors_file",
     "load_model",
     "load_pretrained_strict",
+    "load_tokenizer",
     "safetensors_files",
 ]
+
+
+# Files a tokenizer folder holds: the fast tokenizer's JSON, or a slow tokenizer's vocabulary.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def load_tokenizer(name_or_folder: str | Path, **kwargs):
+    """The tokenizer saved with a model. A local folder without tokenizer files is refused with
+    what was looked for (`AutoTokenizer` would talk about converting a slow tokenizer with
+    sentencepiece or tiktoken); a Hub id goes to `AutoTokenizer.from_pretrained`."""
+    from transformers import AutoTokenizer
+
+    folder = Path(name_or_folder)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); found "
+            f"{sorted(p.name for p in folder.iterdir())}. Save it beside the model with "
+            "tokenizer.save_pretrained(folder), or pass the tokenizer's folder separately."
+        )
+    return AutoTokenizer.from_pretrained(name_or_folder, **kwargs)
 
 
 def load_model(name_or_folder: str | Path, **kwargs):
