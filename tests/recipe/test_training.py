@@ -515,7 +515,10 @@ def test_resume_reloads_the_runs_options_and_refuses_a_change_to_the_data_order(
     assert json.loads((out / "training_config.json").read_text())["seed"] == 1
 
 
-def test_sigint_saves_a_checkpoint_at_the_next_update_boundary_and_exits_cleanly(corpus, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_a_checkpoint_at_the_next_update_boundary_and_exits_cleanly(
+    corpus, tmp_path, stop
+):
     out = tmp_path / "run"
     args = ["--dataset", str(corpus / "data"), "--tokenizer", str(corpus / "tok")]
     args += ["--output_dir", str(out), *TINY_MODEL, "--max_steps", "100000", *QUIET]
@@ -535,10 +538,10 @@ def test_sigint_saves_a_checkpoint_at_the_next_update_boundary_and_exits_cleanly
         if log.is_file() and len(log.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    assert "Traceback" not in stderr and "interrupted: SIGINT" in stderr, stderr[-3000:]
+    assert process.returncode == 128 + stop, stderr[-3000:]
+    assert "Traceback" not in stderr and f"interrupted: {stop.name}" in stderr, stderr[-3000:]
     (checkpoint,) = complete_checkpoints(out)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert checkpoint.name == f"checkpoint_{state['step']}" and state["step"] >= 3

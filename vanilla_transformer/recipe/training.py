@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -473,7 +474,7 @@ def micro_batches(loader, sampler, epoch: int) -> Iterator[tuple[int, dict]]:
         for batch in loader:
             yielded = True
             yield epoch, batch
-        if not yielded and sampler.batches_done == 0 and len(sampler.rank_batches(epoch)) == 0:
+        if not yielded and not sampler.rank_batches(epoch):  # would loop forever
             raise RuntimeError(f"epoch {epoch} has no batches: the training split is empty.")
         epoch += 1
 
@@ -595,8 +596,6 @@ class _StopSignals:
             signal.signal(sig, handler)
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
