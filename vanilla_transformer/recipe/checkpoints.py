@@ -36,6 +36,9 @@ __all__ = [
     "find_weights_file",
     "list_checkpoints",
     "load_averaged_weights",
+    "resolve_model_folder",
+    "find_run_dir",
+    "run_training_values",
     "DEFAULT_TIED_WEIGHTS",
 ]
 
@@ -314,3 +317,60 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
             f"averaged weights lack {sorted(untied)}, which the model does not tie to a loaded "
             "tensor: the checkpoints do not match this model."
         )
+
+
+def resolve_model_folder(name_or_path: str | Path) -> str:
+    """What `from_pretrained` should load for `name_or_path`:
+
+    - a folder with a `config.json` (a Hub folder, a checkpoint, a save_pretrained folder): itself;
+    - a training run folder (`summary.json`, `training_config.json` or `checkpoints/`): its final
+      model (the `hub_folder` named in `summary.json`, else `<run>/hub`), else its newest
+      checkpoint that holds a `config.json`;
+    - anything else (e.g. a Hub id) unchanged.
+
+    Raises:
+        FileNotFoundError: a run folder with no loadable model, naming what was looked for.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)
+    if (path / "config.json").is_file():
+        return str(path)
+    candidates = []
+    summary = path / "summary.json"
+    if summary.is_file():
+        hub_folder = json.loads(summary.read_text(encoding="utf-8")).get("hub_folder")
+        if hub_folder:
+            candidates.append(Path(hub_folder))
+    candidates.append(path / "hub")
+    if path.exists() and any((path / n).exists() for n in ("checkpoints", "training_config.json")):
+        candidates += reversed(list_checkpoints(path))
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"{path} holds no model to load: no config.json in it, and as a run folder no final model "
+        f"(summary.json's hub_folder or {path / 'hub'}) and no checkpoint with a config.json. "
+        "Pass a model folder, or a run whose checkpoints were saved by this version."
+    )
+
+
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def find_run_dir(path: str | Path) -> Path | None:
+    """The training run a folder belongs to: `path` itself or the nearest of its two parents
+    holding `training_config.json` (a run, its Hub folder, or `checkpoints/checkpoint_N`)."""
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / TRAINING_CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def run_training_values(path: str | Path) -> dict:
+    """The training options recorded by the run `path` belongs to (empty if none)."""
+    run_dir = find_run_dir(path)
+    if run_dir is None:
+        return {}
+    return json.loads((run_dir / TRAINING_CONFIG_FILE).read_text(encoding="utf-8"))
