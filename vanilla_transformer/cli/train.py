@@ -15,6 +15,7 @@ Precedence: field defaults < --preset < --config file < explicit flags.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from vanilla_transformer.recipe.options import parse_cli
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Startup facts (parameters, pairs kept by each filter, batching, checkpoints saved/resumed)
+    # are INFO records of the package's loggers; accelerate's logger shows them on the main process.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     file_values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
     config = resolve_config(file_values=file_values, **args)
