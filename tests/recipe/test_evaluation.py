@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate.py`."""
+"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate_model.py`."""
 
 import json
 import os

@@ -7,9 +7,9 @@ flags are given.
 
 Examples:
     vanilla-transformer-evaluate runs/cpu-small                       # the run's model and corpus
-    python scripts/evaluate.py runs/base/final                       # Bible KJV->RV1909, test split
-    python scripts/evaluate.py runs/base/final --split validation --num_beams 1
-    python scripts/evaluate.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
+    python scripts/evaluate_model.py runs/base/final                       # Bible KJV->RV1909, test split
+    python scripts/evaluate_model.py runs/base/final --split validation --num_beams 1
+    python scripts/evaluate_model.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
 
 Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
 order), and optionally the scores as JSON.

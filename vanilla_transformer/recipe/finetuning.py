@@ -13,6 +13,7 @@ This path is for users who know `Trainer`; the project's own training loop is
 from __future__ import annotations
 
 import copy
+import os
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,11 @@ def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signat
             k: getattr(config, k)
             for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs")
         },
+        "hardware": (
+            torch.cuda.get_device_name()
+            if torch.cuda.is_available()
+            else f"CPU, {os.cpu_count()} cores"
+        ),
         "intended_use": base.get("intended_use"),
         "limitations": base.get("limitations"),
         "example_source": base.get("example_source"),
