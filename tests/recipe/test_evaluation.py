@@ -6,13 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import evaluate
 import pytest
 import sacrebleu
+import sacrebleu.metrics
 import torch
 from torch import nn
 
 from tests.conftest import tiny_config
-from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from vanilla_transformer import (
+    VanillaTransformerConfig,
+    VanillaTransformerForConditionalGeneration,
+    metrics,
+)
 from vanilla_transformer.recipe.evaluation import compute_bleu, evaluate_translation, translate
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
@@ -62,7 +68,49 @@ def test_bleu_and_chrf_of_identical_text_are_100():
     scores = compute_bleu(SENTENCES, SENTENCES)
     assert scores["bleu"] == pytest.approx(100.0)
     assert scores["chrf"] == pytest.approx(100.0)
-    assert set(scores) == {"bleu", "chrf", "bleu_signature", "chrf_signature"}
+    assert scores["ter"] == pytest.approx(0.0)
+    assert set(scores) == {
+        "bleu",
+        "chrf",
+        "ter",
+        "bleu_signature",
+        "chrf_signature",
+        "ter_signature",
+    }
+
+
+def test_the_evaluate_modules_give_sacrebleus_numbers_and_signatures():
+    """BLEU, chrF and TER through `evaluate.load(<packaged module>)`, offline, equal direct
+    sacrebleu calls, with several references too."""
+    hypotheses = ["the dog saw a cat in the house", "a house that is red", "in the beginning"]
+    first, second = SENTENCES[:3], SENTENCES[3:6]
+    references = [[a, b] for a, b in zip(first, second, strict=True)]
+    direct = {
+        "bleu": sacrebleu.metrics.BLEU(),
+        "chrf": sacrebleu.metrics.CHRF(),
+        "ter": sacrebleu.metrics.TER(),
+    }
+    for name, metric in direct.items():
+        module = metrics.load(name)
+        assert isinstance(module, evaluate.EvaluationModule)
+        result = module.compute(predictions=hypotheses, references=references)
+        assert result["score"] == pytest.approx(
+            metric.corpus_score(hypotheses, [first, second]).score
+        )
+        assert result["signature"] == str(metric.get_signature())
+        assert "nrefs:2" in result["signature"]
+    chrf_pp = metrics.load("chrf").compute(predictions=hypotheses, references=first, word_order=2)
+    assert chrf_pp["score"] == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, [first], word_order=2).score
+    )
+
+
+def test_metric_modules_are_package_data_loaded_from_a_local_path():
+    for name in metrics.NAMES:
+        folder = Path(metrics.module_path(name))
+        assert (folder / f"{name}.py").is_file() and str(folder).startswith(
+            str(REPO / "vanilla_transformer")
+        )
 
 
 def test_bleu_is_sacrebleu_corpus_score_with_13a_signature():
@@ -146,7 +194,7 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "evaluate.py"),
+            str(REPO / "scripts" / "evaluate_model.py"),
             str(model_dir),
             "--dataset",
             str(data_dir),
