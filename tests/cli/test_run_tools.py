@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401
-from vanilla_transformer.recipe.training import complete_checkpoints
+from vanilla_transformer.recipe.checkpoints import complete_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = {"house": "casa", "dog": "perro", "cat": "gato", "big": "grande", "red": "rojo"}

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -81,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ],
     )
     return argparse.Namespace(
-        corpus=corpus, **vars(corpus), **vars(decoding), **vars(options), **vars(positional)
+        corpus=corpus,
+        decoding=decoding,
+        **vars(corpus),
+        **vars(decoding),
+        **vars(options),
+        **vars(positional),
     )
 
 
@@ -140,12 +145,7 @@ def score(model, tokenizer, split, args: argparse.Namespace) -> dict:
         split,
         args.src_lang,
         args.tgt_lang,
-        batch_size=args.batch_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        max_samples=args.max_samples,
-        max_new_tokens=args.max_new_tokens,
-        device=args.device,
+        **asdict(args.decoding),
         show_progress=True,
     )
 

@@ -22,13 +22,14 @@ import dataclasses
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.publishing.safety import load_model
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_options = corpus_of_run(args.model, corpus_options)
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    model = load_model(folder)  # a local folder loads strictly: every weight or an error
     tokenizer = AutoTokenizer.from_pretrained(folder)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
@@ -91,13 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         split,
         args.src_lang,
         args.tgt_lang,
-        batch_size=args.batch_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        max_samples=args.max_samples,
+        **{**asdict(decoding), "device": default_device(decoding.device)},
         hypotheses_file=hypotheses_file,
-        max_new_tokens=args.max_new_tokens,
-        device=default_device(args.device),
         show_progress=True,
     )
     print(
