@@ -118,6 +118,8 @@ def pytest_configure(config):
         config.addinivalue_line(
             "filterwarnings", "ignore:`past_key_values` is deprecated:FutureWarning"
         )
+
+
 REMOTE_CODE = (  # the files saved beside a model and imported by trust_remote_code
     "configuration_vanilla_transformer.py",
     "modeling_vanilla_transformer.py",

@@ -13,8 +13,8 @@ This path is for users who know `Trainer`; the project's own training loop is
 from __future__ import annotations
 
 import copy
-import os
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
