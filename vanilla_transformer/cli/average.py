@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folders = checkpoint_folders(args)
     logger.info("averaging %d checkpoints: %s", len(folders), [str(f) for f in folders])
-    averaged = average_checkpoints(folders)
+    averaged = average_checkpoints(folders, show_progress=True)
 
     model, tokenizer, base = base_model(args, folders)
     record = {"checkpoints": [str(f) for f in folders], "base_model": base}

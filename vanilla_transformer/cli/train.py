@@ -5,7 +5,7 @@ Examples:
     python scripts/train.py --preset cpu-small --output_dir runs/cpu-small
     python scripts/train.py --preset cpu-small --max_train_minutes 5 --eval_steps 0
     python scripts/train.py --config my_run.yaml --lr_factor 0.5       # flags override the file
-    python scripts/train.py --output_dir runs/cpu-small --resume_from_checkpoint latest
+    python scripts/train.py --preset cpu-small --output_dir runs/cpu-small --resume_from_checkpoint latest
     accelerate launch --num_processes 2 --cpu scripts/train.py --preset cpu-small
     accelerate launch scripts/train.py --preset base --mixed_precision bf16   # on GPUs
 

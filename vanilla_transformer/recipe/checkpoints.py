@@ -40,6 +40,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import load_file
+from tqdm.auto import tqdm
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 from ..modeling_vanilla_transformer import (
@@ -270,7 +271,9 @@ def average_state_dicts(
 
 
 def average_checkpoints(
-    folders: Iterable[str | Path], tied_weights: Mapping[str, str] | None = None
+    folders: Iterable[str | Path],
+    tied_weights: Mapping[str, str] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Average the weights of checkpoint folders (see the module docstring for the layouts).
 
@@ -288,7 +291,7 @@ def average_checkpoints(
     if not folders:
         raise ValueError("average_checkpoints needs at least one checkpoint folder, got none.")
     averager = _Averager()
-    for folder in folders:
+    for folder in tqdm(folders, desc="averaging", unit="checkpoint", disable=not show_progress):
         averager.add(
             load_checkpoint_state_dict(folder, tied_weights), str(find_weights_file(folder))
         )

@@ -796,7 +796,7 @@ def finish(
         return summary
     checkpoints = complete_checkpoints(run_dir)[-config.average_last :]
     if config.average_last > 1 and len(checkpoints) > 1:
-        load_averaged_weights(model, average_checkpoints(checkpoints))
+        load_averaged_weights(model, average_checkpoints(checkpoints, show_progress=True))
         summary["averaging"] = (
             f"mean of the last {len(checkpoints)} checkpoints "
             f"({', '.join(p.name for p in checkpoints)})"
