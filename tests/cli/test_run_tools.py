@@ -115,12 +115,55 @@ def test_evaluate_takes_a_checkpoint_of_a_run_with_no_other_flag(run, tmp_path):
     assert "nrefs:1" in result.stdout
 
 
-def test_average_takes_a_run_folder_with_no_other_flag(run):
+@pytest.fixture(scope="module")
+def averaged(run):
+    """`vanilla-transformer-average RUN`, nothing else."""
     result = run_tool("average", run["out"], "--last", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    averaged = run["out"] / "averaged"
+    return run["out"] / "averaged"
+
+
+def test_average_takes_a_run_folder_with_no_other_flag(averaged):
     AutoModelForSeq2SeqLM.from_pretrained(averaged)
     record = json.loads((averaged / "averaging.json").read_text())
     assert [Path(c).name for c in record["checkpoints"]] == ["checkpoint_3", "checkpoint_6"]
     info = json.loads((averaged / "card_info.json").read_text())
     assert info["averaging"].startswith("mean of 2 checkpoints") and "test_bleu" not in info
+
+
+def test_push_publishes_an_averaged_model_with_a_fresh_card_and_only_model_files(
+    averaged, tmp_path
+):
+    (averaged / "training_args.bin").write_bytes(b"a pickle")
+    result = run_tool("push", averaged, "me/vt-averaged", "--dry_run", tmp_path / "dry")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "README.md: card written for me/vt-averaged" in result.stdout
+    repo = tmp_path / "dry" / "repo"
+    uploaded = {p.name for p in repo.iterdir()}
+    assert "training_args.bin" not in uploaded and "card_info.json" not in uploaded
+    assert {"README.md", "model.safetensors", "modeling_vanilla_transformer.py"} <= uploaded
+    card = ModelCard.load(repo / "README.md")
+    assert 'from_pretrained("me/vt-averaged", trust_remote_code=True)' in card.text
+    assert "Not evaluated" in card.text and "mean of 2 checkpoints" in card.text
+
+
+def test_a_tokenizer_made_for_another_vocabulary_size_is_an_error(run, tmp_path):
+    result = run_tool(
+        "train", "--dataset", run["data"], "--tokenizer", run["root"] / "tok",
+        "--output_dir", tmp_path / "other", *TINY, "--tokenizer_vocab_size", "4000",
+        "--max_steps", "1",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "was made for 280 tokens but tokenizer_vocab_size is 4000" in result.stderr
+    assert not (tmp_path / "other" / "checkpoints").exists()
+
+
+def test_train_tokenizer_never_overwrites_a_tokenizer_without_overwrite(run):
+    tokenizer_file = run["root"] / "tok" / "tokenizer.json"
+    before = tokenizer_file.read_bytes()
+    result = run_tool(
+        "train_tokenizer", "--dataset", run["data"], "--output_dir", run["root"] / "tok",
+        "--vocab_size", "300", "--min_frequency", "1",
+    )  # fmt: skip
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert tokenizer_file.read_bytes() == before
