@@ -215,3 +215,14 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
     record = json.loads(results.read_text())
     assert record["num_samples"] == 4 and 0 <= record["bleu"] <= 100
     assert record["num_beams"] == 2
+
+
+def test_the_readme_metrics_example_runs():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(
+        b for b in text.split("```python")[1:] if "from vanilla_transformer import metrics" in b
+    )
+    namespace = {}
+    exec(block.split("```")[0], namespace)  # noqa: S102  (the README's own example)
+    result = namespace["bleu"].compute(predictions=["the cat sat"], references=[["the cat sat"]])
+    assert result["score"] == pytest.approx(100.0) and result["signature"].startswith("nrefs:1")
