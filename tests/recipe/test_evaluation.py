@@ -224,5 +224,7 @@ def test_the_readme_metrics_example_runs():
     )
     namespace = {}
     exec(block.split("```")[0], namespace)  # noqa: S102  (the README's own example)
-    result = namespace["bleu"].compute(predictions=["the cat sat"], references=[["the cat sat"]])
+    result = namespace["bleu"].compute(
+        predictions=["the cat sat on the mat"], references=[["the cat sat on the mat"]]
+    )
     assert result["score"] == pytest.approx(100.0) and result["signature"].startswith("nrefs:1")
