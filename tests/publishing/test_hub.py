@@ -13,10 +13,14 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
+import vanilla_transformer
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.publishing.hub import (
+    EVALUATION_FIELDS,
+    REMOTE_CODE_FILES,
     REQUIRED_CARD_FIELDS,
+    prepare_model_folder,
     push_folder,
     render_model_card,
     save_hub_folder,
@@ -101,7 +105,10 @@ def test_card_has_translation_metadata_model_index_and_signatures(model):
     data = card.data.to_dict()
     assert data["pipeline_tag"] == "translation"
     assert data["language"] == ["en", "es"] and data["license"] == "apache-2.0"
-    assert data["datasets"] == ["bible-kjv-rv1909"] and data["library_name"] == "transformers"
+    # A local corpus is no Hub dataset: no `datasets:` entry linking to a page that does not exist.
+    assert "datasets" not in data and data["library_name"] == "transformers"
+    with_hub = render_model_card(card_info(model, hub_datasets=["wmt14"])).data.to_dict()
+    assert with_hub["datasets"] == ["wmt14"]
     results = data["model-index"][0]["results"]
     metrics = {m["type"]: m["value"] for r in results for m in r["metrics"]}
     assert metrics == {"bleu": round(info["test_bleu"], 2), "chrf": round(info["test_chrf"], 2)}
@@ -125,7 +132,20 @@ def test_missing_required_values_raise_naming_all_of_them(model):
         render_model_card(info)
     with pytest.raises(ValueError) as error:
         render_model_card({})
-    assert all(name in str(error.value) for name in REQUIRED_CARD_FIELDS)
+    # Nothing given: the evaluation values are optional as a group ("Not evaluated").
+    assert all(
+        name in str(error.value) for name in REQUIRED_CARD_FIELDS if name not in EVALUATION_FIELDS
+    )
+
+
+def test_a_card_without_test_scores_says_not_evaluated_and_has_no_model_index(model):
+    info = {k: v for k, v in card_info(model).items() if k not in EVALUATION_FIELDS}
+    card = render_model_card(info)
+    assert "model-index" not in card.data.to_dict()
+    assert "Not evaluated" in card.text and "nrefs:" not in card.text
+    partial = {**info, "test_bleu": 12.0}  # some evaluation values but not all: an error
+    with pytest.raises(ValueError, match="test_chrf"):
+        render_model_card(partial)
 
 
 def test_placeholder_and_out_of_range_values_are_refused(model):
@@ -146,7 +166,9 @@ def test_card_lists_deviations_from_the_paper(model):
 
 def test_hub_folder_loads_with_remote_code_and_the_translation_pipeline(tmp_path, model, tokenizer):
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
-    assert {p.name for p in folder.iterdir()} == EXPECTED_FILES
+    # card_info.json keeps the card values for the push tool; it is not uploaded.
+    assert {p.name for p in folder.iterdir()} == EXPECTED_FILES | {"card_info.json"}
+    assert set(upload_file_list(folder)) == EXPECTED_FILES
     assert ModelCard.load(folder / "README.md").data.pipeline_tag == "translation"
     loaded = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)
     assert loaded.lm_head.weight.data_ptr() == loaded.model.shared.weight.data_ptr()
@@ -275,6 +297,56 @@ def test_push_script_dry_run_prints_the_files_and_never_the_token(tmp_path, mode
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dry run: 9 files" in proc.stdout and "README.md" in proc.stdout
+    card = (tmp_path / "dry" / "repo" / "README.md").read_text()
+    assert 'from_pretrained("someone/vt", trust_remote_code=True)' in card
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
     for path in (tmp_path / "dry").rglob("*"):
         assert path.is_dir() or FAKE_TOKEN.encode() not in path.read_bytes()
+
+
+def test_only_model_file_kinds_are_uploaded_never_pickles(tmp_path, model, tokenizer):
+    folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
+    for name in ("training_args.bin", "optimizer.bin", "rng_state.pth", "notes.txt", "run.pkl"):
+        (folder / name).write_bytes(b"not for the Hub")
+    plan = push_folder(folder, "someone/vt", api=FakeApi())
+    assert set(plan["files"]) == EXPECTED_FILES
+    assert plan["calls"][1]["kwargs"]["allow_patterns"]
+
+
+def test_a_token_in_any_uploaded_file_is_refused_naming_the_file(tmp_path, model, tokenizer):
+    folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
+    with open(folder / "model.safetensors", "ab") as f:  # a binary file, not only text ones
+        f.write(b"\x00" + FAKE_TOKEN.encode())
+    with pytest.raises(ValueError, match="model.safetensors contains a Hugging Face access token"):
+        push_folder(folder, "someone/vt", api=FakeApi())
+
+
+def test_publishing_refreshes_outdated_remote_code_and_says_so(tmp_path, model, tokenizer):
+    folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
+    (folder / "modeling_vanilla_transformer.py").write_text("# an earlier release's modeling\n")
+    (folder / "pipeline_vanilla_transformer.py").unlink()
+    changes = prepare_model_folder(folder, "someone/vt")
+    assert "replaced modeling_vanilla_transformer.py with the current package's copy" in changes
+    assert "added pipeline_vanilla_transformer.py (current package copy)" in changes
+    package = Path(vanilla_transformer.__file__).parent
+    for name in REMOTE_CODE_FILES:
+        assert (folder / name).read_bytes() == (package / name).read_bytes()
+    assert not [c for c in prepare_model_folder(folder, "someone/vt") if "replaced" in c]
+
+
+def test_any_model_folder_gets_a_card_with_base_model_and_the_target_repo_id(tmp_path, model):
+    folder = tmp_path / "finetuned"
+    model.save_pretrained(folder)
+    info = {k: v for k, v in card_info(model).items() if k not in ("config", "num_parameters")}
+    (folder / "card_info.json").write_text(json.dumps({**info, "base_model": "someone/base"}))
+    prepare_model_folder(folder, "me/finetuned")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model == "someone/base"
+    assert 'from_pretrained("me/finetuned", trust_remote_code=True)' in card.text
+
+
+def test_a_folder_without_card_values_is_an_error_naming_them_and_the_flag(tmp_path, model):
+    folder = tmp_path / "bare"
+    model.save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"src_lang.*--card_info"):
+        prepare_model_folder(folder, "me/bare")

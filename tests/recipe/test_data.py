@@ -100,6 +100,35 @@ def test_empty_and_whitespace_pairs_are_dropped_and_counted(tmp_path, caplog):
     assert "dropped 2 pairs" in caplog.text
 
 
+def write_moses(prefix, pairs):
+    prefix.with_name(prefix.name + ".en").write_text("".join(e + "\n" for e, _ in pairs))
+    prefix.with_name(prefix.name + ".es").write_text("".join(s + "\n" for _, s in pairs))
+
+
+def test_loads_moses_parallel_files_by_prefix(tmp_path):
+    write_moses(tmp_path / "train", PAIRS)
+    ds = load_translation_dataset(tmp_path / "train", "en", "es")
+    assert list(ds) == ["train"]
+    assert [r["translation"] for r in ds["train"]] == [{"en": e, "es": s} for e, s in PAIRS]
+
+
+def test_loads_a_folder_of_moses_split_files(tmp_path):
+    write_moses(tmp_path / "train", PAIRS)
+    write_moses(tmp_path / "valid", PAIRS[:2])
+    write_moses(tmp_path / "test", PAIRS[:1])
+    ds = load_translation_dataset(tmp_path, "en", "es")
+    assert {k: len(v) for k, v in ds.items()} == {"train": 3, "validation": 2, "test": 1}
+
+
+def test_moses_files_of_unequal_length_name_both_counts_and_paths(tmp_path):
+    write_moses(tmp_path / "train", PAIRS)
+    (tmp_path / "train.es").write_text("uno\ndos\n")
+    with pytest.raises(ValueError) as err:
+        load_translation_dataset(tmp_path / "train", "en", "es")
+    message = str(err.value)
+    assert "train.en has 3 lines" in message and "train.es has 2" in message
+
+
 def test_tokenize_gives_model_columns_and_drops_long_pairs(tokenizer):
     raw = datasets.DatasetDict(
         {

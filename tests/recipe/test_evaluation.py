@@ -1,4 +1,4 @@
-"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate.py`."""
+"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate_model.py`."""
 
 import json
 import os
@@ -6,13 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import evaluate
 import pytest
 import sacrebleu
+import sacrebleu.metrics
 import torch
 from torch import nn
 
 from tests.conftest import tiny_config
-from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from vanilla_transformer import (
+    VanillaTransformerConfig,
+    VanillaTransformerForConditionalGeneration,
+    metrics,
+)
 from vanilla_transformer.recipe.evaluation import compute_bleu, evaluate_translation, translate
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
@@ -62,7 +68,48 @@ def test_bleu_and_chrf_of_identical_text_are_100():
     scores = compute_bleu(SENTENCES, SENTENCES)
     assert scores["bleu"] == pytest.approx(100.0)
     assert scores["chrf"] == pytest.approx(100.0)
-    assert set(scores) == {"bleu", "chrf", "bleu_signature", "chrf_signature"}
+    assert scores["ter"] == pytest.approx(0.0)
+    assert set(scores) == {
+        "bleu",
+        "chrf",
+        "ter",
+        "bleu_signature",
+        "chrf_signature",
+        "ter_signature",
+    }
+
+
+def test_the_evaluate_modules_give_sacrebleus_numbers_and_signatures():
+    """BLEU, chrF and TER through `evaluate.load(<packaged module>)`, offline, equal direct
+    sacrebleu calls, with several references too."""
+    hypotheses = ["the dog saw a cat in the house", "a house that is red", "in the beginning"]
+    first, second = SENTENCES[:3], SENTENCES[3:6]
+    references = [[a, b] for a, b in zip(first, second, strict=True)]
+    direct = {
+        "bleu": sacrebleu.metrics.BLEU(),
+        "chrf": sacrebleu.metrics.CHRF(),
+        "ter": sacrebleu.metrics.TER(),
+    }
+    for name, metric in direct.items():
+        module = metrics.load(name)
+        assert isinstance(module, evaluate.EvaluationModule)
+        result = module.compute(predictions=hypotheses, references=references)
+        assert result["score"] == pytest.approx(
+            metric.corpus_score(hypotheses, [first, second]).score
+        )
+        assert result["signature"] == str(metric.get_signature())
+        assert "nrefs:2" in result["signature"]
+    chrf_pp = metrics.load("chrf").compute(predictions=hypotheses, references=first, word_order=2)
+    assert chrf_pp["score"] == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, [first], word_order=2).score
+    )
+
+
+def test_metric_modules_are_package_data_loaded_from_a_local_path():
+    for name in metrics.NAMES:
+        folder = Path(metrics.module_path(name))
+        assert (folder / f"{name}.py").is_file()
+        assert folder.is_relative_to(Path(metrics.__file__).parent)
 
 
 def test_bleu_is_sacrebleu_corpus_score_with_13a_signature():
@@ -146,7 +193,7 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "evaluate.py"),
+            str(REPO / "scripts" / "evaluate_model.py"),
             str(model_dir),
             "--dataset",
             str(data_dir),
@@ -168,3 +215,16 @@ def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
     record = json.loads(results.read_text())
     assert record["num_samples"] == 4 and 0 <= record["bleu"] <= 100
     assert record["num_beams"] == 2
+
+
+def test_the_readme_metrics_example_runs():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(
+        b for b in text.split("```python")[1:] if "from vanilla_transformer import metrics" in b
+    )
+    namespace = {}
+    exec(block.split("```")[0], namespace)  # noqa: S102  (the README's own example)
+    result = namespace["bleu"].compute(
+        predictions=["the cat sat on the mat"], references=[["the cat sat on the mat"]]
+    )
+    assert result["score"] == pytest.approx(100.0) and result["signature"].startswith("nrefs:1")

@@ -81,7 +81,11 @@ def test_compute_metrics_decodes_around_minus_100_padding(tokenizer):
     width = max(map(len, ids)) + 2
     padded = np.array([i + [-100] * (width - len(i)) for i in ids])
     metrics = make_compute_metrics(tokenizer)((padded, padded))
-    assert metrics == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert metrics == {
+        "bleu": pytest.approx(100.0),
+        "chrf": pytest.approx(100.0),
+        "ter": pytest.approx(0.0),
+    }
 
 
 def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp_path, tokenizer):
@@ -126,3 +130,9 @@ def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp
     assert generation["num_beams"] == 4 and "max_length" not in generation  # not Trainer's fill-in
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(final)
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.shared.weight.data_ptr()
+    # Silent at the source: Trainer's reload of the best checkpoint, pinned memory on CPU.
+    assert "There were missing keys" not in proc.stderr and "pin_memory" not in proc.stderr
+    # The card values the push tool renders the fine-tuned model's card from.
+    info = json.loads((final / "card_info.json").read_text())
+    assert info["train_steps"] == 40 and info["eval_split"] == "validation"
+    assert info["test_bleu"] == summary["eval"]["eval_bleu"] and info["test_samples"] == 4

@@ -1,9 +1,15 @@
-"""BLEU and chrF of a saved model on a translation dataset split (sacrebleu, detokenised text).
+"""BLEU, chrF and TER of a saved model on a translation dataset split (sacrebleu through the
+package's `evaluate` metric modules, detokenised text).
+
+MODEL may be a model folder, a training run folder (its final model, else its newest checkpoint)
+or one of its checkpoints: the corpus options the run was trained with are used unless corpus
+flags are given.
 
 Examples:
-    python scripts/evaluate.py runs/base/final                       # Bible KJV->RV1909, test split
-    python scripts/evaluate.py runs/base/final --split validation --num_beams 1
-    python scripts/evaluate.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
+    vanilla-transformer-evaluate runs/cpu-small                       # the run's model and corpus
+    python scripts/evaluate_model.py runs/base/final                       # Bible KJV->RV1909, test split
+    python scripts/evaluate_model.py runs/base/final --split validation --num_beams 1
+    python scripts/evaluate_model.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
 
 Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
 order), and optionally the scores as JSON.
@@ -12,6 +18,7 @@ order), and optionally the scores as JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -22,6 +29,7 @@ import torch
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
+from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 
@@ -43,9 +51,21 @@ def parse_args(argv: list[str] | None = None):
         argv,
         __doc__,
         extra_arguments=[
-            ("model", {"help": "A save_pretrained folder (model + tokenizer) or a Hub id."})
+            ("model", {"help": "A model folder, a run folder, a checkpoint or a Hub id."})
         ],
     )
+
+
+def corpus_of_run(model: str, given: CorpusOptions) -> CorpusOptions:
+    """The corpus options of the run `model` belongs to, when none were given on the command
+    line (all defaults); otherwise `given`."""
+    recorded = run_training_values(model) if given == CorpusOptions() else {}
+    if not recorded:
+        return given
+    names = [f.name for f in dataclasses.fields(CorpusOptions)]
+    options = CorpusOptions(**{k: recorded[k] for k in names if k in recorded})
+    logging.getLogger(__name__).info("corpus of the run: %s", options)
+    return options
 
 
 def default_device(device: str | None) -> str:
@@ -58,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         **vars(corpus_options), **vars(decoding), **vars(options), **vars(positional)
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    folder = resolve_model_folder(args.model)
+    corpus_options = corpus_of_run(args.model, corpus_options)
+    args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
-    model = load_model(args.model)  # a local folder loads strictly: every weight or an error
-    tokenizer = load_tokenizer(args.model)
+    model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    tokenizer = load_tokenizer(folder)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
         model,
@@ -78,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")
+    print(f"TER  = {scores['ter']:.2f}  ({scores['ter_signature']})")
     print(f"hypotheses: {hypotheses_file}")
     if args.results_json:
         record = {**scores, **{k: v for k, v in vars(args).items() if k != "results_json"}}

@@ -1,6 +1,15 @@
-"""Upload a Hub folder (written by `vanilla_transformer.publishing.hub.save_hub_folder`) to the Hugging Face
-Hub in one commit: `create_repo(exist_ok=True)` then one `upload_folder`. The folder's README.md
-(the model card) is uploaded as is; `push_to_hub` is not used because it replaces the card.
+"""Publish any model folder (the final model of a run, an averaged or a fine-tuned model) to the
+Hugging Face Hub in one commit: `create_repo(exist_ok=True)` then one `upload_folder`.
+
+Before uploading, the folder is made current, and each change is printed:
+- its remote code (configuration_/modeling_/pipeline_vanilla_transformer.py) is replaced by the
+  installed package's copies: checkpoints saved by earlier releases carry a modeling file that
+  silently decodes wrongly on transformers >= 5.24;
+- its card (README.md) is written or refreshed from the values kept in card_info.json (written by
+  training, averaging and fine-tuning; --card_info adds or overrides values), with REPO_ID in the
+  usage code. A model without test scores gets a card that says "Not evaluated".
+Only model files are uploaded (an allow-list: weights, configs, tokenizer, remote code, card; never
+pickles such as training_args.bin), and every one is scanned for an access token.
 
 Authentication (never pass a token on the command line, where shells and logs keep it):
     hf auth login                   # once; stores a token with write access locally
@@ -22,11 +31,13 @@ are refused.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from vanilla_transformer.publishing.hub import push_folder
+from vanilla_transformer.publishing.hub import prepare_model_folder, push_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 
 
@@ -44,6 +55,12 @@ class PushOptions:
     commit_message: str = option(
         "Upload vanilla-transformer model", "Commit message of the upload."
     )
+    card_info: str | None = option(
+        None,
+        "JSON file of card values that add to or override the folder's card_info.json (e.g. "
+        "src_lang, dataset_name, intended_use, limitations).",
+        metavar="FILE",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv,
         __doc__,
         extra_arguments=[
-            ("folder", {"help": "The Hub folder to upload (from save_hub_folder)."}),
+            ("folder", {"help": "The model folder to publish (Hub, averaged or fine-tuned)."}),
             ("repo_id", {"help": "Target model repo, 'owner/name'."}),
         ],
     )
@@ -62,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = json.loads(Path(args.card_info).read_text("utf-8")) if args.card_info else None
+    for change in prepare_model_folder(args.folder, args.repo_id, overrides):
+        print(f"{args.folder}: {change}")
     plan = push_folder(
         args.folder,
         args.repo_id,

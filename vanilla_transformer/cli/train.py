@@ -5,7 +5,7 @@ Examples:
     python scripts/train.py --preset cpu-small --output_dir runs/cpu-small
     python scripts/train.py --preset cpu-small --max_train_minutes 5 --eval_steps 0
     python scripts/train.py --config my_run.yaml --lr_factor 0.5       # flags override the file
-    python scripts/train.py --output_dir runs/cpu-small --resume_from_checkpoint latest
+    python scripts/train.py --preset cpu-small --output_dir runs/cpu-small --resume_from_checkpoint latest
     accelerate launch --num_processes 2 --cpu scripts/train.py --preset cpu-small
     accelerate launch scripts/train.py --preset base --mixed_precision bf16   # on GPUs
 
@@ -21,6 +21,7 @@ Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next update boundary and ex
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Startup facts (parameters, pairs kept by each filter, batching, checkpoints saved/resumed)
+    # are INFO records of the package's loggers; accelerate's logger shows them on the main process.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     file_values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
     saved = None

@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from vanilla_transformer.recipe.options import CorpusOptions, option, parse_cli
 from vanilla_transformer.recipe.tokenization import train_tokenizer
@@ -17,15 +18,26 @@ class TokenizerOptions:
     min_frequency: int = option(2, "Minimum count of a pair to be merged.")
     model_max_length: int = option(1024, "Longest sequence the model accepts.")
     output_dir: str = option("data_cache/tokenizer", "Where save_pretrained writes.")
+    overwrite: bool = option(
+        False, "Replace a tokenizer already in output_dir (runs trained with it no longer match)."
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, TokenizerOptions]:
     return parse_cli([CorpusOptions, TokenizerOptions], argv, __doc__)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     corpus_options, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    existing = Path(args.output_dir) / "tokenizer.json"
+    if existing.is_file() and not args.overwrite:
+        print(
+            f"error: {args.output_dir} already holds a tokenizer ({existing}); models trained with "
+            "it need it unchanged. Pass --overwrite to replace it, or choose another --output_dir.",
+            file=sys.stderr,
+        )
+        return 2
     corpus = corpus_options.load()
     start = time.perf_counter()
     tokenizer = train_tokenizer(
@@ -42,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     example = corpus["train"][0]["translation"]
     for lang in (corpus_options.src_lang, corpus_options.tgt_lang):
         print(f"{lang}: {tokenizer.tokenize(example[lang])}")
+    return 0
 
 
 if __name__ == "__main__":

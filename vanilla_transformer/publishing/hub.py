@@ -46,6 +46,10 @@ __all__ = [
     "check_hub_folder",
     "save_hub_folder",
     "push_folder",
+    "prepare_model_folder",
+    "refresh_remote_code",
+    "read_card_info",
+    "write_card_info",
 ]
 
 # Package data (pyproject.toml), so an installed wheel renders cards too.
@@ -67,6 +71,8 @@ REQUIRED_CARD_FIELDS = {
     "hardware": "what it was trained on, e.g. '2 CPU cores' (str)",
     "training_time": "wall-clock training time: seconds (number) or a str such as '25 min'",
     "hyperparameters": "training hyperparameters (non-empty dict: name -> value)",
+    # The evaluation values (EVALUATION_FIELDS) are required together or absent together: a model
+    # with no test split gets a card that says "not evaluated" and carries no model-index.
     "test_bleu": "corpus BLEU on the test split, in [0, 100] (number)",
     "test_chrf": "corpus chrF on the test split, in [0, 100] (number)",
     "test_samples": "number of test pairs scored (int)",
@@ -80,12 +86,21 @@ REQUIRED_CARD_FIELDS = {
     "config": "the model config as a dict (model.config.to_dict())",
     "num_parameters": "number of distinct parameters (int; tied matrices counted once)",
 }
+EVALUATION_FIELDS = (
+    "test_bleu",
+    "test_chrf",
+    "test_samples",
+    "bleu_signature",
+    "chrf_signature",
+    "num_beams",
+    "length_penalty",
+)
 OPTIONAL_CARD_FIELDS = {
     "license": "apache-2.0",
     "eval_split": "test",
     "dataset_config": None,  # e.g. 'kjv-rv1909', the model-index dataset config
     "dataset_card": None,  # Markdown of the data card, embedded in a <details> block
-    "hub_datasets": [],  # Hub dataset ids for the `datasets:` metadata (default: [dataset_id])
+    "hub_datasets": [],  # Hub dataset ids for the `datasets:` metadata (none: no entry)
     "base_model": None,  # Hub id of the model this one was fine-tuned from
     "averaging": None,  # e.g. 'mean of the last 5 checkpoints (written every 500 updates)'
     "validation_bleu": None,
@@ -116,6 +131,29 @@ _INT_FIELDS = (
     "num_parameters",
 )
 _SCORE_FIELDS = ("test_bleu", "test_chrf")
+# What a model repo holds; nothing else is uploaded (no pickles such as training_args.bin, no
+# optimizer states, no local notes).
+ALLOWED_FILES = [
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "configuration_vanilla_transformer.py",
+    "modeling_vanilla_transformer.py",
+    "pipeline_vanilla_transformer.py",
+]
+# The code a repo runs with trust_remote_code: refreshed from the installed package on every push.
+REMOTE_CODE_FILES = (
+    "configuration_vanilla_transformer.py",
+    "modeling_vanilla_transformer.py",
+    "pipeline_vanilla_transformer.py",
+)
+# Card values kept beside the weights (not uploaded), so the push tool can re-render the card.
+CARD_INFO_FILE = "card_info.json"
 REQUIRED_HUB_FILES = (
     "README.md",
     "config.json",
@@ -130,6 +168,7 @@ WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)  # safetensors only 
 # Never uploaded besides huggingface_hub's own defaults (.git, .cache/huggingface).
 IGNORE_PATTERNS = [".*", "*/.*", "*__pycache__*", "*.pyc", "*.tmp"]
 DRY_RUN_PLAN = "upload_plan.json"
+NOT_EVALUATED = "Not evaluated"
 DRY_RUN_FILES = "repo"
 
 
@@ -153,17 +192,23 @@ def _check_card_info(card_info: Mapping) -> dict:
     if not isinstance(card_info, Mapping):
         raise TypeError(f"card_info must be a dict, got {type(card_info).__name__}.")
     info = {**OPTIONAL_CARD_FIELDS, **{k: v for k, v in card_info.items() if v is not None}}
-    missing = [name for name in REQUIRED_CARD_FIELDS if _is_missing(info.get(name))]
+    info["evaluated"] = any(info.get(name) is not None for name in EVALUATION_FIELDS)
+    required = [
+        name for name in REQUIRED_CARD_FIELDS if info["evaluated"] or name not in EVALUATION_FIELDS
+    ]
+    missing = [name for name in required if _is_missing(info.get(name))]
     if missing:
         details = "; ".join(f"{name}: {REQUIRED_CARD_FIELDS[name]}" for name in missing)
         raise ValueError(f"card_info is missing required values: {', '.join(missing)} ({details}).")
     for name in _INT_FIELDS:
+        if name not in required:
+            continue
         value = info[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"card_info[{name!r}] must be a non-negative int, got {value!r}.")
     for name in _SCORE_FIELDS + ("validation_bleu", "validation_chrf"):
         value = info.get(name)
-        if value is None and name.startswith("validation"):
+        if value is None and (name.startswith("validation") or not info["evaluated"]):
             continue
         if (
             isinstance(value, bool)
@@ -171,7 +216,7 @@ def _check_card_info(card_info: Mapping) -> dict:
             or not (math.isfinite(value) and 0 <= value <= 100)
         ):
             raise ValueError(f"card_info[{name!r}] must be a number in [0, 100], got {value!r}.")
-    for name in ("bleu_signature", "chrf_signature"):
+    for name in ("bleu_signature", "chrf_signature") if info["evaluated"] else ():
         if not str(info[name]).startswith("nrefs:"):
             raise ValueError(
                 f"card_info[{name!r}] must be a sacrebleu signature ('nrefs:1|case:mixed|...'), "
@@ -295,25 +340,27 @@ def _card_data(info: Mapping) -> ModelCardData:
         dataset_name=info["dataset_name"],
         dataset_config=info["dataset_config"],
     )
-    results = [
-        EvalResult(
-            **common,
-            dataset_split=info["eval_split"],
-            metric_type="bleu",
-            metric_name="BLEU",
-            metric_value=round(float(info["test_bleu"]), 2),
-        ),
-        EvalResult(
-            **common,
-            dataset_split=info["eval_split"],
-            metric_type="chrf",
-            metric_name="chrF",
-            metric_value=round(float(info["test_chrf"]), 2),
-        ),
-    ]
+    results = []
+    if info["evaluated"]:  # no model-index for a model without test scores
+        results = [
+            EvalResult(
+                **common,
+                dataset_split=info["eval_split"],
+                metric_type="bleu",
+                metric_name="BLEU",
+                metric_value=round(float(info["test_bleu"]), 2),
+            ),
+            EvalResult(
+                **common,
+                dataset_split=info["eval_split"],
+                metric_type="chrf",
+                metric_name="chrF",
+                metric_value=round(float(info["test_chrf"]), 2),
+            ),
+        ]
     for metric, name in (("bleu", "BLEU"), ("chrf", "chrF")):
         value = info.get(f"validation_{metric}")
-        if value is not None:
+        if value is not None and info["evaluated"]:
             results.append(
                 EvalResult(
                     **common,
@@ -331,11 +378,12 @@ def _card_data(info: Mapping) -> ModelCardData:
         library_name="transformers",
         pipeline_tag="translation",
         tags=tags,
-        datasets=list(info["hub_datasets"]) or [info["dataset_id"]],
+        # Only real Hub dataset ids: a local corpus name would link to a page that does not exist.
+        datasets=list(info["hub_datasets"]) or None,
         metrics=["bleu", "chrf"],
         base_model=info["base_model"],
-        model_name=info["model_name"],
-        eval_results=results,
+        model_name=info["model_name"] if results else None,
+        eval_results=results or None,
     )
 
 
@@ -359,15 +407,18 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         ("Hardware", _cell(info["hardware"])),
         ("Wall-clock time", _duration(info["training_time"])),
     ]
-    eval_rows = [
-        {
-            "split": info["eval_split"],
-            "samples": f"{info['test_samples']:,}",
-            "bleu": f"{info['test_bleu']:.2f}",
-            "chrf": f"{info['test_chrf']:.2f}",
-        }
-    ]
-    if info.get("validation_bleu") is not None:
+    evaluated = info["evaluated"]
+    eval_rows = []
+    if evaluated:
+        eval_rows.append(
+            {
+                "split": info["eval_split"],
+                "samples": f"{info['test_samples']:,}",
+                "bleu": f"{info['test_bleu']:.2f}",
+                "chrf": f"{info['test_chrf']:.2f}",
+            }
+        )
+    if evaluated and info.get("validation_bleu") is not None:
         eval_rows.append(
             {
                 "split": info["validation_split"],
@@ -406,15 +457,16 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         training_rows=training_rows,
         hyperparameter_rows=[(_cell(k), _cell(v)) for k, v in info["hyperparameters"].items()],
         averaging=info["averaging"],
+        evaluated=evaluated,
         eval_split=info["eval_split"],
-        eval_samples=f"{info['test_samples']:,}",
-        bleu=f"{info['test_bleu']:.2f}",
-        chrf=f"{info['test_chrf']:.2f}",
+        eval_samples=f"{info['test_samples']:,}" if evaluated else "",
+        bleu=f"{info['test_bleu']:.2f}" if evaluated else "",
+        chrf=f"{info['test_chrf']:.2f}" if evaluated else "",
         eval_rows=eval_rows,
-        bleu_signature=info["bleu_signature"],
-        chrf_signature=info["chrf_signature"],
-        num_beams=info["num_beams"],
-        length_penalty=_cell(float(info["length_penalty"])),
+        bleu_signature=info.get("bleu_signature"),
+        chrf_signature=info.get("chrf_signature"),
+        num_beams=info.get("num_beams"),
+        length_penalty=_cell(float(info["length_penalty"])) if evaluated else "",
         generation_num_beams=generation["num_beams"],
         generation_length_penalty=_cell(float(generation["length_penalty"])),
         example_literal=repr(info["example_source"].strip()),
@@ -446,19 +498,20 @@ def validate_model_card(card: ModelCard | str | Path) -> list[str]:
     if not data.license:
         problems.append("license is missing")
     results = data.eval_results or []
+    body = card.text
+    evaluated = "model-index" in data.to_dict()
+    if not evaluated and NOT_EVALUATED not in body:
+        problems.append(f"metadata has no model-index and the card does not say {NOT_EVALUATED!r}")
     metrics = {r.metric_type for r in results}
-    for metric in ("bleu", "chrf"):
+    for metric in ("bleu", "chrf") if evaluated else ():
         if metric not in metrics:
             problems.append(f"model-index has no {metric} result")
     for result in results:
         if not isinstance(result.metric_value, (int, float)):
             problems.append(f"model-index {result.metric_type} value {result.metric_value!r}")
-    if "model-index" not in data.to_dict():
-        problems.append("metadata has no model-index")
-    body = card.text
     if "{{" in body or "{%" in body:
         problems.append("unrendered template syntax in the card")
-    if "nrefs:" not in body:
+    if evaluated and "nrefs:" not in body:
         problems.append("no sacrebleu signature in the card text")
     if _TOKEN_RE.search(str(card)):
         problems.append("the card contains what looks like a Hugging Face access token")
@@ -542,6 +595,7 @@ def save_hub_folder(model, tokenizer, folder: str | Path, card_info: dict) -> Pa
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         card.save(tmp / "README.md")
+        write_card_info(tmp, card_info)
         problems = check_hub_folder(tmp)
         if problems:
             raise RuntimeError(f"the Hub folder written for {folder} is incomplete: {problems}")
@@ -559,30 +613,170 @@ def save_hub_folder(model, tokenizer, folder: str | Path, card_info: dict) -> Pa
 
 
 # ------------------------------------------------------------------------------------------------
+# Any model folder: remote code, card values and card
+# ------------------------------------------------------------------------------------------------
+
+# Filled from the folder itself when a card is re-rendered; not kept in the sidecar.
+_FROM_FOLDER = ("config", "num_parameters", "generation")
+
+
+def write_card_info(folder: str | Path, card_info: Mapping) -> Path:
+    """Keep the card values beside the weights (`card_info.json`, never uploaded), so that the
+    push tool can re-render the card later, e.g. for another repo id."""
+    values = {k: v for k, v in card_info.items() if k not in _FROM_FOLDER and v is not None}
+    path = Path(folder) / CARD_INFO_FILE
+    path.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def read_card_info(folder: str | Path) -> dict:
+    """The card values kept in `folder/card_info.json` (empty when there is none)."""
+    path = Path(folder) / CARD_INFO_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def refresh_remote_code(folder: str | Path) -> list[str]:
+    """Replace the remote-code files of a model folder (`REMOTE_CODE_FILES`) with the installed
+    package's copies, and make `config.json` name them (`auto_map`, `custom_pipelines`).
+    Checkpoints saved by earlier releases carry a modeling file that silently decodes wrongly on
+    transformers >= 5.24; `trust_remote_code` users run whatever file the repo holds.
+    Returns one line per change (empty when everything was current)."""
+    from ..configuration_vanilla_transformer import TRANSLATION_PIPELINE
+    from ..modeling_vanilla_transformer import AUTO_MAP
+
+    folder = Path(folder)
+    package = importlib.resources.files(__package__.rsplit(".", 1)[0])
+    changes = []
+    for name in REMOTE_CODE_FILES:
+        current = (package / name).read_bytes()
+        target = folder / name
+        if not target.is_file():
+            changes.append(f"added {name} (current package copy)")
+        elif target.read_bytes() != current:
+            changes.append(f"replaced {name} with the current package's copy")
+        else:
+            continue
+        target.write_bytes(current)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    auto_map = {**(config.get("auto_map") or {}), **AUTO_MAP}
+    pipelines = config.get("custom_pipelines") or TRANSLATION_PIPELINE
+    if auto_map != config.get("auto_map") or pipelines != config.get("custom_pipelines"):
+        config.update(auto_map=auto_map, custom_pipelines=pipelines)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+        changes.append("config.json: auto_map and custom_pipelines name the remote code")
+    return changes
+
+
+def _count_parameters(folder: Path) -> int:
+    """Distinct parameters in the folder's safetensors weights (tied matrices are stored once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                shape = f.get_slice(key).get_shape()
+                total += math.prod(shape)
+    return total
+
+
+_REPO_ID_IN_USAGE = re.compile(r'((?:from_pretrained|translation_pipeline)\(|model=)"[^"\n]*"')
+
+
+def prepare_model_folder(folder: str | Path, repo_id: str, overrides: Mapping | None = None):
+    """Make any model folder (trained, averaged or fine-tuned) ready to publish as `repo_id`:
+    refresh its remote code, then write or refresh its card (`README.md`) with `repo_id` in the
+    usage code. The card values come from the folder's `card_info.json` (written by training,
+    averaging and fine-tuning) updated with `overrides`; a folder without one but with a card
+    keeps its card, with the repo id in its usage code replaced.
+
+    Returns one line per change. Raises `ValueError` naming the card values still missing."""
+    folder = Path(folder)
+    validate_repo_id(repo_id)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: not a model folder.")
+    changes = refresh_remote_code(folder)
+    info = {**read_card_info(folder), **(overrides or {})}
+    readme = folder / "README.md"
+    if not info and readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        new = _REPO_ID_IN_USAGE.sub(lambda m: f'{m.group(1)}"{repo_id}"', text)
+        if new != text:
+            readme.write_text(new, encoding="utf-8")
+            changes.append(f"README.md: usage code names {repo_id}")
+        return changes
+    info["repo_id"] = repo_id
+    info.setdefault("model_name", repo_id.split("/")[-1])
+    info["config"] = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    info["num_parameters"] = _count_parameters(folder)
+    generation = folder / "generation_config.json"
+    if generation.is_file():
+        values = json.loads(generation.read_text(encoding="utf-8"))
+        info["generation"] = {
+            "num_beams": values.get("num_beams", 1),
+            "length_penalty": values.get("length_penalty", 1.0),
+        }
+    try:
+        card = render_model_card(info)
+    except ValueError as err:
+        raise ValueError(
+            f"cannot write the card of {folder}: {err} Give the values with --card_info FILE "
+            f"(a JSON object), or keep them in {folder / CARD_INFO_FILE}."
+        ) from None
+    card.save(readme)
+    write_card_info(folder, info)
+    changes.append(f"README.md: card written for {repo_id}")
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------
 # Upload
 # ------------------------------------------------------------------------------------------------
 
 
 def upload_file_list(folder: str | Path) -> list[str]:
-    """The paths (relative, POSIX) that `upload_folder(..., ignore_patterns=IGNORE_PATTERNS)`
-    sends, by huggingface_hub's own filter."""
+    """The paths (relative, POSIX) that `upload_folder(..., allow_patterns=ALLOWED_FILES,
+    ignore_patterns=IGNORE_PATTERNS)` sends, by huggingface_hub's own filter: the allow-list of a
+    model repo's file kinds only."""
     folder = Path(folder)
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
     return list(
-        filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
+        filter_repo_objects(
+            paths,
+            allow_patterns=ALLOWED_FILES,
+            ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS,
+        )
     )
 
 
+def _file_contains(path: Path, needles: list[bytes], pattern: re.Pattern) -> bool:
+    """Whether `path` holds any of `needles` or a match of `pattern`, read in overlapping chunks
+    (a secret split across two chunks is still found)."""
+    overlap = max([len(n) for n in needles] + [64])
+    tail = b""
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            window = tail + chunk
+            if any(n in window for n in needles) or pattern.search(window):
+                return True
+            tail = window[-overlap:]
+    return False
+
+
+_TOKEN_BYTES_RE = re.compile(_TOKEN_RE.pattern.encode())
+
+
 def _check_no_token(folder: Path, files: list[str], token: str | None) -> None:
-    """Refuse to upload text files that contain the token in use or anything token-shaped."""
-    secrets = [t for t in (token, get_token()) if isinstance(t, str) and t]
+    """Refuse to upload if ANY file about to be sent, whatever its name or kind, contains the
+    token in use or anything token-shaped; the error names the file, never the token."""
+    secrets = [t.encode() for t in (token, get_token()) if isinstance(t, str) and t]
     for name in files:
-        path = folder / name
-        if path.suffix not in (".md", ".json", ".py", ".txt", ".yaml", ".yml", ".jinja"):
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if any(secret in text for secret in secrets) or _TOKEN_RE.search(text):
-            raise ValueError(f"{path} contains a Hugging Face access token; refusing to upload.")
+        if _file_contains(folder / name, secrets, _TOKEN_BYTES_RE):
+            raise ValueError(
+                f"{folder / name} contains a Hugging Face access token; refusing to upload. "
+                "Remove it from the file (and revoke the token if it was ever shared)."
+            )
 
 
 def _sha256(path: Path) -> str:
@@ -632,7 +826,7 @@ def push_folder(
 
     Calls `api.create_repo(repo_id=..., repo_type="model", private=..., exist_ok=True)` then one
     `api.upload_folder(repo_id=..., folder_path=..., repo_type="model", commit_message=...,
-    ignore_patterns=IGNORE_PATTERNS)`. `private` only applies when the repo is created.
+    allow_patterns=ALLOWED_FILES, ignore_patterns=IGNORE_PATTERNS)`. `private` only applies when the repo is created.
 
     Args:
         folder: the folder to upload; it is checked first (`check_hub_folder`).
@@ -662,6 +856,7 @@ def push_folder(
         "folder_path": str(folder.resolve()),
         "repo_type": "model",
         "commit_message": commit_message,
+        "allow_patterns": list(ALLOWED_FILES),
         "ignore_patterns": list(IGNORE_PATTERNS),
     }
     plan = {

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -607,15 +608,39 @@ def build_bible_corpus(
             return datasets.load_from_disk(str(out_dir))
         logger.info("Cached Bible corpus in %s has other settings; rebuilding", out_dir)
 
-    english_verses = clean_module(parse_diatheke_dump(read_module(ENGLISH_MODULES[english])), "en")
-    spanish_verses = clean_module(parse_diatheke_dump(read_module(SPANISH_MODULE)), "es")
-    reference = None
-    if english != "kjv":
-        # The WEB's Strong's tags are too loose to align with; detect through the KJV.
-        reference = clean_module(parse_diatheke_dump(read_module(ENGLISH_MODULES["kjv"])), "en")
-    pairs, report = align_and_filter(
-        english_verses, spanish_verses, min_ratio, max_ratio, reference=reference
-    )
+    # A build takes a minute or more: one progress step per stage.
+    stages = 4 + (english != "kjv")
+    with tqdm(total=stages, desc="Bible corpus", unit="stage") as bar:
+        bar.set_postfix_str(f"reading {ENGLISH_MODULES[english]}")
+        english_verses = clean_module(
+            parse_diatheke_dump(read_module(ENGLISH_MODULES[english])), "en"
+        )
+        bar.update()
+        bar.set_postfix_str(f"reading {SPANISH_MODULE}")
+        spanish_verses = clean_module(parse_diatheke_dump(read_module(SPANISH_MODULE)), "es")
+        bar.update()
+        reference = None
+        if english != "kjv":
+            # The WEB's Strong's tags are too loose to align with; detect through the KJV.
+            bar.set_postfix_str(f"reading {ENGLISH_MODULES['kjv']}")
+            reference = clean_module(parse_diatheke_dump(read_module(ENGLISH_MODULES["kjv"])), "en")
+            bar.update()
+        bar.set_postfix_str("aligning and filtering")
+        pairs, report = align_and_filter(
+            english_verses, spanish_verses, min_ratio, max_ratio, reference=reference
+        )
+        bar.update()
+        bar.set_postfix_str("writing")
+        dataset = _save_corpus(pairs, report, out_dir, english, min_ratio, max_ratio)
+        signature_file.write_text(json.dumps(signature, indent=2))
+        bar.update()
+    _write_index_card(Path(cache_dir))
+    logger.info("Built Bible corpus in %s: %s", out_dir, report.per_split)
+    return dataset
+
+
+def _save_corpus(pairs, report, out_dir: Path, english: str, min_ratio, max_ratio):
+    """Split the pairs by book, save them with `save_to_disk` and write the data card."""
     rows: dict[str, list[VersePair]] = {"train": [], "validation": [], "test": []}
     for pair in pairs:
         rows[split_of_book(pair.en.book)].append(pair)
@@ -636,9 +661,6 @@ def build_bible_corpus(
         shutil.rmtree(out_dir)
     dataset.save_to_disk(str(out_dir))
     (out_dir / "README.md").write_text(data_card(english, report, min_ratio, max_ratio))
-    signature_file.write_text(json.dumps(signature, indent=2))
-    _write_index_card(Path(cache_dir))
-    logger.info("Built Bible corpus in %s: %s", out_dir, report.per_split)
     return dataset
 
 

@@ -43,6 +43,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import load_file
+from tqdm.auto import tqdm
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 from ..modeling_vanilla_transformer import (
@@ -66,6 +67,9 @@ __all__ = [
     "newest_verified",
     "CheckpointVerificationError",
     "load_averaged_weights",
+    "resolve_model_folder",
+    "find_run_dir",
+    "run_training_values",
     "DEFAULT_TIED_WEIGHTS",
 ]
 
@@ -277,7 +281,9 @@ def average_state_dicts(
 
 
 def average_checkpoints(
-    folders: Iterable[str | Path], tied_weights: Mapping[str, str] | None = None
+    folders: Iterable[str | Path],
+    tied_weights: Mapping[str, str] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Average the weights of checkpoint folders (see the module docstring for the layouts).
 
@@ -295,7 +301,7 @@ def average_checkpoints(
     if not folders:
         raise ValueError("average_checkpoints needs at least one checkpoint folder, got none.")
     averager = _Averager()
-    for folder in folders:
+    for folder in tqdm(folders, desc="averaging", unit="checkpoint", disable=not show_progress):
         averager.add(
             load_checkpoint_state_dict(folder, tied_weights), str(find_weights_file(folder))
         )
@@ -545,3 +551,60 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
             f"averaged weights lack {sorted(untied)}, which the model does not tie to a loaded "
             "tensor: the checkpoints do not match this model."
         )
+
+
+def resolve_model_folder(name_or_path: str | Path) -> str:
+    """What `from_pretrained` should load for `name_or_path`:
+
+    - a folder with a `config.json` (a Hub folder, a checkpoint, a save_pretrained folder): itself;
+    - a training run folder (`summary.json`, `training_config.json` or `checkpoints/`): its final
+      model (the `hub_folder` named in `summary.json`, else `<run>/hub`), else its newest
+      checkpoint that holds a `config.json`;
+    - anything else (e.g. a Hub id) unchanged.
+
+    Raises:
+        FileNotFoundError: a run folder with no loadable model, naming what was looked for.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)
+    if (path / "config.json").is_file():
+        return str(path)
+    candidates = []
+    summary = path / "summary.json"
+    if summary.is_file():
+        hub_folder = json.loads(summary.read_text(encoding="utf-8")).get("hub_folder")
+        if hub_folder:
+            candidates.append(Path(hub_folder))
+    candidates.append(path / "hub")
+    if path.exists() and any((path / n).exists() for n in ("checkpoints", "training_config.json")):
+        candidates += reversed(list_checkpoints(path))
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"{path} holds no model to load: no config.json in it, and as a run folder no final model "
+        f"(summary.json's hub_folder or {path / 'hub'}) and no checkpoint with a config.json. "
+        "Pass a model folder, or a run whose checkpoints were saved by this version."
+    )
+
+
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def find_run_dir(path: str | Path) -> Path | None:
+    """The training run a folder belongs to: `path` itself or the nearest of its two parents
+    holding `training_config.json` (a run, its Hub folder, or `checkpoints/checkpoint_N`)."""
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / TRAINING_CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def run_training_values(path: str | Path) -> dict:
+    """The training options recorded by the run `path` belongs to (empty if none)."""
+    run_dir = find_run_dir(path)
+    if run_dir is None:
+        return {}
+    return json.loads((run_dir / TRAINING_CONFIG_FILE).read_text(encoding="utf-8"))

@@ -241,6 +241,72 @@ def _load_file(
         raise
 
 
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _moses_rows(
+    src_path: str, tgt_path: str, src_lang: str, tgt_lang: str, mtime_ns: int
+) -> Iterator[dict]:
+    """Rows of Moses-style parallel files: line i of `src_path` translates line i of `tgt_path`."""
+    del mtime_ns
+    with open(src_path, encoding="utf-8") as src, open(tgt_path, encoding="utf-8") as tgt:
+        for source, target in zip(src, tgt, strict=True):
+            yield {
+                "translation": {src_lang: source.rstrip("\r\n"), tgt_lang: target.rstrip("\r\n")}
+            }
+
+
+def moses_pair(prefix: str | Path, src_lang: str, tgt_lang: str) -> tuple[Path, Path] | None:
+    """`(<prefix>.<src_lang>, <prefix>.<tgt_lang>)` when both files exist, else None."""
+    paths = (Path(f"{prefix}.{src_lang}"), Path(f"{prefix}.{tgt_lang}"))
+    return paths if all(p.is_file() for p in paths) else None
+
+
+def _load_moses(
+    prefix: str | Path, src_lang: str, tgt_lang: str, cache_dir: str | None
+) -> datasets.Dataset:
+    """Moses-style parallel text (`train.en` / `train.es`, one sentence per line), the layout
+    most MT corpora ship in. The two files must have the same number of lines."""
+    src_path, tgt_path = moses_pair(prefix, src_lang, tgt_lang) or (None, None)
+    if src_path is None:
+        raise FileNotFoundError(f"{prefix}.{src_lang} and {prefix}.{tgt_lang} must both exist.")
+    counts = []
+    for path in (src_path, tgt_path):
+        check_utf8(path)
+        counts.append(_count_lines(path))
+    if counts[0] != counts[1]:
+        raise ValueError(
+            f"Moses-style parallel files must have one line per sentence pair, but {src_path} has "
+            f"{counts[0]} lines and {tgt_path} has {counts[1]}."
+        )
+    if counts[0] == 0:
+        raise ValueError(f"{src_path} and {tgt_path}: no translation pairs (empty files).")
+    features = datasets.Features(
+        {"translation": datasets.Translation(languages=sorted({src_lang, tgt_lang}))}
+    )
+    kwargs = {
+        "src_path": str(src_path),
+        "tgt_path": str(tgt_path),
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "mtime_ns": max(src_path.stat().st_mtime_ns, tgt_path.stat().st_mtime_ns),
+    }
+    return datasets.Dataset.from_generator(
+        _moses_rows, features=features, gen_kwargs=kwargs, cache_dir=cache_dir
+    )
+
+
+def _moses_prefixes(folder: Path, src_lang: str, tgt_lang: str) -> list[Path]:
+    """`<folder>/<name>` for every `<name>.<src_lang>` with a `<name>.<tgt_lang>` beside it."""
+    return sorted(
+        p.with_suffix("")
+        for p in folder.glob(f"*.{src_lang}")
+        if p.is_file() and moses_pair(p.with_suffix(""), src_lang, tgt_lang)
+    )
+
+
 def _split_of_file(path: Path) -> str | None:
     return SPLIT_ALIASES.get(path.name.split(".")[0].lower())
 
@@ -293,6 +359,8 @@ def load_translation_dataset(
     - a folder written by ``DatasetDict.save_to_disk`` (or ``Dataset.save_to_disk``, which
       becomes the ``train`` split);
     - a JSON-lines file (``.jsonl``/``.json``) of ``{"translation": {"en": ..., "es": ...}}``;
+    - Moses-style parallel files given by their prefix: ``data/train`` reads ``data/train.en``
+      and ``data/train.es`` (one sentence per line; the line counts must be equal);
     - a TSV file (``.tsv``/``.txt``): ``src<TAB>tgt`` lines, or a header line naming the language
       columns (``en<TAB>es``, any order, extra columns ignored). Plain by default: a ``"`` is
       text and every tab splits; ``tsv_quoting=True`` reads CSV-quoted cells (``"a<TAB>b"``).
@@ -300,7 +368,7 @@ def load_translation_dataset(
       ``src_lang`` and ``tgt_lang`` and never becomes a pair. A row with more or fewer cells than
       the header (two without one) is refused with its line number. A UTF-8 byte-order mark is
       stripped (TSV and JSONL);
-    - a folder of such files: ``train.*``, ``validation.*`` (or ``valid``/``dev``/``val``) and
+    - a folder of such files (Moses pairs included): ``train.*``, ``validation.*`` (or ``valid``/``dev``/``val``) and
       ``test.*`` become those splits; other files are concatenated into ``train``;
     - otherwise a Hub id passed to ``datasets.load_dataset(name_or_path, config_name)``
       (e.g. ``"wmt14", "de-en"``; needs network).
@@ -314,7 +382,11 @@ def load_translation_dataset(
             row is malformed (file and line).
     """
     path = Path(name_or_path)
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+    if not path.exists() and moses_pair(path, src_lang, tgt_lang):
+        ds = datasets.DatasetDict({"train": _load_moses(path, src_lang, tgt_lang, cache_dir)})
+    elif path.is_dir() and (
+        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    ):
         loaded = datasets.load_from_disk(str(path))
         ds = (
             loaded
@@ -323,9 +395,11 @@ def load_translation_dataset(
         )
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in JSONL_SUFFIXES + TSV_SUFFIXES)
-        if not files:
+        prefixes = _moses_prefixes(path, src_lang, tgt_lang)
+        if not files and not prefixes:
             raise ValueError(
-                f"{path}: no saved dataset and no {JSONL_SUFFIXES + TSV_SUFFIXES} files in it"
+                f"{path}: no saved dataset, no {JSONL_SUFFIXES + TSV_SUFFIXES} files and no "
+                f"Moses-style <name>.{src_lang} / <name>.{tgt_lang} pairs in it"
             )
         parts: dict[str, list[datasets.Dataset]] = {}
         for file in files:
@@ -333,6 +407,9 @@ def load_translation_dataset(
             parts.setdefault(split, []).append(
                 _load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting)
             )
+        for prefix in prefixes:
+            split = _split_of_file(prefix) or "train"
+            parts.setdefault(split, []).append(_load_moses(prefix, src_lang, tgt_lang, cache_dir))
         ds = datasets.DatasetDict(
             {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
         )

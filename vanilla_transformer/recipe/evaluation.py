@@ -1,8 +1,9 @@
-"""Translation quality: batched beam-search decoding and corpus-level BLEU / chrF with sacrebleu.
+"""Translation quality: batched beam-search decoding and corpus-level BLEU / chrF / TER.
 
 The paper reports BLEU on detokenised output (Section 6.1). Here every score is sacrebleu's
-corpus-level score on detokenised text with its default 13a tokenisation, and the sacrebleu
-signature is returned beside the number so a score can be reproduced and compared.
+corpus-level score on detokenised text with its default 13a tokenisation, computed through the
+package's `evaluate` metric modules (`vanilla_transformer.metrics`), and the sacrebleu signature
+is returned beside the number so a score can be reproduced and compared.
 
 `translate` sorts the sources by length so that each batch holds sentences of similar length:
 less padding, and a tighter output limit (the model caps a batch at its longest source + 50
@@ -16,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from sacrebleu.metrics import BLEU, CHRF
 from tqdm.auto import tqdm
+
+from ..metrics import corpus_scores
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +134,12 @@ def translate(
 
 
 def compute_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """Corpus-level BLEU and chrF (sacrebleu defaults: 13a tokenisation, mixed case, one reference
-    per hypothesis) of detokenised text.
+    """Corpus-level BLEU, chrF and TER (sacrebleu defaults: 13a tokenisation, mixed case, one
+    reference per hypothesis) of detokenised text, through the package's `evaluate` modules.
 
     Returns:
-        `{"bleu": float, "chrf": float, "bleu_signature": str, "chrf_signature": str}`; scores are
-        in [0, 100].
+        `{"bleu", "chrf", "ter": float, "bleu_signature", "chrf_signature", "ter_signature": str}`;
+        BLEU and chrF are in [0, 100].
     """
     hypotheses, references = list(hypotheses), list(references)
     if len(hypotheses) != len(references):
@@ -151,14 +153,7 @@ def compute_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TypeError(f"{name}[{bad}] must be a str, got {type(texts[bad]).__name__}.")
-    bleu, chrf = BLEU(), CHRF()
-    return {
-        "bleu": bleu.corpus_score(hypotheses, [references]).score,
-        "chrf": chrf.corpus_score(hypotheses, [references]).score,
-        # Signatures exist once a metric has scored something (they record nrefs).
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
+    return corpus_scores(hypotheses, references)
 
 
 def _pairs(dataset: Iterable[dict], src_lang: str, tgt_lang: str, max_samples: int | None):

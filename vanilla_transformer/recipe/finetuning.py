@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -26,6 +28,8 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
+from ..publishing.hub import read_card_info, write_card_info
+from .checkpoints import resolve_model_folder
 from .data import tokenize_translation_dataset
 from .evaluation import compute_bleu
 from .options import CorpusOptions, option
@@ -93,7 +97,7 @@ class FinetuneConfig(CorpusOptions):
 
 def make_compute_metrics(tokenizer):
     """`compute_metrics` for `Seq2SeqTrainer(predict_with_generate=True)`: detokenised BLEU and
-    chrF. Both predictions and labels may hold -100 (padding added across batches by Trainer).
+    chrF and TER through the packaged `evaluate` modules. Both predictions and labels may hold -100 (padding added across batches by Trainer).
     The sacrebleu signatures of the last call are kept in `compute_metrics.signatures`."""
     pad = tokenizer.pad_token_id
 
@@ -108,7 +112,7 @@ def make_compute_metrics(tokenizer):
         scores = compute_bleu([h.strip() for h in hypotheses], [r.strip() for r in references])
         # Trainer logs numbers only; the signatures are kept aside.
         compute_metrics.signatures = {k: v for k, v in scores.items() if k.endswith("signature")}
-        return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+        return {"bleu": scores["bleu"], "chrf": scores["chrf"], "ter": scores["ter"]}
 
     compute_metrics.signatures = {}
     return compute_metrics
@@ -118,12 +122,76 @@ def _first(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
 
 
+def tied_alias_keys(model) -> list[str]:
+    """State-dict keys that share their tensor with an earlier key (read from the model)."""
+    seen, aliases = set(), []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.data_ptr() in seen:
+            aliases.append(name)
+        seen.add(tensor.data_ptr())
+    return aliases
+
+
+def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signatures) -> dict:
+    """Card values of a fine-tuned model (`card_info.json` beside it, read by the push tool): the
+    base model, the data, the updates, and the evaluation split's scores when there is one."""
+    base = read_card_info(base_folder)
+    # base_model must be a Hub id: the base's own repo when it was published, else what was given.
+    base_model = base.get("repo_id") if Path(config.model).is_dir() else config.model
+    info = {
+        "src_lang": config.src_lang,
+        "tgt_lang": config.tgt_lang,
+        "base_model": base_model,
+        "dataset_name": config.dataset,
+        "dataset_id": Path(config.dataset).name or config.dataset,
+        "dataset_description": f"Parallel corpus loaded from `{config.dataset}` "
+        f"(split {config.train_split!r}).",
+        "train_samples": len(tokenized["train"]),
+        "train_steps": trainer.state.global_step,
+        "train_tokens": int(sum(map(len, tokenized["train"]["input_ids"])))
+        + int(sum(map(len, tokenized["train"]["labels"]))),
+        "hyperparameters": {
+            k: getattr(config, k)
+            for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs")
+        },
+        "hardware": (
+            torch.cuda.get_device_name()
+            if torch.cuda.is_available()
+            else f"CPU, {os.cpu_count()} cores"
+        ),
+        "intended_use": base.get("intended_use"),
+        "limitations": base.get("limitations"),
+        "example_source": base.get("example_source"),
+        "training_time": sum(
+            r.get("train_runtime", 0) for r in trainer.state.log_history if "train_runtime" in r
+        )
+        or None,
+    }
+    if metrics is not None:
+        info.update(
+            eval_split=config.eval_split,
+            test_bleu=metrics["eval_bleu"],
+            test_chrf=metrics["eval_chrf"],
+            test_samples=len(tokenized["eval"]),
+            bleu_signature=signatures.get("bleu_signature"),
+            chrf_signature=signatures.get("chrf_signature"),
+            num_beams=config.num_beams,
+            length_penalty=config.length_penalty,
+        )
+    return {k: v for k, v in info.items() if v is not None}
+
+
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
     `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
     "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
-    model = AutoModelForSeq2SeqLM.from_pretrained(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    base_folder = resolve_model_folder(config.model)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base_folder)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    # Trainer reloads its best checkpoint with load_state_dict: the tied aliases (lm_head.weight,
+    # stored once as model.shared.weight) are missing there by design. Declared here, Trainer ties
+    # them again instead of warning "There were missing keys in the checkpoint model loaded".
+    model._keys_to_ignore_on_save = tied_alias_keys(model)
     # Trainer's evaluation generates with `generation_num_beams` over the model's generation
     # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
     # length penalty is refused by save_pretrained).
@@ -188,6 +256,8 @@ def finetune(config: FinetuneConfig) -> dict:
         report_to=config.report_to,
         # Batches of similar lengths, as in the paper (Section 5.1).
         train_sampling_strategy="group_by_length",
+        # Pinned memory only helps copies to a GPU; on CPU torch warns that it is ignored.
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = Seq2SeqTrainer(
         model=model,
@@ -205,6 +275,10 @@ def finetune(config: FinetuneConfig) -> dict:
     # model.save_pretrained (weights, config, remote code, pipeline file) and the tokenizer.
     trainer.save_model(str(final_dir))
     signatures = compute_metrics.signatures
+    write_card_info(
+        final_dir,
+        finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signatures),
+    )
     if metrics is not None:
         logger.info(
             "eval BLEU %.2f chrF %.2f (%s; %s)",

@@ -128,7 +128,19 @@ def train_tokenizer(
     for token, expected in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS)), strict=True):
         if tokenizer.token_to_id(token) != expected:  # guards a change of trainer behaviour
             raise RuntimeError(f"{token} got id {tokenizer.token_to_id(token)}, not {expected}")
-    return wrap_tokenizer(tokenizer, model_max_length)
+    wrapped = wrap_tokenizer(tokenizer, model_max_length)
+    # Saved in tokenizer_config.json: the size asked for, which a small corpus may not reach.
+    wrapped.init_kwargs[REQUESTED_VOCAB_SIZE] = vocab_size
+    return wrapped
+
+
+REQUESTED_VOCAB_SIZE = "requested_vocab_size"
+
+
+def requested_vocab_size(tokenizer) -> int:
+    """The vocabulary size a tokenizer was trained for (`train_tokenizer` records it), else its
+    actual size."""
+    return int(tokenizer.init_kwargs.get(REQUESTED_VOCAB_SIZE) or len(tokenizer))
 
 
 def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 1024) -> PreTrainedTokenizerFast:

@@ -47,14 +47,17 @@ from .checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from .curves import plot_training_curves
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
 from .hardware import hardware_description
 from .options import CorpusOptions, option
 from .run_folder import RunLock, describe_stale, resume_conflicts
-from .tokenization import train_tokenizer
+from .tokenization import requested_vocab_size, train_tokenizer
 
 logger = get_logger(__name__)
+
+DEFAULT_VOCAB_SIZE = 8000  # a tokenizer trained by a run without tokenizer_vocab_size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,7 +164,11 @@ class TrainingConfig(CorpusOptions):
     tokenizer: str = _f(
         "data_cache/tokenizer", "Tokenizer folder; trained on the train split if missing."
     )
-    tokenizer_vocab_size: int = _f(8000, "BPE vocabulary size when a tokenizer is trained.")
+    tokenizer_vocab_size: int | None = _f(
+        None,
+        "BPE vocabulary size. A tokenizer the run trains gets it (unset: 8000); an existing "
+        "tokenizer folder must have been made for it (unset: any size).",
+    )
     max_source_length: int = _f(128, "Drop training pairs whose source is longer (tokens).")
     max_target_length: int = _f(128, "Drop training pairs whose target is longer (tokens).")
     # Model (Table 3)
@@ -220,7 +227,9 @@ class TrainingConfig(CorpusOptions):
     final_num_beams: int = _f(4, "Beam size of the final evaluation (the paper: 4).")
     final_length_penalty: float = _f(0.6, "Length penalty of the final evaluation (paper: 0.6).")
     hub_folder: str | None = _f(None, "Hub-layout folder of the final model (default: out/hub).")
-    save_hub: bool = _f(True, "Write the final Hub folder (needs a test split).")
+    save_hub: bool = _f(
+        True, "Write the final model as a Hub folder (without a test split: 'Not evaluated')."
+    )
     push_to_hub: bool = _f(False, "Upload the Hub folder with hub.push_folder.")
     hub_model_id: str | None = _f(None, "Hub repo id, 'owner/name'.")
 
@@ -404,6 +413,33 @@ def load_config_file(path: str | Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+def make_checkpoints_loadable(accelerator: Accelerator, model, tokenizer) -> None:
+    """Make every `accelerator.save_state` folder a `from_pretrained` folder too: its config,
+    generation config and tokenizer are written beside the weights. Tied aliases (e.g.
+    `lm_head.weight`, one storage with `model.shared.weight`) are dropped from the saved state
+    dict here, as `save_pretrained` does, instead of by accelerate with a "Removed shared tensor"
+    warning on every checkpoint; loading ties them again."""
+
+    def hook(models, weights: list[dict], output_dir: str) -> None:
+        for state_dict in weights:
+            seen = set()
+            for name in list(state_dict):
+                tensor = state_dict[name]
+                if not isinstance(tensor, torch.Tensor):
+                    continue
+                storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+                if storage in seen:
+                    del state_dict[name]
+                seen.add(storage)
+        if accelerator.is_main_process:
+            model.config.save_pretrained(output_dir)
+            model.generation_config.save_pretrained(output_dir)
+            tokenizer.save_pretrained(output_dir)
+
+    accelerator.register_save_state_pre_hook(hook)
+
+
+# --------------------------------------------------------------------------------------------------
 # Data and model
 # --------------------------------------------------------------------------------------------------
 
@@ -423,15 +459,17 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
                     "tokenizer it was trained with (a new one would not match its embeddings)."
                 )
             if accelerator.is_main_process:
-                logger.info(f"training a {config.tokenizer_vocab_size}-token BPE into {tok_dir}")
+                size = config.tokenizer_vocab_size or DEFAULT_VOCAB_SIZE
+                logger.info(f"training a {size}-token BPE into {tok_dir}")
                 tokenizer = train_tokenizer(
                     corpus["train"],
-                    vocab_size=config.tokenizer_vocab_size,
+                    vocab_size=size,
                     languages=[config.src_lang, config.tgt_lang],
                     model_max_length=config.max_position_embeddings,
                 )
                 tokenizer.save_pretrained(tok_dir)
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        check_tokenizer_size(tokenizer, config, tok_dir)
         tokenized, counts = tokenize_translation_dataset(
             corpus,
             tokenizer,
@@ -441,6 +479,21 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
             config.max_target_length,
         )
     return corpus, tokenizer, tokenized, counts
+
+
+def check_tokenizer_size(tokenizer, config: TrainingConfig, tok_dir: Path) -> None:
+    """A tokenizer folder that exists is used as it is; when its vocabulary is not the size the
+    run asks for (`tokenizer_vocab_size`, e.g. from a preset), that is an error, not a silent
+    change of recipe."""
+    size = requested_vocab_size(tokenizer)
+    if config.tokenizer_vocab_size is not None and size != config.tokenizer_vocab_size:
+        raise ValueError(
+            f"the tokenizer in {tok_dir} was made for {size} tokens but tokenizer_vocab_size is "
+            f"{config.tokenizer_vocab_size}"
+            + (f" (preset {config.preset!r})" if config.preset else "")
+            + f". Pass --tokenizer_vocab_size {size} to use it, or --tokenizer NEW_FOLDER to "
+            f"train a {config.tokenizer_vocab_size}-token one."
+        )
 
 
 def build_model(config: TrainingConfig, vocab_size: int, **overrides):
@@ -510,6 +563,7 @@ def bleu_on(
     samples: int | None,
     beams: int,
     length_penalty: float = 0.6,
+    show_progress: bool = False,
 ) -> dict:
 
     return evaluate_translation(
@@ -522,6 +576,7 @@ def bleu_on(
         num_beams=beams,
         length_penalty=length_penalty,
         max_samples=samples,
+        show_progress=show_progress,
     )
 
 
@@ -745,6 +800,7 @@ def _train_holding_lock(
     # accelerate loads with weights_only=False.
     unwrapped = accelerator.unwrap_model(model)
     num_parameters = unwrapped.num_parameters()
+    make_checkpoints_loadable(accelerator, unwrapped, tokenizer)
 
     state = {
         "step": 0,
@@ -777,6 +833,11 @@ def _train_holding_lock(
         {"seed": config.seed, "epoch": state["epoch"], "batches_done": state["batches_done"]}
     )
     trackers = _trackers(config.log_with)
+    if config.log_with == "auto" and not trackers:
+        logger.info(
+            "tensorboard is not installed: no tracker; train_log.jsonl and the curves PNG are "
+            "written anyway (`pip install tensorboard` to add it)"
+        )
     if trackers:
         flat = {
             k: v
@@ -800,6 +861,7 @@ def _train_holding_lock(
     )
     start = time.time() - state["train_seconds"]
     last_checkpoint_time = time.time()
+    # Throughput counts training only: time spent evaluating and checkpointing is left out.
     window_tokens, window_start, loss_ema = 0, time.time(), None
     stop_reason = "max_steps"
     model.train()
@@ -885,7 +947,15 @@ def _train_holding_lock(
             tok_s = window_tokens / max(elapsed, 1e-9)
             lr = scheduler.get_last_lr()[0]
             progress.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+            if config.max_train_minutes > 0:
+                # Bounded by minutes: the bar's total (and so its ETA) is the number of updates
+                # the time budget allows at the pace so far.
+                elapsed_s = max(time.time() - start, 1e-9)
+                by_time = int(state["step"] * 60 * config.max_train_minutes / elapsed_s)
+                progress.total = max(state["step"], min(config.max_steps, by_time))
+                progress.refresh()
             record = {
+                "minutes": (time.time() - start) / 60,
                 "train/loss": update_loss,
                 "train/loss_ema": loss_ema,
                 "train/lr": lr,
@@ -896,9 +966,10 @@ def _train_holding_lock(
             append_log(accelerator, run_dir, {"step": state["step"], **record})
             window_tokens, window_start = 0, time.time()
 
+        paused = time.time()
         if config.eval_steps and state["step"] % config.eval_steps == 0:
             state["last_eval"] = evaluate_during_training(
-                model, accelerator, tokenizer, corpus, val_loader, config, state["step"]
+                model, accelerator, tokenizer, corpus, val_loader, config, state["step"], start
             )
         elapsed_min = (time.time() - start) / 60
         out_of_time = config.max_train_minutes > 0 and elapsed_min >= config.max_train_minutes
@@ -916,6 +987,7 @@ def _train_holding_lock(
         ):
             saved_to = save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
             last_checkpoint_time = time.time()
+        window_start += time.time() - paused
         if interrupted:
             progress.close()
             accelerator.end_training()
@@ -933,7 +1005,9 @@ def _train_holding_lock(
     return summary
 
 
-def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, config, step):
+def evaluate_during_training(
+    model, accelerator, tokenizer, corpus, val_loader, config, step, start: float | None = None
+):
     if val_loader is None:
         return None
     metrics = {
@@ -952,7 +1026,8 @@ def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, 
         metrics.update({"val/bleu": scores["bleu"], "val/chrf": scores["chrf"]})
     accelerator.wait_for_everyone()
     accelerator.log(metrics, step=step)
-    append_log(accelerator, Path(config.output_dir), {"step": step, **metrics})
+    minutes = {"minutes": (time.time() - start) / 60} if start is not None else {}
+    append_log(accelerator, Path(config.output_dir), {"step": step, **minutes, **metrics})
     if accelerator.is_main_process:
         text = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
         tqdm.write(f"[update {step}] {text}")
@@ -984,7 +1059,7 @@ def finish(
         return summary
     checkpoints = complete_checkpoints(run_dir)[-config.average_last :]
     if config.average_last > 1 and len(checkpoints) > 1:
-        load_averaged_weights(model, average_checkpoints(checkpoints))
+        load_averaged_weights(model, average_checkpoints(checkpoints, show_progress=True))
         summary["averaging"] = (
             f"mean of the last {len(checkpoints)} checkpoints "
             f"({', '.join(p.name for p in checkpoints)})"
@@ -999,23 +1074,29 @@ def finish(
                 None,
                 config.final_num_beams,
                 config.final_length_penalty,
+                show_progress=True,
             )
             tqdm.write(
                 f"[final] {split}: BLEU {summary['scores'][split]['bleu']:.2f} chrF "
                 f"{summary['scores'][split]['chrf']:.2f}"
             )
-    if config.save_hub and "test" in summary["scores"]:
+    # Always: a run without a test split still yields a loadable, publishable model (its card
+    # says "Not evaluated").
+    if config.save_hub:
         summary["hub_folder"] = str(save_final_hub_folder(model, tokenizer, config, summary))
         if config.push_to_hub:
             push_folder(summary["hub_folder"], config.hub_model_id)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    curves = plot_training_curves(run_dir)
+    if curves is not None:
+        logger.info(f"training curves: {curves}")
     accelerator.wait_for_everyone()
     return summary
 
 
 def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dict) -> Path:
 
-    test = summary["scores"]["test"]
+    test = summary["scores"].get("test", {})
     val = summary["scores"].get("validation", {})
     if config.dataset == "bible":
         readme = Path(config.bible_cache_dir) / f"{config.english}-rv1909" / "README.md"
@@ -1040,14 +1121,16 @@ def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dic
         train_tokens=summary["tokens"],
         hardware=summary["hardware"],
         training_time=summary["train_seconds"],
-        hyperparameters={k: v for k, v in dataclasses.asdict(config).items() if k in HPARAMS},
-        test_bleu=test["bleu"],
-        test_chrf=test["chrf"],
-        test_samples=test["num_samples"],
-        bleu_signature=test["bleu_signature"],
-        chrf_signature=test["chrf_signature"],
-        num_beams=config.final_num_beams,
-        length_penalty=config.final_length_penalty,
+        hyperparameters={
+            k: v for k, v in dataclasses.asdict(config).items() if k in HPARAMS and v is not None
+        },
+        test_bleu=test.get("bleu"),
+        test_chrf=test.get("chrf"),
+        test_samples=test.get("num_samples"),
+        bleu_signature=test.get("bleu_signature"),
+        chrf_signature=test.get("chrf_signature"),
+        num_beams=config.final_num_beams if test else None,
+        length_penalty=config.final_length_penalty if test else None,
         validation_bleu=val.get("bleu"),
         validation_chrf=val.get("chrf"),
         validation_samples=val.get("num_samples"),

@@ -1,4 +1,4 @@
-"""Shim: `python scripts/evaluate.py ...` runs `vanilla_transformer.cli.evaluate` (also installed as a console
+"""Shim: `python scripts/evaluate_model.py ...` runs `vanilla_transformer.cli.evaluate` (also installed as a console
 tool, see pyproject.toml)."""
 
 import sys

@@ -1,0 +1,86 @@
+"""BLEU as an `evaluate` metric module wrapping sacrebleu's `BLEU` (corpus-level, on
+detokenised text), so that scores come with sacrebleu's signature. Loaded offline from the package
+with `vanilla_transformer.metrics.load("bleu")` (`evaluate.load(<path of this folder>)`).
+
+This file is copied into evaluate's module cache when loaded: it imports only evaluate, datasets
+and sacrebleu.
+"""
+
+import datasets
+import evaluate
+from sacrebleu.metrics import BLEU
+
+_DESCRIPTION = (
+    "Corpus-level BLEU (Papineni et al., 2002) computed by sacrebleu, with its signature."
+)
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: list of hypotheses (str), detokenised.
+    references: list of references: one str per prediction, or a list of str per prediction
+        (several references; every prediction must have the same number).
+    **kwargs: passed to `sacrebleu.metrics.BLEU(...)`, e.g. tokenize='13a', lowercase=False.
+Returns:
+    score: the corpus BLEU in [0, 100] (sacrebleu's `score`);
+    precisions, bp, sys_len, ref_len: its n-gram precisions, brevity penalty and lengths;
+    signature: sacrebleu's signature of the settings, e.g. 'nrefs:1|case:mixed|...'.
+"""
+_CITATION = """@inproceedings{post-2018-call,
+    title = "A Call for Clarity in Reporting {BLEU} Scores",
+    author = "Post, Matt",
+    booktitle = "Proceedings of the Third Conference on Machine Translation",
+    year = "2018",
+    pages = "186--191",
+}
+@inproceedings{papineni-etal-2002-bleu,
+    title = "{B}leu: a Method for Automatic Evaluation of Machine Translation",
+    author = "Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing",
+    booktitle = "Proceedings of the 40th Annual Meeting of the ACL",
+    year = "2002",
+}"""
+
+
+def _transpose(references: list) -> list[list[str]]:
+    """Per-prediction references -> sacrebleu's layout: one list per reference position."""
+    rows = [[r] if isinstance(r, str) else list(r) for r in references]
+    counts = {len(r) for r in rows}
+    if len(counts) > 1:
+        raise ValueError(f"every prediction needs the same number of references, got {counts}.")
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Bleu(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            homepage="https://github.com/mjpost/sacrebleu",
+            features=[
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("string"),
+                        "references": datasets.Sequence(datasets.Value("string")),
+                    }
+                ),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("string"),
+                        "references": datasets.Value("string"),
+                    }
+                ),
+            ],
+            reference_urls=["https://github.com/mjpost/sacrebleu"],
+        )
+
+    def _compute(self, predictions, references, **kwargs):
+        metric = BLEU(**kwargs)
+        result = metric.corpus_score(list(predictions), _transpose(references))
+        return {
+            "score": result.score,
+            "precisions": list(result.precisions),
+            "bp": result.bp,
+            "sys_len": result.sys_len,
+            "ref_len": result.ref_len,
+            "signature": str(metric.get_signature()),
+        }
