@@ -40,6 +40,7 @@ import torch
 from vanilla_transformer.recipe.hardware import hardware_description
 from vanilla_transformer.recipe.training import (
     PRESETS,
+    TrainingCallback,
     build_model,
     build_optimizer_and_scheduler,
     label_smoothed_loss,
@@ -330,15 +331,62 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else x
 
 
+class StudyRecorder(TrainingCallback):
+    """The study's measurements, taken by the recipe's `training_loop`: gradient norms of the
+    first `grad_norm_steps` updates (skipped ones included), and the validation curves every
+    `eval_every` updates. Stops the loop after `minutes_per_run` of training (evaluation
+    excluded)."""
+
+    def __init__(self, config: StudyConfig, evaluate_model: Callable[[], dict[str, float]]):
+        self.config, self.evaluate_model = config, evaluate_model
+        self.curves: dict[str, list] = defaultdict(list)
+        self.grad_norms: dict[str, list] = defaultdict(list)
+        self.window: list[float] = []
+        self.train_seconds = 0.0
+        self.resumed = time.perf_counter()
+
+    def record(self, step: int, train_loss: float | None) -> None:
+        self.curves["step"].append(step)
+        self.curves["train_loss"].append(None if train_loss is None else _sig(train_loss))
+        for key, value in self.evaluate_model().items():
+            self.curves[key].append(_sig(value))
+
+    def on_backward(self, model, state: dict) -> None:
+        if state["step"] < self.config.grad_norm_steps:
+            for key, value in per_layer_grad_norms(model).items():
+                self.grad_norms[key].append(_sig(value))
+
+    def on_update(self, model, state: dict, update) -> str | None:
+        self.window.append(update.loss)
+        step = state["step"]
+        return self.after(step % self.config.eval_every == 0 or step == self.config.max_steps, step)
+
+    def on_skipped(self, model, state: dict) -> str | None:
+        return self.after(False, state["step"])
+
+    def after(self, due: bool, step: int) -> str | None:
+        self.train_seconds += time.perf_counter() - self.resumed
+        minutes = self.config.minutes_per_run
+        out_of_time = minutes > 0 and self.train_seconds >= 60 * minutes
+        if due or out_of_time:
+            self.record(step, float(np.mean(self.window)) if self.window else float("nan"))
+            self.window = []
+        self.resumed = time.perf_counter()
+        return "minutes_per_run" if out_of_time else None
+
+
 def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: StudyData) -> dict:
-    """Train one model for `config.max_steps` updates (or `minutes_per_run`) and measure it."""
+    """Train one model for `config.max_steps` updates (or `minutes_per_run`) with the recipe's
+    `training_loop`, measured by a `StudyRecorder`."""
     from torch.utils.data import DataLoader
 
     from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, make_collator
-    from vanilla_transformer.recipe.training import micro_batches
+    from vanilla_transformer.recipe.training import make_accelerator, micro_batches, training_loop
 
     device = torch.device(config.device)
-    tc = config.training_config(setting, seed)
+    tc = dataclasses.replace(
+        config.training_config(setting, seed), max_steps=config.max_steps, log_with="none"
+    )
     torch.manual_seed(seed)  # the same initial weights for both scalings of a seed
     model = build_model(tc, len(data.tokenizer), attention_scaling=scaling).to(device)
     optimizer, scheduler = build_optimizer_and_scheduler(model, tc)
@@ -355,54 +403,19 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
     entropy_batch = collator([data.validation[i] for i in range(n_entropy)])
     entropy_batch = {k: v.to(device) for k, v in entropy_batch.items()}
 
-    curves: dict[str, list] = defaultdict(list)
-    grad_norms: dict[str, list] = defaultdict(list)
-
-    def record(step: int, train_loss: float | None) -> None:
-        curves["step"].append(step)
-        curves["train_loss"].append(None if train_loss is None else _sig(train_loss))
-        for key, value in evaluate(model, val_loader, data, device, tc.label_smoothing).items():
-            curves[key].append(_sig(value))
-
+    recorder = StudyRecorder(
+        config, lambda: evaluate(model, val_loader, data, device, tc.label_smoothing)
+    )
     query_norms_init = query_weight_norms(model)
-    record(0, None)
-    step, nonfinite, window = 0, 0, []
-    train_seconds, stop_reason = 0.0, "max_steps"
+    recorder.record(0, None)
+    state = {"step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "target_tokens": 0}
+    state["skipped_updates"] = 0
     model.train()
-    while step < config.max_steps:
-        start = time.perf_counter()
-        _, batch = next(stream)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss_sum, _, count = label_smoothed_loss(
-            model(**batch).logits, batch["labels"], tc.label_smoothing
-        )
-        loss = loss_sum / count
-        loss.backward()
-        if step < config.grad_norm_steps:
-            for key, value in per_layer_grad_norms(model).items():
-                grad_norms[key].append(_sig(value))
-        finite = math.isfinite(loss.item()) and all(
-            torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
-        )
-        # As the recipe's nan_policy="skip": a non-finite update is dropped, neither stepping the
-        # schedule nor counting as an update.
-        if finite:
-            optimizer.step()
-            scheduler.step()
-            window.append(loss.item())
-            step += 1
-        else:
-            nonfinite += 1
-        optimizer.zero_grad(set_to_none=True)
-        train_seconds += time.perf_counter() - start
-        out_of_time = config.minutes_per_run > 0 and train_seconds >= 60 * config.minutes_per_run
-        due = finite and (step % config.eval_every == 0 or step == config.max_steps)
-        if due or out_of_time:
-            record(step, float(np.mean(window)) if window else float("nan"))
-            window = []
-        if out_of_time:
-            stop_reason = "minutes_per_run"
-            break
+    recorder.resumed = time.perf_counter()
+    stop_reason = training_loop(
+        model, optimizer, scheduler, make_accelerator(tc), stream, tc, state, [recorder]
+    )
+    step, curves, grad_norms = state["step"], recorder.curves, recorder.grad_norms
     query_norms_final = query_weight_norms(model)
     return {
         "setting": setting,
@@ -412,9 +425,9 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
         "peak_lr": _sig(tc.lr_factor / math.sqrt(tc.d_model * tc.warmup_steps)),
         "seed": seed,
         "steps": step,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(recorder.train_seconds, 1),
         "stop_reason": stop_reason,
-        "nonfinite_updates": nonfinite,
+        "nonfinite_updates": state["skipped_updates"],
         "final": {k: curves[k][-1] for k in ("val_loss", "val_nll", "val_bleu", "val_chrf")},
         "curves": dict(curves),
         "grad_norms": dict(grad_norms),

@@ -251,16 +251,19 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def training_step_fn(model, optimizer, batch: dict, autocast_dtype: torch.dtype | None = None):
-    """One full step: forward with labels, backward, Adam step."""
+    """One full update of the recipe's `training.training_step` (label-smoothed loss, backward,
+    finiteness check, Adam step) on `batch`, the same for both models."""
+    from accelerate import Accelerator
+
+    from vanilla_transformer.recipe.training import TrainingConfig, training_step
+
     device_type = batch["input_ids"].device.type
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    config = TrainingConfig(log_with="none")
 
     def step():
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
+            return training_step(model, optimizer, None, accelerator, [batch], config)
 
     return step
 

@@ -9,6 +9,8 @@ import dataclasses
 import functools
 import math
 
+from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import GenerationConfig, PreTrainedConfig
 from transformers.utils import logging
 
@@ -62,14 +64,45 @@ TRANSLATION_PIPELINE = {
 }
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# Sizes that must be positive integers (their type, int, is checked by `@strict` on assignment).
+SIZE_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "encoder_layers",
+    "decoder_layers",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "max_position_embeddings",
+)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _value_errors(cls):
+    """`@strict` reports a bad field as huggingface_hub's `StrictDataclassError`, which is not a
+    `ValueError`; callers (and transformers' loaders) expect one. Re-raise it as a `ValueError`
+    whose message is the cause's, which names the field."""
+
+    def converting(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except StrictDataclassError as err:
+                message = str(err.__cause__ if err.__cause__ is not None else err)
+                if not message.startswith(cls.__name__):
+                    message = f"{cls.__name__}: {message}"
+                raise ValueError(message) from err
+
+        return wrapper
+
+    for name in ("__init__", "__setattr__", "validate"):
+        setattr(cls, name, converting(getattr(cls, name)))
+    return cls
 
 
+@_value_errors
+@strict
 class VanillaTransformerConfig(PreTrainedConfig):
     r"""
     Configuration of [`VanillaTransformerModel`] and [`VanillaTransformerForConditionalGeneration`].
@@ -148,7 +181,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
     max_position_embeddings: int = 1024
     scale_embedding: bool = True
     tie_word_embeddings: bool = True
-    init_std: float | None = None
+    init_std: float | int | None = None
     position_encoding: str = "sinusoidal"
     norm_first: bool = False
     attention_scaling: str = "sqrt_dk"
@@ -160,7 +193,6 @@ class VanillaTransformerConfig(PreTrainedConfig):
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
-        self._check_fields()
         self._warn_unknown_keys(kwargs)
         super().__post_init__(**kwargs)
         # transformers v5 has no built-in `translation` task; this entry (saved in config.json,
@@ -182,24 +214,19 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 f"field name?). Its own fields are: {own}."
             )
 
-    def _check_fields(self):
-        """Raise a `ValueError` naming the field for any invalid value (runs at construction and
-        when a `config.json` is loaded)."""
-        where = "VanillaTransformerConfig"
-        for name in (
-            "vocab_size",
-            "d_model",
-            "encoder_layers",
-            "decoder_layers",
-            "encoder_attention_heads",
-            "decoder_attention_heads",
-            "encoder_ffn_dim",
-            "decoder_ffn_dim",
-            "max_position_embeddings",
-        ):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}.")
+    # Validation is transformers' `@strict` mechanism: each field's annotation is enforced on every
+    # assignment (`"512"`, `32.0`, `True` or `None` for an `int` field), and the `validate_*` hooks
+    # below run after construction, on load and before saving. `_value_errors` turns the errors
+    # into `ValueError`s that name the field.
+
+    def validate_architecture(self):
+        """Sizes are positive, the position table bounded, and d_k = d_model / h an integer."""
+        where = type(self).__name__
+        for name in SIZE_FIELDS:
+            if getattr(self, name) <= 0:
+                raise ValueError(
+                    f"{where}.{name} must be a positive integer, got {getattr(self, name)!r}."
+                )
         if self.max_position_embeddings > MAX_POSITIONS:
             raise ValueError(
                 f"{where}.max_position_embeddings must be <= {MAX_POSITIONS}, got "
@@ -212,10 +239,16 @@ class VanillaTransformerConfig(PreTrainedConfig):
                     f"{where}.d_model ({self.d_model}) must be divisible by "
                     f"{stack}_attention_heads ({heads}): d_k = d_model / h must be an integer."
                 )
+
+    def validate_dropout(self):
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value < 1:
-                raise ValueError(f"{where}.{name} must be a probability in [0, 1), got {value!r}.")
+            if not 0 <= value < 1:  # False for NaN too
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be a probability in [0, 1), got {value!r}."
+                )
+
+    def validate_choices(self):
         choices = {
             "attention_scaling": ATTENTION_SCALINGS,
             "position_encoding": POSITION_ENCODINGS,
@@ -224,18 +257,21 @@ class VanillaTransformerConfig(PreTrainedConfig):
         for name, accepted in choices.items():
             if getattr(self, name) not in accepted:
                 raise ValueError(
-                    f"{where}.{name} must be one of {list(accepted)}, got {getattr(self, name)!r}."
+                    f"{type(self).__name__}.{name} must be one of {list(accepted)}, got "
+                    f"{getattr(self, name)!r}."
                 )
-        for name in ("norm_first", "scale_embedding", "tie_word_embeddings", "use_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{where}.{name} must be a bool, got {getattr(self, name)!r}.")
-        if self.init_std is not None and not (
-            _is_number(self.init_std) and math.isfinite(self.init_std) and self.init_std > 0
-        ):
+
+    def validate_init_std(self):
+        if self.init_std is not None and not (math.isfinite(self.init_std) and self.init_std > 0):
             raise ValueError(
-                f"{where}.init_std must be None (tensor2tensor initialisation) or a positive "
-                f"float, got {self.init_std!r}."
+                f"{type(self).__name__}.init_std must be None (tensor2tensor initialisation) or "
+                f"a positive float, got {self.init_std!r}."
             )
+
+    def validate_token_ids(self):
+        """Stricter than transformers' own hook (which only warns): every special token id is
+        inside the vocabulary, and padding and the decoder's first input exist."""
+        where = type(self).__name__
         for name in REQUIRED_TOKEN_ID_FIELDS:
             if getattr(self, name) is None:
                 raise ValueError(
@@ -249,7 +285,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         token_ids = [(name, getattr(self, name)) for name in TOKEN_ID_FIELDS]
         for name, value in token_ids + [("eos_token_id", value) for value in eos]:
-            if value is not None and not (_is_int(value) and 0 <= value < self.vocab_size):
+            if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(
                     f"{where}.{name} must be a token id in [0, vocab_size={self.vocab_size}), "
                     f"got {getattr(self, name)!r}."

@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -249,6 +249,10 @@ class TrainingConfig(CorpusOptions):
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+            # Optional fields default to None (not the annotation: HfArgumentParser rewrites a
+            # parsed field's `int | None` to `int`).
+            if value is None and spec.default is None:
+                continue
             if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{spec.name} must be an integer, got {value!r}.")
             if kind.startswith("float") and (
@@ -259,6 +263,8 @@ class TrainingConfig(CorpusOptions):
                 raise ValueError(f"{spec.name} must be a finite number, got {value!r}.")
         for name, low, high, accepted in _RANGES:
             value = getattr(self, name)
+            if value is None:
+                continue
             if not (low[0] <= value if low[1] else low[0] < value) or not (
                 high is None or (value <= high[0] if high[1] else value < high[0])
             ):
@@ -530,6 +536,163 @@ def micro_batches(loader, sampler, epoch: int) -> Iterator[tuple[int, dict]]:
         if not yielded and not sampler.rank_batches(epoch):  # would loop forever
             raise RuntimeError(f"epoch {epoch} has no batches: the training split is empty.")
         epoch += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The training step and the training loop (the recipe, the attention study and the benchmark's
+# training measurement all train through these two)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Update:
+    """What one applied update saw: its label-smoothed loss per target token and its tokens (all
+    processes together)."""
+
+    loss: float
+    target_tokens: int
+    source_tokens: int
+
+
+class TrainingCallback:
+    """Hooks of `training_loop`. Methods left alone do nothing; `on_update` and `on_skipped`
+    return a stop reason (a string ends the loop with it) or None."""
+
+    def on_backward(self, model, state: dict) -> None:
+        """The update's gradients are in `.grad` (before the finiteness check and clipping);
+        `state["step"]` counts the updates applied so far."""
+
+    def on_update(self, model, state: dict, update: Update) -> str | None:
+        """After an applied update; `state["step"]` already counts it."""
+
+    def on_skipped(self, model, state: dict) -> str | None:
+        """After a non-finite update was dropped (nan_policy='skip')."""
+
+
+def training_step(
+    model,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    batches: list[dict],
+    config: TrainingConfig,
+    attempt: int = 1,
+    on_backward: Callable[[torch.nn.Module], None] | None = None,
+) -> Update | None:
+    """One update from `batches` (this process's micro-batches, on the model's device): the
+    gradient of the summed label-smoothed token losses divided by the target tokens of the whole
+    update (every process, every micro-batch), clipped to `config.max_grad_norm`, then the
+    optimizer and `scheduler` (if any) step. A non-finite loss or gradient on any process drops
+    the update (gradients zeroed, nothing stepped) and returns None. `attempt` numbers the update
+    among all tried, skipped ones included (`config.debug_nan_at_step` poisons that one);
+    `on_backward(model)` is called once the update's gradients are in `.grad`."""
+    device = batches[0]["labels"].device
+    local = torch.tensor(
+        [
+            sum(int((b["labels"] != -100).sum()) for b in batches),
+            sum(int(b["attention_mask"].sum()) for b in batches),
+        ],
+        dtype=torch.float64,
+        device=device,
+    )
+    target_tokens, source_tokens = accelerator.reduce(local, "sum").tolist()
+    # accelerator.backward divides by G and DDP averages over processes: undo both, so that
+    # the gradient is d(sum of token losses) / (target tokens of the update).
+    grad_accum, world = accelerator.gradient_accumulation_steps, accelerator.num_processes
+    scale = grad_accum * world / max(target_tokens, 1.0)
+    loss_sum = torch.zeros((), device=device)
+    for batch in batches:
+        with accelerator.accumulate(model):
+            logits = model(**batch).logits
+            loss, _, _ = label_smoothed_loss(logits, batch["labels"], config.label_smoothing)
+            if attempt == config.debug_nan_at_step:
+                loss = loss * float("nan")
+            accelerator.backward(loss * scale)
+            loss_sum += loss.detach()
+    if on_backward is not None:
+        on_backward(model)
+    # One device-to-host sync for the whole check, not one per parameter.
+    checks = [torch.isfinite(loss_sum)]
+    checks += [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
+    nonfinite = (~torch.stack(checks).all()).double().reshape(1)
+    if accelerator.reduce(nonfinite, "sum").item() > 0:
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    if config.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss = accelerator.reduce(loss_sum, "sum").item() / max(target_tokens, 1.0)
+    return Update(loss, int(target_tokens), int(source_tokens))
+
+
+def training_loop(
+    model,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    stream: Iterator[tuple[int, dict]],
+    config: TrainingConfig,
+    state: dict,
+    callbacks: list[TrainingCallback] = (),
+) -> str:
+    """`training_step` after `training_step` on `accelerator.gradient_accumulation_steps`
+    micro-batches of `stream` (`micro_batches`) each, until `state["step"]` reaches
+    `config.max_steps` or a callback returns a stop reason; returns the reason ("max_steps" or
+    the callback's). `state` holds step, epoch, batches_done, tokens, target_tokens and
+    skipped_updates, updated in place. A non-finite update is skipped (not counted, the schedule
+    not stepped) or, with nan_policy="stop", raises `NonFiniteLossError` with `state` as it was
+    before the update."""
+    device = next(model.parameters()).device
+
+    def tell(hook: str, *args) -> str | None:
+        reasons = [getattr(callback, hook)(model, state, *args) for callback in callbacks]
+        return next((reason for reason in reasons if reason), None)
+
+    while state["step"] < config.max_steps:
+        # One update: G micro-batches per process, counted before any backward so that every
+        # micro-batch is divided by the token count of the whole update, on every process.
+        batches, epoch_after = [], state["epoch"]
+        consumed = state["batches_done"]
+        for _ in range(accelerator.gradient_accumulation_steps):
+            epoch_now, batch = next(stream)
+            consumed = consumed + 1 if epoch_now == epoch_after else 1
+            epoch_after = epoch_now
+            batches.append({k: v.to(device) for k, v in batch.items()})
+        attempt = state["step"] + state["skipped_updates"] + 1  # skipped ones count
+        update = training_step(
+            model,
+            optimizer,
+            scheduler,
+            accelerator,
+            batches,
+            config,
+            attempt,
+            on_backward=lambda model: tell("on_backward"),
+        )
+        if update is None:
+            state["skipped_updates"] += 1
+            logger.warning(
+                f"non-finite loss or gradient at update {state['step'] + 1}: "
+                f"{'skipped' if config.nan_policy == 'skip' else 'stopping'} "
+                f"({state['skipped_updates']} so far)"
+            )
+            accelerator.log({"train/skipped_updates": state["skipped_updates"]}, step=state["step"])
+            if config.nan_policy == "stop":
+                raise NonFiniteLossError(f"non-finite loss at update {state['step'] + 1}")
+            state["epoch"], state["batches_done"] = epoch_after, consumed
+            reason = tell("on_skipped")
+        else:
+            state["step"] += 1
+            state["epoch"], state["batches_done"] = epoch_after, consumed
+            state["target_tokens"] += update.target_tokens
+            state["tokens"] += update.target_tokens + update.source_tokens
+            reason = tell("on_update", update)
+        if reason:
+            return reason
+    return "max_steps"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -860,10 +1023,6 @@ def _train_holding_lock(
         dynamic_ncols=True,
     )
     start = time.time() - state["train_seconds"]
-    last_checkpoint_time = time.time()
-    # Throughput counts training only: time spent evaluating and checkpointing is left out.
-    window_tokens, window_start, loss_ema = 0, time.time(), None
-    stop_reason = "max_steps"
     model.train()
     stop_signals.__enter__()  # from here on, SIGINT/SIGTERM stop at an update boundary
 
@@ -876,77 +1035,55 @@ def _train_holding_lock(
     def snapshot() -> dict:
         return {**state, "train_seconds": time.time() - start, "scheduler": scheduler.state_dict()}
 
-    while state["step"] < config.max_steps:
-        # One update: G micro-batches per process, counted before any backward so that every
-        # micro-batch is divided by the token count of the whole update, on every process.
-        batches, epoch_after = [], state["epoch"]
-        consumed = state["batches_done"]
-        for _ in range(grad_accum):
-            epoch_now, batch = next(stream)
-            consumed = consumed + 1 if epoch_now == epoch_after else 1
-            epoch_after = epoch_now
-            batches.append({k: v.to(accelerator.device) for k, v in batch.items()})
-        local = torch.tensor(
-            [
-                sum(int((b["labels"] != -100).sum()) for b in batches),
-                sum(int(b["attention_mask"].sum()) for b in batches),
-            ],
-            dtype=torch.float64,
-            device=accelerator.device,
-        )
-        target_tokens, source_tokens = accelerator.reduce(local, "sum").tolist()
-        # accelerator.backward divides by G and DDP averages over processes: undo both, so that
-        # the gradient is d(sum of token losses) / (target tokens of the update).
-        scale = grad_accum * world / max(target_tokens, 1.0)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for batch in batches:
-            with accelerator.accumulate(model):
-                logits = model(**batch).logits
-                loss, _, _ = label_smoothed_loss(logits, batch["labels"], config.label_smoothing)
-                attempt = state["step"] + state["skipped_updates"] + 1  # skipped ones count
-                if attempt == config.debug_nan_at_step:
-                    loss = loss * float("nan")
-                accelerator.backward(loss * scale)
-                loss_sum += loss.detach()
-        finite = torch.isfinite(loss_sum).item() and all(
-            torch.isfinite(p.grad).all().item() for p in model.parameters() if p.grad is not None
-        )
-        if any_process(not finite):
-            optimizer.zero_grad(set_to_none=True)
-            state["skipped_updates"] += 1
-            logger.warning(
-                f"non-finite loss or gradient at update {state['step'] + 1}: "
-                f"{'skipped' if config.nan_policy == 'skip' else 'stopping'} "
-                f"({state['skipped_updates']} so far)"
-            )
-            accelerator.log({"train/skipped_updates": state["skipped_updates"]}, step=state["step"])
-            if config.nan_policy == "stop":
-                save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
-                accelerator.end_training()
-                raise NonFiniteLossError(
-                    f"non-finite loss at update {state['step'] + 1}; state saved in {run_dir}"
-                )
-            state["epoch"], state["batches_done"] = epoch_after, consumed
-            continue
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    class RecipeProgress(TrainingCallback):
+        """The recipe's own bookkeeping after each update: the progress bar, logged curves,
+        evaluation, checkpoints, the time budget and stop signals."""
 
-        state["step"] += 1
-        state["epoch"], state["batches_done"] = epoch_after, consumed
-        state["target_tokens"] += int(target_tokens)
-        state["tokens"] += int(target_tokens + source_tokens)
-        update_loss = accelerator.reduce(loss_sum, "sum").item() / max(target_tokens, 1.0)
-        loss_ema = update_loss if loss_ema is None else 0.95 * loss_ema + 0.05 * update_loss
-        window_tokens += int(target_tokens + source_tokens)
-        progress.update(1)
-        if state["step"] % config.logging_steps == 0:
-            elapsed = time.time() - window_start
-            tok_s = window_tokens / max(elapsed, 1e-9)
+        def __init__(self):
+            # Throughput counts training only: time spent evaluating and checkpointing is left out.
+            self.window_tokens, self.window_start, self.loss_ema = 0, time.time(), None
+            self.last_checkpoint_time = time.time()
+
+        def on_update(self, model, state: dict, update: Update) -> str | None:
+            self.last_loss, ema = update.loss, self.loss_ema
+            self.loss_ema = update.loss if ema is None else 0.95 * ema + 0.05 * update.loss
+            self.window_tokens += update.target_tokens + update.source_tokens
+            progress.update(1)
+            if state["step"] % config.logging_steps == 0:
+                self.log(state)
+            paused = time.time()
+            if config.eval_steps and state["step"] % config.eval_steps == 0:
+                state["last_eval"] = evaluate_during_training(
+                    model, accelerator, tokenizer, corpus, val_loader, config, state["step"], start
+                )
+            elapsed_min = (time.time() - start) / 60
+            out_of_time = config.max_train_minutes > 0 and elapsed_min >= config.max_train_minutes
+            out_of_time = any_process(out_of_time)
+            due = (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0) or (
+                config.checkpoint_minutes
+                and time.time() - self.last_checkpoint_time >= 60 * config.checkpoint_minutes
+            )
+            interrupted = any_process(stop_signals.received is not None)
+            if (
+                any_process(bool(due))
+                or out_of_time
+                or interrupted
+                or state["step"] >= config.max_steps
+            ):
+                saved_to = save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
+                self.last_checkpoint_time = time.time()
+            self.window_start += time.time() - paused
+            if interrupted:
+                progress.close()
+                accelerator.end_training()
+                raise TrainingInterrupted(stop_signals.received or "a stop signal", saved_to)
+            return "max_train_minutes" if out_of_time else None
+
+        def log(self, state: dict) -> None:
+            elapsed = time.time() - self.window_start
+            tok_s = self.window_tokens / max(elapsed, 1e-9)
             lr = scheduler.get_last_lr()[0]
-            progress.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+            progress.set_postfix(loss=f"{self.loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
             if config.max_train_minutes > 0:
                 # Bounded by minutes: the bar's total (and so its ETA) is the number of updates
                 # the time budget allows at the pace so far.
@@ -956,45 +1093,24 @@ def _train_holding_lock(
                 progress.refresh()
             record = {
                 "minutes": (time.time() - start) / 60,
-                "train/loss": update_loss,
-                "train/loss_ema": loss_ema,
+                "train/loss": self.last_loss,
+                "train/loss_ema": self.loss_ema,
                 "train/lr": lr,
                 "train/tokens_per_s": tok_s,
                 "train/epoch": state["epoch"],
             }
             accelerator.log(record, step=state["step"])
             append_log(accelerator, run_dir, {"step": state["step"], **record})
-            window_tokens, window_start = 0, time.time()
+            self.window_tokens, self.window_start = 0, time.time()
 
-        paused = time.time()
-        if config.eval_steps and state["step"] % config.eval_steps == 0:
-            state["last_eval"] = evaluate_during_training(
-                model, accelerator, tokenizer, corpus, val_loader, config, state["step"], start
-            )
-        elapsed_min = (time.time() - start) / 60
-        out_of_time = config.max_train_minutes > 0 and elapsed_min >= config.max_train_minutes
-        out_of_time = any_process(out_of_time)
-        due = (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0) or (
-            config.checkpoint_minutes
-            and time.time() - last_checkpoint_time >= 60 * config.checkpoint_minutes
+    try:
+        stop_reason = training_loop(
+            model, optimizer, scheduler, accelerator, stream, config, state, [RecipeProgress()]
         )
-        interrupted = any_process(stop_signals.received is not None)
-        if (
-            any_process(bool(due))
-            or out_of_time
-            or interrupted
-            or state["step"] >= config.max_steps
-        ):
-            saved_to = save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
-            last_checkpoint_time = time.time()
-        window_start += time.time() - paused
-        if interrupted:
-            progress.close()
-            accelerator.end_training()
-            raise TrainingInterrupted(stop_signals.received or "a stop signal", saved_to)
-        if out_of_time:
-            stop_reason = "max_train_minutes"
-            break
+    except NonFiniteLossError as err:
+        save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
+        accelerator.end_training()
+        raise NonFiniteLossError(f"{err}; state saved in {run_dir}") from None
     stop_signals.__exit__()
     progress.close()
     state["train_seconds"] = time.time() - start
