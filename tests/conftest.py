@@ -3,8 +3,11 @@ test needs the Hub, the Bible corpus or a trained BPE."""
 
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,9 @@ from vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
 )
 from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
-from vanilla_transformer.recipe.tokenization import train_tokenizer
+from vanilla_transformer.recipe.tokenization import SPECIAL_TOKEN_KWARGS, train_tokenizer
 
+REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the project's convention
 WORDS = list(  # unique: each word one id
     dict.fromkeys(
@@ -54,13 +58,7 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKEN_KWARGS)
 
 
 @pytest.fixture
@@ -189,3 +187,22 @@ def bpe():
     """A byte-level BPE trained on a few sentences in three scripts (vocabulary 300)."""
     texts = ["the big house is red", "la casa grande es roja", "Ελληνικά 中文 🙂"] * 10
     return train_tokenizer(texts, vocab_size=300, min_frequency=1)
+
+
+def run_script(script: str, *args, env: dict | None = None, timeout: float = 300, **kwargs):
+    """`python scripts/<script> <args>` in a child process with one torch thread and quiet
+    tokenizers (plus `env`); stdout and stderr captured as text. `kwargs` go to
+    `subprocess.run` (cwd, input)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **(env or {}),
+        },
+        **kwargs,
+    )

@@ -3,9 +3,6 @@
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 import vanilla_transformer
-from tests.conftest import tiny_config
+from tests.conftest import run_script, tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.publishing.hub import (
     EVALUATION_FIELDS,
@@ -30,7 +27,6 @@ from vanilla_transformer.recipe.bible import bible_card_info
 from vanilla_transformer.recipe.evaluation import compute_bleu
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
 FAKE_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 EXPECTED_FILES = {
     "README.md",
@@ -280,20 +276,13 @@ def test_push_refuses_an_incomplete_folder(tmp_path, model, tokenizer):
 
 def test_push_script_dry_run_prints_the_files_and_never_the_token(tmp_path, model, tokenizer):
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
-    env = {**os.environ, "HF_TOKEN": FAKE_TOKEN, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "push_to_hub.py"),
-            str(folder),
-            "someone/vt",
-            "--dry_run",
-            str(tmp_path / "dry"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    proc = run_script(
+        "push_to_hub.py",
+        str(folder),
+        "someone/vt",
+        "--dry_run",
+        str(tmp_path / "dry"),
+        env={"HF_TOKEN": FAKE_TOKEN},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dry run: 9 files" in proc.stdout and "README.md" in proc.stdout

@@ -2,9 +2,6 @@
 `scripts/average_checkpoints.py`."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import (
+    run_script,
     tiny_config,
     truncate,
 )
@@ -24,8 +22,6 @@ from vanilla_transformer.recipe.checkpoints import (
     load_averaged_weights,
 )
 from vanilla_transformer.recipe.tokenization import train_tokenizer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_model(seed: int, vocab_size: int = 40, d_model: int = 32):
@@ -164,26 +160,19 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
     (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     out = tmp_path / "avg"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "average_checkpoints.py"),
-            "--run_dir",
-            str(run),
-            "--last",
-            "2",
-            "--output_dir",
-            str(out),
-            "--eval_split",
-            "validation",
-            "--dataset",
-            str(data),
-            *"--num_beams 1 --max_samples 2".split(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+    proc = run_script(
+        "average_checkpoints.py",
+        "--run_dir",
+        str(run),
+        "--last",
+        "2",
+        "--output_dir",
+        str(out),
+        "--eval_split",
+        "validation",
+        "--dataset",
+        str(data),
+        *"--num_beams 1 --max_samples 2".split(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "newest checkpoint  BLEU" in proc.stdout and "average of 2" in proc.stdout

@@ -2,10 +2,7 @@
 Seq2SeqTrainer path."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
-from tests.conftest import tiny_config
+from tests.conftest import run_script, tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.recipe.finetuning import make_compute_metrics
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
 LEXICON = {
     "the": "el",
     "a": "un",
@@ -98,24 +94,18 @@ def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:72]))
     (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[72:]))
     out = tmp_path / "finetuned"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "finetune.py"),
-            str(model_dir),
-            "--dataset",
-            str(data),
-            "--output_dir",
-            str(out),
-            *"--max_steps 40 --logging_steps 5 --learning_rate 3e-3".split(),
-            *"--lr_scheduler_type constant --warmup_steps 0".split(),
-            *"--per_device_train_batch_size 16 --eval_steps 40 --num_beams 1".split(),
-            *"--max_eval_samples 4".split(),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "finetune.py",
+        str(model_dir),
+        "--dataset",
+        str(data),
+        "--output_dir",
+        str(out),
+        *"--max_steps 40 --logging_steps 5 --learning_rate 3e-3".split(),
+        *"--lr_scheduler_type constant --warmup_steps 0".split(),
+        *"--per_device_train_batch_size 16 --eval_steps 40 --num_beams 1".split(),
+        *"--max_eval_samples 4".split(),
         timeout=500,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "finetune_summary.json").read_text())

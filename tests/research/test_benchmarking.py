@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from research import benchmarking as bm
+from vanilla_transformer.configuration_vanilla_transformer import SIZE_FIELDS
 from vanilla_transformer.inference import optimize_for_cpu_inference
 
 TINY = dict(vocab_size=97, d_model=16, layers=2, heads=4, ffn_dim=32)
@@ -19,19 +20,7 @@ def models():
 def test_both_models_have_the_claimed_identical_shape(models):
     ours, marian = models
     oc, mc = ours.config, marian.config
-    for field in (
-        "vocab_size",
-        "d_model",
-        "encoder_layers",
-        "decoder_layers",
-        "encoder_attention_heads",
-        "decoder_attention_heads",
-        "encoder_ffn_dim",
-        "decoder_ffn_dim",
-        "activation_function",
-        "scale_embedding",
-        "tie_word_embeddings",
-    ):
+    for field in (*SIZE_FIELDS, "activation_function", "scale_embedding", "tie_word_embeddings"):
         assert getattr(oc, field) == getattr(mc, field), field
     assert ours.config._attn_implementation == marian.config._attn_implementation == "sdpa"
     assert ours.lm_head.weight is ours.model.shared.weight

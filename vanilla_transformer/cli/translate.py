@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -75,15 +75,9 @@ def load_model(name: str, device: str):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The decoding flags are named after GenerationOptions' fields.
     generation = GenerationOptions(
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        num_return_sequences=args.num_return_sequences,
-        max_new_tokens=args.max_new_tokens,
+        **{f.name: getattr(args, f.name) for f in fields(GenerationOptions)}
     )
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

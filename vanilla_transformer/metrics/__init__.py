@@ -1,8 +1,9 @@
-"""BLEU, chrF and TER as `evaluate` metric modules shipped inside the package (package data).
+"""BLEU, chrF and TER as an `evaluate` metric module shipped inside the package (package data).
 
-`evaluate.load("sacrebleu")` fetches its module from the Hub and fails offline; these modules load
-from the installed package with `evaluate.load(<local folder>)`, wrap sacrebleu and return its
-signature with each score:
+`evaluate.load("sacrebleu")` fetches its module from the Hub and fails offline; this module
+(`sacrebleu_scores/`, one configuration per metric) loads from the installed package with
+`evaluate.load(<local folder>, config_name=name)`, wraps sacrebleu and returns its signature with
+each score:
 
     from vanilla_transformer import metrics
 
@@ -27,16 +28,17 @@ NAMES = ("bleu", "chrf", "ter")
 
 
 def module_path(name: str) -> str:
-    """The folder of the metric module `name` inside the installed package."""
+    """The folder of the metric module that computes `name` inside the installed package."""
     if name not in NAMES:
         raise ValueError(f"metric must be one of {NAMES}, got {name!r}.")
-    return str(importlib.resources.files(__package__) / name)
+    return str(importlib.resources.files(__package__) / "sacrebleu_scores")
 
 
 @functools.cache
 def load(name: str) -> evaluate.EvaluationModule:
-    """`evaluate.load` of the packaged module `name` (bleu, chrf or ter), offline, in memory."""
-    return evaluate.load(module_path(name), keep_in_memory=True)
+    """`evaluate.load` of the packaged module configured for `name` (bleu, chrf or ter), offline,
+    in memory."""
+    return evaluate.load(module_path(name), config_name=name, keep_in_memory=True)
 
 
 def corpus_scores(

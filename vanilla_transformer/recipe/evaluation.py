@@ -194,15 +194,9 @@ def evaluate_translation(
     dataset,
     src_lang: str,
     tgt_lang: str,
-    batch_size: int = 32,
-    num_beams: int = 4,
-    length_penalty: float = 0.6,
     max_samples: int | None = None,
     hypotheses_file: str | Path | None = None,
-    *,
-    max_new_tokens: int | None = None,
-    device: str | torch.device | None = None,
-    show_progress: bool = False,
+    **decoding,
 ) -> dict:
     """Translate a dataset's sources and score them against its references.
 
@@ -212,23 +206,14 @@ def evaluate_translation(
         max_samples: evaluate the first `max_samples` rows only (deterministic).
         hypotheses_file: if given, the hypotheses are written there, one per line in dataset
             order (newlines inside a hypothesis become spaces).
-        The other arguments are `translate`'s.
+        decoding: `translate`'s keyword arguments (batch_size, num_beams, length_penalty,
+            max_new_tokens, device, show_progress).
 
     Returns:
         `compute_bleu`'s dict plus `num_samples`.
     """
     sources, references = _pairs(dataset, src_lang, tgt_lang, max_samples)
-    hypotheses = translate(
-        model,
-        tokenizer,
-        sources,
-        batch_size=batch_size,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
-        max_new_tokens=max_new_tokens,
-        device=device,
-        show_progress=show_progress,
-    )
+    hypotheses = translate(model, tokenizer, sources, **decoding)
     if hypotheses_file is not None:
         path = Path(hypotheses_file)
         path.parent.mkdir(parents=True, exist_ok=True)

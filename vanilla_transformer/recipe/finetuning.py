@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["FinetuneConfig", "make_compute_metrics", "finetune"]
 
 
+# FinetuneConfig fields that are `Seq2SeqTrainingArguments` fields of the same name and meaning.
+TRAINING_ARGUMENTS = tuple(
+    """output_dir learning_rate lr_scheduler_type warmup_steps weight_decay adam_beta2 adam_epsilon
+    label_smoothing_factor num_train_epochs max_steps per_device_train_batch_size
+    per_device_eval_batch_size gradient_accumulation_steps logging_steps seed report_to""".split()
+)
+
+
 @dataclass(kw_only=True)
 class FinetuneConfig(CorpusOptions):
     """What `finetune` needs: the corpus (`CorpusOptions`) and the Trainer's settings; the
@@ -228,19 +236,7 @@ def finetune(config: FinetuneConfig) -> dict:
     evaluate = "eval" in tokenized
     compute_metrics = make_compute_metrics(tokenizer)
     args = Seq2SeqTrainingArguments(
-        output_dir=config.output_dir,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        adam_beta2=config.adam_beta2,
-        adam_epsilon=config.adam_epsilon,
-        label_smoothing_factor=config.label_smoothing_factor,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **{name: getattr(config, name) for name in TRAINING_ARGUMENTS},
         predict_with_generate=True,
         generation_num_beams=config.num_beams,
         eval_strategy=("steps" if config.eval_steps else "epoch") if evaluate else "no",
@@ -251,9 +247,6 @@ def finetune(config: FinetuneConfig) -> dict:
         load_best_model_at_end=evaluate,
         metric_for_best_model="bleu" if evaluate else None,
         greater_is_better=True,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        report_to=config.report_to,
         # Batches of similar lengths, as in the paper (Section 5.1).
         train_sampling_strategy="group_by_length",
         # Pinned memory only helps copies to a GPU; on CPU torch warns that it is ignored.

@@ -38,6 +38,8 @@ from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3, in this order
+# The same, as `PreTrainedTokenizerFast` keyword arguments.
+SPECIAL_TOKEN_KWARGS = {"pad_token": PAD, "bos_token": BOS, "eos_token": EOS, "unk_token": UNK}
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
@@ -150,10 +152,7 @@ def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 1024) -> PreTra
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        pad_token=PAD,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
+        **SPECIAL_TOKEN_KWARGS,
         model_max_length=model_max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,
