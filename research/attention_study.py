@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vanilla_transformer.recipe.hardware import hardware_description
+from vanilla_transformer.recipe.options import option
 from vanilla_transformer.recipe.training import (
     PRESETS,
     TrainingCallback,
@@ -86,28 +87,49 @@ DEFAULT_SETTINGS = ("post_ln", "pre_ln", "pre_ln_no_warmup")
 class StudyConfig:
     """Everything a study run depends on; defaults are the cpu-small model on the Bible corpus."""
 
-    settings: tuple[str, ...] = DEFAULT_SETTINGS
-    seeds: tuple[int, ...] = (0, 1)
-    scalings: tuple[str, ...] = SCALINGS
-    max_steps: int = 2000  # updates per run, the same for every run
-    minutes_per_run: float = 5.0  # training-time cap per run (evaluation excluded); 0: none
-    eval_every: int = 200  # validation loss and BLEU every N updates (and at 0 and the end)
-    bleu_samples: int = 200  # first N validation verses, greedy decoding
-    grad_norm_steps: int = 100  # gradient norms recorded for the first N updates
-    entropy_sentences: int = 64  # validation verses in the attention-entropy batch
-    device: str = "cpu"
-    threads: int = 1  # torch threads per run
-    jobs: int = 1  # runs at a time (worker processes)
-    dataset: str = "bible"
-    bible_cache_dir: str = "data_cache/bible"
-    tokenizer: str = "data_cache/tokenizer"
-    d_model: int = CPU_SMALL["d_model"]
-    ffn_dim: int = CPU_SMALL["ffn_dim"]
-    attention_heads: int = CPU_SMALL["attention_heads"]
-    layers: int = CPU_SMALL["encoder_layers"]  # encoder and decoder each
-    batch_tokens: int = CPU_SMALL["batch_tokens"]
-    max_length: int = CPU_SMALL["max_source_length"]  # source and target, tokens
-    warmup_steps: int = CPU_SMALL["warmup_steps"]  # of the settings with the tuned schedule
+    settings: list[str] = dataclasses.field(
+        default_factory=lambda: list(DEFAULT_SETTINGS),
+        metadata={
+            "help": "Norm placement / schedule settings; each trains both scalings for every seed.",
+            "choices": sorted(SETTINGS),
+        },
+    )
+    seeds: list[int] = dataclasses.field(
+        default_factory=lambda: [0, 1], metadata={"help": "Seeds."}
+    )
+    scalings: list[str] = dataclasses.field(
+        default_factory=lambda: list(SCALINGS),
+        metadata={"help": "Attention scalings compared.", "choices": list(SCALINGS)},
+    )
+    max_steps: int = option(2000, "Updates per run (all runs).")
+    minutes_per_run: float = option(
+        5.0, "Cap on each run's training time, evaluation excluded (0: none)."
+    )
+    eval_every: int = option(
+        200, "Validation loss and BLEU every N updates (and at 0 and the end)."
+    )
+    bleu_samples: int = option(200, "Validation verses translated (greedy) for BLEU.")
+    grad_norm_steps: int = option(100, "Gradient norms recorded for the first N updates.")
+    entropy_sentences: int = option(64, "Validation verses in the attention-entropy batch.")
+    device: str = option("cpu", "cpu, cuda, cuda:1, ...")
+    threads: int = option(1, "torch threads per run.")
+    jobs: int = option(1, "Runs at a time (worker processes).")
+    dataset: str = option(
+        "bible", "'bible' or a corpus for load_translation_dataset (with train/validation splits)."
+    )
+    bible_cache_dir: str = option("data_cache/bible", "The built Bible corpus.")
+    tokenizer: str = option("data_cache/tokenizer", "Tokenizer folder.")
+    # Model and batch sizes: the cpu-small preset's by default.
+    d_model: int = option(CPU_SMALL["d_model"], "d_model (default: cpu-small's).")
+    ffn_dim: int = option(CPU_SMALL["ffn_dim"], "ffn_dim (default: cpu-small's).")
+    attention_heads: int = option(CPU_SMALL["attention_heads"], "Heads (default: cpu-small's).")
+    layers: int = option(CPU_SMALL["encoder_layers"], "Encoder and decoder layers, each.")
+    batch_tokens: int = option(CPU_SMALL["batch_tokens"], "Tokens per batch (cpu-small's).")
+    max_length: int = option(CPU_SMALL["max_source_length"], "Source and target, tokens.")
+    warmup_steps: int = option(
+        CPU_SMALL["warmup_steps"],
+        "Warm-up of the post_ln / pre_ln settings (the *_no_warmup ones keep 10).",
+    )
 
     def __post_init__(self):
         self.settings, self.seeds = tuple(self.settings), tuple(self.seeds)

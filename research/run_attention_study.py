@@ -12,6 +12,7 @@ come from research.attention_simulation and the write-up is docs/attention_scali
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display on the training machines
 import matplotlib.pyplot as plt
 import numpy as np
+from transformers import HfArgumentParser
 
 from research import attention_simulation, attention_study
 
@@ -135,24 +137,10 @@ def train(args):
         result = json.loads(path.read_text())
     else:
         config = attention_study.StudyConfig(
-            settings=args.settings,
-            seeds=args.seeds,
-            max_steps=args.max_steps,
-            minutes_per_run=args.minutes_per_run,
-            eval_every=args.eval_every,
-            bleu_samples=args.bleu_samples,
-            device=args.device,
-            threads=args.threads,
-            jobs=args.jobs,
-            dataset=args.dataset,
-            bible_cache_dir=args.bible_cache_dir,
-            tokenizer=args.tokenizer,
-            d_model=args.d_model,
-            ffn_dim=args.ffn_dim,
-            attention_heads=args.attention_heads,
-            layers=args.layers,
-            batch_tokens=args.batch_tokens,
-            warmup_steps=args.warmup_steps,
+            **{
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(attention_study.StudyConfig)
+            }
         )
         start = time.perf_counter()
         result = attention_study.run_study(
@@ -174,71 +162,6 @@ def train(args):
                 stats["val_loss"]["mean"],
                 stats["val_loss"]["std"],
             )
-
-
-def add_train_arguments(trn):
-    study = attention_study
-    defaults = study.StudyConfig()
-    trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where PNGs + JSON go.")
-    trn.add_argument(
-        "--settings",
-        nargs="+",
-        default=list(defaults.settings),
-        choices=sorted(study.SETTINGS),
-        help="Norm placement / schedule settings; each trains both scalings for every seed.",
-    )
-    trn.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="Seeds.")
-    trn.add_argument(
-        "--max_steps", type=int, default=defaults.max_steps, help="Updates per run (all runs)."
-    )
-    trn.add_argument(
-        "--minutes_per_run",
-        type=float,
-        default=defaults.minutes_per_run,
-        help="Cap on each run's training time, evaluation excluded (0: none).",
-    )
-    trn.add_argument(
-        "--eval_every", type=int, default=defaults.eval_every, help="Validation every N updates."
-    )
-    trn.add_argument(
-        "--bleu_samples",
-        type=int,
-        default=defaults.bleu_samples,
-        help="Validation verses translated (greedy) for BLEU.",
-    )
-    trn.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
-    trn.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per run.")
-    trn.add_argument(
-        "--jobs", type=int, default=defaults.jobs, help="Runs at a time (worker processes)."
-    )
-    trn.add_argument(
-        "--dataset",
-        default=defaults.dataset,
-        help="'bible' or a corpus for load_translation_dataset (with train/validation splits).",
-    )
-    trn.add_argument(
-        "--bible_cache_dir", default=defaults.bible_cache_dir, help="The built Bible corpus."
-    )
-    trn.add_argument("--tokenizer", default=defaults.tokenizer, help="Tokenizer folder.")
-    trn.add_argument(
-        "--warmup_steps",
-        type=int,
-        default=defaults.warmup_steps,
-        help="Warm-up of the post_ln / pre_ln settings (the *_no_warmup ones keep 10).",
-    )
-    for name in ("d_model", "ffn_dim", "attention_heads", "layers", "batch_tokens"):
-        trn.add_argument(
-            f"--{name}",
-            type=int,
-            default=getattr(defaults, name),
-            help=f"Model/batch size ({name}); default: the cpu-small preset.",
-        )
-    trn.add_argument(
-        "--plot_only",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="Redraw the figures from out_dir/training.json without training.",
-    )
 
 
 def parse_args(argv=None):
@@ -265,8 +188,19 @@ def parse_args(argv=None):
     )
     sim.set_defaults(func=simulate)
 
-    trn = subparsers.add_parser("train", help="Train both scalings per setting and seed.")
-    add_train_arguments(trn)
+    # The study's options are StudyConfig's fields (HfArgumentParser makes their flags).
+    trn = subparsers.add_parser(
+        "train",
+        help="Train both scalings per setting and seed.",
+        parents=[HfArgumentParser(attention_study.StudyConfig, add_help=False)],
+    )
+    trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where PNGs + JSON go.")
+    trn.add_argument(
+        "--plot_only",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Redraw the figures from out_dir/training.json without training.",
+    )
     trn.set_defaults(func=train)
     return parser.parse_args(argv)
 

@@ -23,6 +23,16 @@ from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
 from vanilla_transformer.recipe.tokenization import SPECIAL_TOKEN_KWARGS, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+# A few sentences for translation and scoring tests (the echo model translates them perfectly).
+SENTENCES = [
+    "the big dog saw the small cat in the house",
+    "a red house",
+    "the cat runs to the blue house and the dog runs too",
+    "la casa roja es grande",
+    "el perro vio al gato",
+    "in the beginning",
+    "and the small green dog was in the big red house of the cat",
+]
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the project's convention
 WORDS = list(  # unique: each word one id
     dict.fromkeys(
@@ -172,6 +182,7 @@ def write_jsonl(path: Path, rows) -> Path:
             row = {"translation": {"en": row[0], "es": row[1]}}
         return json.dumps(row, ensure_ascii=False)
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -206,3 +217,30 @@ def run_script(script: str, *args, env: dict | None = None, timeout: float = 300
         },
         **kwargs,
     )
+
+
+def save_tiny_model(folder: Path, tokenizer) -> Path:
+    """A tiny model (seed 0, 128 positions) for `tokenizer`'s vocabulary, saved with the
+    tokenizer in `folder`."""
+    torch.manual_seed(0)
+    tiny_model(vocab_size=len(tokenizer), max_position_embeddings=128).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def incremental_logits(model, input_ids, attention_mask, decoder_input_ids):
+    """The decoder's logits computed one position at a time through the key/value cache, as
+    generation does: (B, T, vocab), and the final cache."""
+    encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    cache, steps = None, []
+    for t in range(decoder_input_ids.shape[1]):
+        out = model(
+            encoder_outputs=encoder_outputs,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids[:, t : t + 1],
+            cache=cache,
+            use_cache=True,
+        )
+        cache = getattr(out, CACHE_OUTPUT_FIELD)
+        steps.append(out.logits[:, 0])
+    return torch.stack(steps, dim=1), cache

@@ -12,13 +12,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-from tests.conftest import tiny_config
+from tests.conftest import incremental_logits, tiny_config
 from vanilla_transformer import (
     VanillaTransformerConfig,
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
-from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD, shift_tokens_right
+from vanilla_transformer.modeling_vanilla_transformer import shift_tokens_right
 
 SCALINGS = ["sqrt_dk", "key_norm_sum"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,18 +305,8 @@ def test_incremental_decoding_with_cache_reproduces_the_full_forward(scaling):
     model = build(attention_scaling=scaling)
     x, mask, y = batch()
     full = model(input_ids=x, attention_mask=mask, decoder_input_ids=y).logits
-    encoder_outputs = model.get_encoder()(input_ids=x, attention_mask=mask)
-    cache = None
-    for t in range(y.shape[1]):
-        out = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=mask,
-            decoder_input_ids=y[:, t : t + 1],
-            cache=cache,
-            use_cache=True,
-        )
-        cache = getattr(out, CACHE_OUTPUT_FIELD)
-        torch.testing.assert_close(out.logits[:, 0], full[:, t], rtol=1e-4, atol=1e-5)
+    stepped, cache = incremental_logits(model, x, mask, y)
+    torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-5)
     assert cache.get_seq_length() == y.shape[1]
 
 

@@ -8,9 +8,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import tiny_config
+from tests.conftest import incremental_logits, tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
 
 VOCAB = 24
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,18 +81,8 @@ def test_incremental_decoding_with_cache_equals_the_full_forward(model, data):
     x, src_mask, y, _ = data
     with torch.no_grad():
         full = model(input_ids=x, attention_mask=src_mask, decoder_input_ids=y).logits
-        encoder_outputs = model.get_encoder()(input_ids=x, attention_mask=src_mask)
-        cache = None
-        for t in range(y.shape[1]):
-            out = model(
-                encoder_outputs=encoder_outputs,
-                attention_mask=src_mask,
-                decoder_input_ids=y[:, t : t + 1],
-                cache=cache,
-                use_cache=True,
-            )
-            cache = getattr(out, CACHE_OUTPUT_FIELD)
-            torch.testing.assert_close(out.logits[:, 0], full[:, t], rtol=0, atol=1e-4)
+        stepped, _ = incremental_logits(model, x, src_mask, y)
+    torch.testing.assert_close(stepped, full, rtol=0, atol=1e-4)
 
 
 @SETTINGS

@@ -5,17 +5,18 @@ line, batched by tokens and restored to the input order."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.conftest import REPO, tiny_config
+from tests.conftest import SENTENCES as SHARED_SENTENCES
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 from vanilla_transformer.translation import GenerationOptions, token_batches, translate_lines
 
-REPO = Path(__file__).resolve().parents[1]
+# Two sentences, an empty line, two more.
+SENTENCES = [*SHARED_SENTENCES[:2], "", SHARED_SENTENCES[2], SHARED_SENTENCES[4]]
 SENTENCES = [
     "the big dog saw the small cat in the house",
     "a red house",

@@ -10,7 +10,7 @@ import sacrebleu.metrics
 import torch
 from torch import nn
 
-from tests.conftest import run_script, tiny_config
+from tests.conftest import REPO, SENTENCES, run_script, save_tiny_model, tiny_config, write_jsonl
 from vanilla_transformer import (
     VanillaTransformerConfig,
     VanillaTransformerForConditionalGeneration,
@@ -18,17 +18,6 @@ from vanilla_transformer import (
 )
 from vanilla_transformer.recipe.evaluation import compute_bleu, evaluate_translation, translate
 from vanilla_transformer.recipe.tokenization import train_tokenizer
-
-REPO = Path(__file__).resolve().parents[2]
-SENTENCES = [
-    "the big dog saw the small cat in the house",
-    "a red house",
-    "the cat runs to the blue house and the dog runs too",
-    "la casa roja es grande",
-    "el perro vio al gato",
-    "in the beginning",
-    "and the small green dog was in the big red house of the cat",
-]
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +163,9 @@ def test_evaluate_translation_names_a_missing_language(bpe_tokenizer):
 
 
 def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
-    model_dir = tmp_path / "model"
-    tiny_model(len(bpe_tokenizer)).save_pretrained(model_dir)
-    bpe_tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "model", bpe_tokenizer)
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    with open(data_dir / "test.jsonl", "w", encoding="utf-8") as f:
-        for s in SENTENCES:
-            f.write(json.dumps({"translation": {"en": s, "es": s}}) + "\n")
+    write_jsonl(data_dir / "test.jsonl", [(s, s) for s in SENTENCES])
     hyp, results = tmp_path / "hyp.txt", tmp_path / "scores.json"
     proc = run_script(
         "evaluate_model.py",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
-from tests.conftest import run_script, tiny_config
+from tests.conftest import run_script, save_tiny_model, tiny_config, write_jsonl
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.recipe.finetuning import make_compute_metrics
 from vanilla_transformer.recipe.tokenization import train_tokenizer
@@ -85,14 +85,11 @@ def test_compute_metrics_decodes_around_minus_100_padding(tokenizer):
 
 
 def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp_path, tokenizer):
-    model_dir = tmp_path / "pretrained"
-    tiny_model(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "pretrained", tokenizer)
     data = tmp_path / "data"
-    data.mkdir()
     rows = word_by_word_pairs(80)
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:72]))
-    (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[72:]))
+    write_jsonl(data / "train.jsonl", rows[:72])
+    write_jsonl(data / "validation.jsonl", rows[72:])
     out = tmp_path / "finetuned"
     proc = run_script(
         "finetune.py",
