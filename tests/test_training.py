@@ -202,7 +202,9 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
         "checkpoint_10", "checkpoint_20", "checkpoint_30"]  # fmt: skip
     # No state that accelerate would unpickle with weights_only=False (its custom objects).
     assert not list(out.glob("checkpoints/*/custom_checkpoint_*"))
-    assert "scheduler" in json.loads((out / "checkpoints/checkpoint_30/trainer_state.json").read_text())
+    assert "scheduler" in json.loads(
+        (out / "checkpoints/checkpoint_30/trainer_state.json").read_text()
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["skipped_updates"] == 0
     assert "checkpoint_20, checkpoint_30" in summary["averaging"]

@@ -276,11 +276,7 @@ def fix_chapter_opening_caps(text: str) -> str:
         if not ((_UPPER_WORD_RE.match(core) and core.isupper()) or one_letter):
             break
         previous = tokens[i - 1] if i > 0 else ""
-        opens_sentence = (
-            i == 0
-            or token[0] in "¿¡"
-            or previous.endswith((".", "!", "?", ":"))
-        )
+        opens_sentence = i == 0 or token[0] in "¿¡" or previous.endswith((".", "!", "?", ":"))
         new_core = core.capitalize() if opens_sentence else core.lower()
         tokens[i] = token.replace(core, new_core, 1)
         i += 1
@@ -404,9 +400,7 @@ def find_misaligned(
     if not pairs:
         return Misalignment(frozenset(), frozenset())
     idf = _anchor_idf(pairs)
-    ratios = [
-        math.log(len(p.es.text) / len(p.en.text)) for p in pairs if p.en.text and p.es.text
-    ]
+    ratios = [math.log(len(p.es.text) / len(p.en.text)) for p in pairs if p.en.text and p.es.text]
     log_ratio_mean = sum(ratios) / len(ratios) if ratios else 0.0
 
     def score(en: Verse, es: Verse) -> float:
@@ -668,8 +662,11 @@ def data_card(english: str, report: FilterReport, min_ratio: float, max_ratio: f
 Built by `vanilla_transformer.bible.build_bible_corpus` (corpus version {CORPUS_VERSION}) from
 Debian's SWORD modules (`{APT_INSTALL_LINE}`).
 
-- **English**: `{module}` ({'King James Version, archaic, the closer pair' if english == 'kjv'
-    else 'World English Bible, modern English, a looser pair'}).
+- **English**: `{module}` ({
+        "King James Version, archaic, the closer pair"
+        if english == "kjv"
+        else "World English Bible, modern English, a looser pair"
+    }).
 - **Spanish**: `{SPANISH_MODULE}`, Reina-Valera 1909. Its Spanish is archaic: "á" as a
   preposition, "fué", "vió", "Jehová", enclitic pronouns ("díjole"). Outputs will learn it.
 - **Licence**: the texts are public domain (Debian copyright files); the packaging is GPL-2+.

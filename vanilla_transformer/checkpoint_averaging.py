@@ -155,8 +155,13 @@ class _Averager:
                 raise TypeError(f"{name}: {key!r} is a {type(value).__name__}, not a tensor.")
             self.dtypes[key], self.shapes[key] = value.dtype, value.shape
             # Tensors sharing memory in the first dict (tied weights) are averaged once.
-            ident = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(),
-                     tuple(value.shape), tuple(value.stride()))
+            ident = (
+                value.device,
+                value.untyped_storage().data_ptr(),
+                value.storage_offset(),
+                tuple(value.shape),
+                tuple(value.stride()),
+            )
             if value.numel() > 0 and ident in storage_owner:
                 self.aliases[key] = storage_owner[ident]
                 continue
@@ -280,8 +285,10 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         for child in parent.iterdir():
             step = _step_of(child)
             weights = (SAFE_WEIGHTS, SAFE_WEIGHTS_INDEX, TORCH_WEIGHTS)
-            if child.is_dir() and step is not None and any(
-                (child / name).is_file() for name in weights
+            if (
+                child.is_dir()
+                and step is not None
+                and any((child / name).is_file() for name in weights)
             ):
                 found.append((step, str(child), child))
     return [path for _, _, path in sorted(found)]

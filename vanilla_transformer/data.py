@@ -210,8 +210,13 @@ def _drop_empty(
         kept = dataset.filter(keep, batched=True, num_proc=num_proc, desc=f"empty pairs {split}")
         dropped = len(dataset) - len(kept)
         if dropped:
-            logger.warning("%s: dropped %d pairs with an empty %s or %s side", split, dropped,
-                           src_lang, tgt_lang)
+            logger.warning(
+                "%s: dropped %d pairs with an empty %s or %s side",
+                split,
+                dropped,
+                src_lang,
+                tgt_lang,
+            )
         out[split] = kept
     return datasets.DatasetDict(out)
 
@@ -248,12 +253,12 @@ def load_translation_dataset(
             row is malformed (file and line).
     """
     path = Path(name_or_path)
-    if path.is_dir() and (
-        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
-    ):
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))
-        ds = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(
-            {"train": loaded}
+        ds = (
+            loaded
+            if isinstance(loaded, datasets.DatasetDict)
+            else datasets.DatasetDict({"train": loaded})
         )
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in JSONL_SUFFIXES + TSV_SUFFIXES)
@@ -274,8 +279,10 @@ def load_translation_dataset(
         loaded = datasets.load_dataset(
             str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs
         )
-        ds = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(
-            {"train": loaded}
+        ds = (
+            loaded
+            if isinstance(loaded, datasets.DatasetDict)
+            else datasets.DatasetDict({"train": loaded})
         )
 
     for split, dataset in ds.items():
@@ -345,7 +352,11 @@ def tokenize_translation_dataset(
         }
         logger.info(
             "%s: kept %d of %d pairs; dropped %d longer than %d source / %d target tokens",
-            split, len(kept), len(encoded), len(encoded) - len(kept), max_source_length,
+            split,
+            len(kept),
+            len(encoded),
+            len(encoded) - len(kept),
+            max_source_length,
             max_target_length,
         )
         out[split] = kept

@@ -121,15 +121,25 @@ def finetune(config: FinetuneConfig) -> dict:
     # evaluating; the saved model gets this clean copy back.
     generation_config = copy.deepcopy(model.generation_config)
 
-    corpus = load_corpus(config.dataset, config.src_lang, config.tgt_lang, config.dataset_config,
-                         config.english, config.bible_cache_dir)
+    corpus = load_corpus(
+        config.dataset,
+        config.src_lang,
+        config.tgt_lang,
+        config.dataset_config,
+        config.english,
+        config.bible_cache_dir,
+    )
     splits = {"train": _first(load_split(corpus, config.train_split), config.max_train_samples)}
     if config.eval_split:
         splits["eval"] = _first(load_split(corpus, config.eval_split), config.max_eval_samples)
     tokenized = {}
     for name, split in splits.items():
         tokenized[name], counts = tokenize_translation_dataset(
-            split, tokenizer, config.src_lang, config.tgt_lang, config.max_source_length,
+            split,
+            tokenizer,
+            config.src_lang,
+            config.tgt_lang,
+            config.max_source_length,
             config.max_target_length,
         )
         logger.info("%s: %s", name, counts)
@@ -183,8 +193,13 @@ def finetune(config: FinetuneConfig) -> dict:
     trainer.save_model(str(final_dir))
     signatures = compute_metrics.signatures
     if metrics is not None:
-        logger.info("eval BLEU %.2f chrF %.2f (%s; %s)", metrics["eval_bleu"], metrics["eval_chrf"],
-                    signatures.get("bleu_signature"), signatures.get("chrf_signature"))
+        logger.info(
+            "eval BLEU %.2f chrF %.2f (%s; %s)",
+            metrics["eval_bleu"],
+            metrics["eval_chrf"],
+            signatures.get("bleu_signature"),
+            signatures.get("chrf_signature"),
+        )
     return {
         "log_history": trainer.state.log_history,
         "eval": metrics,

@@ -101,12 +101,19 @@ _LANGUAGE_NAMES = {
     "pt": "Portuguese", "nl": "Dutch", "ro": "Romanian", "cs": "Czech", "ru": "Russian",
     "zh": "Chinese", "ja": "Japanese", "ar": "Arabic", "fi": "Finnish", "tr": "Turkish",
 }  # fmt: skip
-_PLACEHOLDER_RE = re.compile(r"^\s*(todo|tbd|tba|fixme|n/?a|none|null|\?+|x{3,}|\.{3}|<[^>]*>)\s*$",
-                             re.IGNORECASE)
+_PLACEHOLDER_RE = re.compile(
+    r"^\s*(todo|tbd|tba|fixme|n/?a|none|null|\?+|x{3,}|\.{3}|<[^>]*>)\s*$", re.IGNORECASE
+)
 # User access tokens look like `hf_` + 30+ letters/digits.
 _TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
-_INT_FIELDS = ("train_samples", "train_steps", "train_tokens", "test_samples", "num_beams",
-               "num_parameters")
+_INT_FIELDS = (
+    "train_samples",
+    "train_steps",
+    "train_tokens",
+    "test_samples",
+    "num_beams",
+    "num_parameters",
+)
 _SCORE_FIELDS = ("test_bleu", "test_chrf")
 REQUIRED_HUB_FILES = (
     "README.md",
@@ -162,8 +169,8 @@ def bible_card_info(english: str = "kjv", data_card: str | None = None) -> dict:
         ),
         "limitations": [
             "Archaic Spanish: the outputs imitate the Reina-Valera 1909 (1909 spelling and "
-            "style: \"á\" as a preposition, \"fué\", \"vió\", \"Jehová\", enclitic pronouns such "
-            "as \"díjole\"), not modern Spanish.",
+            'style: "á" as a preposition, "fué", "vió", "Jehová", enclitic pronouns such '
+            'as "díjole"), not modern Spanish.',
             "Bible domain only: about 31,000 verse pairs of one text. Names, vocabulary and "
             "phrasing outside the Bible are translated poorly or not at all.",
             "A tiny model trained for a short time on CPU: expect fluent-looking but wrong or "
@@ -202,8 +209,10 @@ def _check_card_info(card_info: Mapping) -> dict:
         value = info.get(name)
         if value is None and name.startswith("validation"):
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and 0 <= value <= 100
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 <= value <= 100)
         ):
             raise ValueError(f"card_info[{name!r}] must be a number in [0, 100], got {value!r}.")
     for name in ("bleu_signature", "chrf_signature"):
@@ -266,9 +275,15 @@ def _architecture(config: Mapping, num_parameters: int) -> tuple[list[tuple[str,
         heads = f"{heads} (encoder) / {get('decoder_attention_heads')} (decoder)"
     tied = get("tie_word_embeddings", True)
     rows = [
-        ("Parameters", f"{num_parameters:,}"
-         + (" (one matrix shared by source and target embeddings and the output projection)"
-            if tied else "")),
+        (
+            "Parameters",
+            f"{num_parameters:,}"
+            + (
+                " (one matrix shared by source and target embeddings and the output projection)"
+                if tied
+                else ""
+            ),
+        ),
         ("Layers N (encoder + decoder)", f"{get('encoder_layers')} + {get('decoder_layers')}"),
         ("d_model", _cell(d_model)),
         ("d_ff", _cell(ffn)),
@@ -310,8 +325,9 @@ def _architecture(config: Mapping, num_parameters: int) -> tuple[list[tuple[str,
 def _demote_headings(markdown: str) -> str:
     """Strip YAML front matter and push headings two levels down, to nest a data card."""
     text = re.sub(r"\A---\n.*?\n---\n", "", markdown.strip() + "\n", flags=re.S)
-    return re.sub(r"^(#{1,4}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text,
-                  flags=re.M).strip()
+    return re.sub(
+        r"^(#{1,4}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text, flags=re.M
+    ).strip()
 
 
 def _card_data(info: Mapping) -> ModelCardData:
@@ -324,17 +340,32 @@ def _card_data(info: Mapping) -> ModelCardData:
         dataset_config=info["dataset_config"],
     )
     results = [
-        EvalResult(**common, dataset_split=info["eval_split"], metric_type="bleu",
-                   metric_name="BLEU", metric_value=round(float(info["test_bleu"]), 2)),
-        EvalResult(**common, dataset_split=info["eval_split"], metric_type="chrf",
-                   metric_name="chrF", metric_value=round(float(info["test_chrf"]), 2)),
+        EvalResult(
+            **common,
+            dataset_split=info["eval_split"],
+            metric_type="bleu",
+            metric_name="BLEU",
+            metric_value=round(float(info["test_bleu"]), 2),
+        ),
+        EvalResult(
+            **common,
+            dataset_split=info["eval_split"],
+            metric_type="chrf",
+            metric_name="chrF",
+            metric_value=round(float(info["test_chrf"]), 2),
+        ),
     ]
     for metric, name in (("bleu", "BLEU"), ("chrf", "chrF")):
         value = info.get(f"validation_{metric}")
         if value is not None:
             results.append(
-                EvalResult(**common, dataset_split=info["validation_split"], metric_type=metric,
-                           metric_name=name, metric_value=round(float(value), 2))
+                EvalResult(
+                    **common,
+                    dataset_split=info["validation_split"],
+                    metric_type=metric,
+                    metric_name=name,
+                    metric_value=round(float(value), 2),
+                )
             )
     tags = ["translation", "vanilla-transformer", "encoder-decoder", "custom_code"]
     tags += [t for t in info["tags"] if t not in tags]
@@ -375,17 +406,27 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         ("Hardware", _cell(info["hardware"])),
         ("Wall-clock time", _duration(info["training_time"])),
     ]
-    eval_rows = [{
-        "split": info["eval_split"], "samples": f"{info['test_samples']:,}",
-        "bleu": f"{info['test_bleu']:.2f}", "chrf": f"{info['test_chrf']:.2f}",
-    }]
+    eval_rows = [
+        {
+            "split": info["eval_split"],
+            "samples": f"{info['test_samples']:,}",
+            "bleu": f"{info['test_bleu']:.2f}",
+            "chrf": f"{info['test_chrf']:.2f}",
+        }
+    ]
     if info.get("validation_bleu") is not None:
-        eval_rows.append({
-            "split": info["validation_split"],
-            "samples": f"{info['validation_samples']:,}" if info.get("validation_samples") else "",
-            "bleu": f"{info['validation_bleu']:.2f}",
-            "chrf": "" if info.get("validation_chrf") is None else f"{info['validation_chrf']:.2f}",
-        })
+        eval_rows.append(
+            {
+                "split": info["validation_split"],
+                "samples": f"{info['validation_samples']:,}"
+                if info.get("validation_samples")
+                else "",
+                "bleu": f"{info['validation_bleu']:.2f}",
+                "chrf": ""
+                if info.get("validation_chrf") is None
+                else f"{info['validation_chrf']:.2f}",
+            }
+        )
     generation = {**OPTIONAL_CARD_FIELDS["generation"], **(info.get("generation") or {})}
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined,

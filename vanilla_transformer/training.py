@@ -112,7 +112,9 @@ class TrainingConfig:
 
     preset: str | None = _f(None, "Start from a preset: base, big or cpu-small.")
     # Data
-    dataset: str = _f("bible", "'bible' (offline Bible EN-ES) or a load_translation_dataset source.")
+    dataset: str = _f(
+        "bible", "'bible' (offline Bible EN-ES) or a load_translation_dataset source."
+    )
     dataset_config: str | None = _f(None, "Hub dataset config name (e.g. de-en).")
     english: str = _f("kjv", "English side of the Bible corpus: kjv or web.")
     bible_cache_dir: str = _f("data_cache/bible", "Where the Bible corpus is built and cached.")
@@ -358,8 +360,12 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
 
     with accelerator.main_process_first():
         corpus = load_corpus(
-            config.dataset, config.src_lang, config.tgt_lang, config.dataset_config,
-            config.english, config.bible_cache_dir,
+            config.dataset,
+            config.src_lang,
+            config.tgt_lang,
+            config.dataset_config,
+            config.english,
+            config.bible_cache_dir,
         )
         if "train" not in corpus:
             raise ValueError(f"dataset {config.dataset!r} has no train split: {list(corpus)}")
@@ -368,15 +374,20 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
             if accelerator.is_main_process:
                 logger.info(f"training a {config.tokenizer_vocab_size}-token BPE into {tok_dir}")
                 tokenizer = train_tokenizer(
-                    corpus["train"], vocab_size=config.tokenizer_vocab_size,
+                    corpus["train"],
+                    vocab_size=config.tokenizer_vocab_size,
                     languages=[config.src_lang, config.tgt_lang],
                     model_max_length=config.max_position_embeddings,
                 )
                 tokenizer.save_pretrained(tok_dir)
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         tokenized, counts = tokenize_translation_dataset(
-            corpus, tokenizer, config.src_lang, config.tgt_lang,
-            config.max_source_length, config.max_target_length,
+            corpus,
+            tokenizer,
+            config.src_lang,
+            config.tgt_lang,
+            config.max_source_length,
+            config.max_target_length,
         )
     return corpus, tokenizer, tokenized, counts
 
@@ -434,13 +445,26 @@ def validation_loss(model, loader, accelerator: Accelerator, epsilon: float) -> 
     return {"loss": totals[0].item() / tokens, "nll": nll, "ppl": math.exp(min(nll, 50))}
 
 
-def bleu_on(model, tokenizer, split, config: TrainingConfig, samples: int | None, beams: int,
-            length_penalty: float = 0.6) -> dict:
+def bleu_on(
+    model,
+    tokenizer,
+    split,
+    config: TrainingConfig,
+    samples: int | None,
+    beams: int,
+    length_penalty: float = 0.6,
+) -> dict:
     from .evaluation import evaluate_translation
 
     return evaluate_translation(
-        model, tokenizer, split, config.src_lang, config.tgt_lang,
-        batch_size=config.eval_batch_size, num_beams=beams, length_penalty=length_penalty,
+        model,
+        tokenizer,
+        split,
+        config.src_lang,
+        config.tgt_lang,
+        batch_size=config.eval_batch_size,
+        num_beams=beams,
+        length_penalty=length_penalty,
         max_samples=samples,
     )
 
@@ -460,8 +484,10 @@ def hardware_description(accelerator: Accelerator) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"CPU: {cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) x "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) x "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 def _trackers(log_with: str) -> list[str] | None:
@@ -538,23 +564,38 @@ def train(config: TrainingConfig) -> dict:
     model = build_model(config, len(tokenizer))
     collator = make_collator(tokenizer, model)
     sampler = TokenBudgetBatchSampler.from_dataset(
-        train_set, max_tokens=config.batch_tokens, seed=config.seed,
-        num_replicas=world, rank=accelerator.process_index,
+        train_set,
+        max_tokens=config.batch_tokens,
+        seed=config.seed,
+        num_replicas=world,
+        rank=accelerator.process_index,
     )
     # The loader is not passed to `prepare`: the sampler shards by rank itself, so the data order
     # is fixed by (seed, epoch) alone and resumes exactly.
     # Its own generator: each new iterator draws a base seed, which must not come from the global
     # RNG that dropout uses, or a resumed run would see other dropout masks.
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collator,
-                        generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     val_loader = None
     if "validation" in tokenized and config.eval_steps > 0:
         val_sampler = TokenBudgetBatchSampler.from_dataset(
-            tokenized["validation"], max_tokens=config.batch_tokens, shuffle=False,
-            num_replicas=world, rank=accelerator.process_index, drop_last=True,
+            tokenized["validation"],
+            max_tokens=config.batch_tokens,
+            shuffle=False,
+            num_replicas=world,
+            rank=accelerator.process_index,
+            drop_last=True,
         )
-        val_loader = DataLoader(tokenized["validation"], batch_sampler=val_sampler,
-                                collate_fn=collator, generator=torch.Generator())
+        val_loader = DataLoader(
+            tokenized["validation"],
+            batch_sampler=val_sampler,
+            collate_fn=collator,
+            generator=torch.Generator(),
+        )
     optimizer, scheduler = build_optimizer_and_scheduler(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Stepped by hand once per update: `prepare` would step it once per process. Its state goes
@@ -563,8 +604,16 @@ def train(config: TrainingConfig) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     num_parameters = unwrapped.num_parameters()
 
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "target_tokens": 0,
-             "train_seconds": 0.0, "skipped_updates": 0, "last_eval": None}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batches_done": 0,
+        "tokens": 0,
+        "target_tokens": 0,
+        "train_seconds": 0.0,
+        "skipped_updates": 0,
+        "last_eval": None,
+    }
     if config.resume_from_checkpoint:
         path = resolve_checkpoint(run_dir, config.resume_from_checkpoint)
         accelerator.load_state(str(path))
@@ -576,8 +625,11 @@ def train(config: TrainingConfig) -> dict:
     )
     trackers = _trackers(config.log_with)
     if trackers:
-        flat = {k: v for k, v in dataclasses.asdict(config).items()
-                if isinstance(v, (int, float, str, bool))}
+        flat = {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if isinstance(v, (int, float, str, bool))
+        }
         accelerator.init_trackers("vanilla_transformer", config=flat)
     logger.info(
         f"{num_parameters:,} parameters; {len(train_set)} training pairs; {world} process(es) x "
@@ -586,8 +638,13 @@ def train(config: TrainingConfig) -> dict:
     )
 
     stream = micro_batches(loader, sampler, state["epoch"])
-    progress = tqdm(total=config.max_steps, initial=state["step"], desc="train",
-                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    progress = tqdm(
+        total=config.max_steps,
+        initial=state["step"],
+        desc="train",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
     start = time.time() - state["train_seconds"]
     last_checkpoint_time = time.time()
     window_tokens, window_start, loss_ema = 0, time.time(), None
@@ -595,8 +652,10 @@ def train(config: TrainingConfig) -> dict:
     model.train()
 
     def any_process(flag: bool) -> bool:
-        return accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device),
-                                  "sum").item() > 0
+        return (
+            accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item()
+            > 0
+        )
 
     def snapshot() -> dict:
         return {**state, "train_seconds": time.time() - start, "scheduler": scheduler.state_dict()}
@@ -612,9 +671,12 @@ def train(config: TrainingConfig) -> dict:
             epoch_after = epoch_now
             batches.append({k: v.to(accelerator.device) for k, v in batch.items()})
         local = torch.tensor(
-            [sum(int((b["labels"] != -100).sum()) for b in batches),
-             sum(int(b["attention_mask"].sum()) for b in batches)],
-            dtype=torch.float64, device=accelerator.device,
+            [
+                sum(int((b["labels"] != -100).sum()) for b in batches),
+                sum(int(b["attention_mask"].sum()) for b in batches),
+            ],
+            dtype=torch.float64,
+            device=accelerator.device,
         )
         target_tokens, source_tokens = accelerator.reduce(local, "sum").tolist()
         # accelerator.backward divides by G and DDP averages over processes: undo both, so that
@@ -636,9 +698,11 @@ def train(config: TrainingConfig) -> dict:
         if any_process(not finite):
             optimizer.zero_grad(set_to_none=True)
             state["skipped_updates"] += 1
-            logger.warning(f"non-finite loss or gradient at update {state['step'] + 1}: "
-                           f"{'skipped' if config.nan_policy == 'skip' else 'stopping'} "
-                           f"({state['skipped_updates']} so far)")
+            logger.warning(
+                f"non-finite loss or gradient at update {state['step'] + 1}: "
+                f"{'skipped' if config.nan_policy == 'skip' else 'stopping'} "
+                f"({state['skipped_updates']} so far)"
+            )
             accelerator.log({"train/skipped_updates": state["skipped_updates"]}, step=state["step"])
             if config.nan_policy == "stop":
                 save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
@@ -667,8 +731,13 @@ def train(config: TrainingConfig) -> dict:
             tok_s = window_tokens / max(elapsed, 1e-9)
             lr = scheduler.get_last_lr()[0]
             progress.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
-            record = {"train/loss": update_loss, "train/loss_ema": loss_ema, "train/lr": lr,
-                      "train/tokens_per_s": tok_s, "train/epoch": state["epoch"]}
+            record = {
+                "train/loss": update_loss,
+                "train/loss_ema": loss_ema,
+                "train/lr": lr,
+                "train/tokens_per_s": tok_s,
+                "train/epoch": state["epoch"],
+            }
             accelerator.log(record, step=state["step"])
             append_log(accelerator, run_dir, {"step": state["step"], **record})
             window_tokens, window_start = 0, time.time()
@@ -692,8 +761,9 @@ def train(config: TrainingConfig) -> dict:
             break
     progress.close()
     state["train_seconds"] = time.time() - start
-    summary = finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_reason,
-                     num_parameters)
+    summary = finish(
+        model, accelerator, tokenizer, corpus, counts, config, state, stop_reason, num_parameters
+    )
     accelerator.end_training()
     return summary
 
@@ -701,11 +771,19 @@ def train(config: TrainingConfig) -> dict:
 def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, config, step):
     if val_loader is None:
         return None
-    metrics = {f"val/{k}": v for k, v in
-               validation_loss(model, val_loader, accelerator, config.label_smoothing).items()}
+    metrics = {
+        f"val/{k}": v
+        for k, v in validation_loss(model, val_loader, accelerator, config.label_smoothing).items()
+    }
     if accelerator.is_main_process and config.eval_bleu_samples > 0:
-        scores = bleu_on(accelerator.unwrap_model(model), tokenizer, corpus["validation"], config,
-                         config.eval_bleu_samples, config.eval_num_beams)
+        scores = bleu_on(
+            accelerator.unwrap_model(model),
+            tokenizer,
+            corpus["validation"],
+            config,
+            config.eval_bleu_samples,
+            config.eval_num_beams,
+        )
         metrics.update({"val/bleu": scores["bleu"], "val/chrf": scores["chrf"]})
     accelerator.wait_for_everyone()
     accelerator.log(metrics, step=step)
@@ -716,19 +794,26 @@ def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, 
     return metrics
 
 
-def finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_reason,
-           num_parameters) -> dict:
+def finish(
+    model, accelerator, tokenizer, corpus, counts, config, state, stop_reason, num_parameters
+) -> dict:
     """Average the last checkpoints, score the final splits, write the Hub folder and summary."""
     from .checkpoint_averaging import average_checkpoints, load_averaged_weights
 
     run_dir = Path(config.output_dir)
     model = accelerator.unwrap_model(model)
     summary = {
-        "stop_reason": stop_reason, "steps": state["step"], "tokens": state["tokens"],
-        "target_tokens": state["target_tokens"], "train_seconds": state["train_seconds"],
-        "skipped_updates": state["skipped_updates"], "num_parameters": num_parameters,
-        "train_pairs": counts["train"]["kept"], "hardware": hardware_description(accelerator),
-        "last_eval": state["last_eval"], "scores": {},
+        "stop_reason": stop_reason,
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "target_tokens": state["target_tokens"],
+        "train_seconds": state["train_seconds"],
+        "skipped_updates": state["skipped_updates"],
+        "num_parameters": num_parameters,
+        "train_pairs": counts["train"]["kept"],
+        "hardware": hardware_description(accelerator),
+        "last_eval": state["last_eval"],
+        "scores": {},
     }
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
@@ -736,14 +821,25 @@ def finish(model, accelerator, tokenizer, corpus, counts, config, state, stop_re
     checkpoints = complete_checkpoints(run_dir)[-config.average_last :]
     if config.average_last > 1 and len(checkpoints) > 1:
         load_averaged_weights(model, average_checkpoints(checkpoints))
-        summary["averaging"] = (f"mean of the last {len(checkpoints)} checkpoints "
-                                f"({', '.join(p.name for p in checkpoints)})")
+        summary["averaging"] = (
+            f"mean of the last {len(checkpoints)} checkpoints "
+            f"({', '.join(p.name for p in checkpoints)})"
+        )
     for split in [s.strip() for s in config.final_eval_splits.split(",") if s.strip()]:
         if split in corpus:
-            summary["scores"][split] = bleu_on(model, tokenizer, corpus[split], config, None,
-                                               config.final_num_beams, config.final_length_penalty)
-            tqdm.write(f"[final] {split}: BLEU {summary['scores'][split]['bleu']:.2f} chrF "
-                       f"{summary['scores'][split]['chrf']:.2f}")
+            summary["scores"][split] = bleu_on(
+                model,
+                tokenizer,
+                corpus[split],
+                config,
+                None,
+                config.final_num_beams,
+                config.final_length_penalty,
+            )
+            tqdm.write(
+                f"[final] {split}: BLEU {summary['scores'][split]['bleu']:.2f} chrF "
+                f"{summary['scores'][split]['chrf']:.2f}"
+            )
     if config.save_hub and "test" in summary["scores"]:
         summary["hub_folder"] = str(save_final_hub_folder(model, tokenizer, config, summary))
         if config.push_to_hub:
@@ -765,8 +861,10 @@ def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dic
         info = bible_card_info(config.english, readme.read_text() if readme.is_file() else None)
     else:
         info = {
-            "src_lang": config.src_lang, "tgt_lang": config.tgt_lang,
-            "dataset_name": config.dataset, "dataset_id": Path(config.dataset).name or "local",
+            "src_lang": config.src_lang,
+            "tgt_lang": config.tgt_lang,
+            "dataset_name": config.dataset,
+            "dataset_id": Path(config.dataset).name or "local",
             "dataset_description": f"Parallel corpus loaded from `{config.dataset}`.",
             "intended_use": "Research and demonstration of the original Transformer recipe.",
             "limitations": ["Trained only on the data above, for a short time."],
@@ -776,15 +874,23 @@ def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dic
     info.update(
         model_name=f"vanilla-transformer-{preset}-{config.src_lang}-{config.tgt_lang}",
         repo_id=config.hub_model_id or f"local/vanilla-transformer-{preset}",
-        train_samples=summary["train_pairs"], train_steps=summary["steps"],
-        train_tokens=summary["tokens"], hardware=summary["hardware"],
+        train_samples=summary["train_pairs"],
+        train_steps=summary["steps"],
+        train_tokens=summary["tokens"],
+        hardware=summary["hardware"],
         training_time=summary["train_seconds"],
         hyperparameters={k: v for k, v in dataclasses.asdict(config).items() if k in HPARAMS},
-        test_bleu=test["bleu"], test_chrf=test["chrf"], test_samples=test["num_samples"],
-        bleu_signature=test["bleu_signature"], chrf_signature=test["chrf_signature"],
-        num_beams=config.final_num_beams, length_penalty=config.final_length_penalty,
-        validation_bleu=val.get("bleu"), validation_chrf=val.get("chrf"),
-        validation_samples=val.get("num_samples"), averaging=summary.get("averaging"),
+        test_bleu=test["bleu"],
+        test_chrf=test["chrf"],
+        test_samples=test["num_samples"],
+        bleu_signature=test["bleu_signature"],
+        chrf_signature=test["chrf_signature"],
+        num_beams=config.final_num_beams,
+        length_penalty=config.final_length_penalty,
+        validation_bleu=val.get("bleu"),
+        validation_chrf=val.get("chrf"),
+        validation_samples=val.get("num_samples"),
+        averaging=summary.get("averaging"),
     )
     folder = Path(config.hub_folder or Path(config.output_dir) / "hub")
     return save_hub_folder(model, tokenizer, folder, info)
