@@ -17,6 +17,7 @@ import argparse
 import copy
 import functools
 import os
+import warnings
 
 import gradio as gr
 import torch
@@ -37,9 +38,13 @@ def load_pipelines(model: str):
         from transformers import pipeline
 
         pipe = pipeline("translation", model=model, trust_remote_code=True)
-        fast_model = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(pipe.model).eval(), {torch.nn.Linear}, dtype=torch.qint8
-        )
+        with warnings.catch_warnings():
+            # torch deprecates its quantised tensor types in favour of torchao; the kernels ship.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            fast_model = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(pipe.model).eval(), {torch.nn.Linear}, dtype=torch.qint8
+            )
     else:
         pipe = translation_pipeline(model)
         fast_model = optimize_for_cpu_inference(pipe.model, mode="int8")

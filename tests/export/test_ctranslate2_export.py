@@ -151,3 +151,20 @@ def test_key_norm_sum_attention_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match=r"key_norm_sum.*1/sqrt\(d_k\)"):
         export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2")
     assert not (tmp_path / "ct2").exists()
+
+
+def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(tmp_path):
+    from readme_examples import readme_python_example, run_example
+
+    from vanilla_transformer.export.ctranslate2 import export_ctranslate2
+
+    model = trained_toy_model()
+    folder = export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2", quantization="int8")
+    verse = "In the beginning God created the heaven and the earth."
+    printed = run_example(
+        readme_python_example("Export to CTranslate2"),
+        {"exported/ct2": str(folder), verse: SENTENCES[1]},
+    )
+    # Beam 4, length penalty 0.6 on both sides (int8 weights in CTranslate2).
+    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1])[0]["translation_text"]
+    assert printed.strip() == expected
