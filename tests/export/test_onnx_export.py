@@ -13,17 +13,9 @@ from transformers import AutoTokenizer
 from vanilla_transformer import translation_pipeline
 
 MISSING = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
-TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
-pytestmark = [
-    pytest.mark.skipif(
-        bool(MISSING), reason=f"{MISSING} not installed (pip install -e '.[export]')"
-    ),
-    pytest.mark.skipif(
-        TORCH_VERSION < (2, 6),
-        reason=f"torch {torch.__version__}: the export uses torch.onnx.export(dynamo=True) with "
-        "dynamic_shapes, tested from torch 2.6 on",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"{MISSING} not installed (pip install -e '.[export]')"
+)
 
 CONFIGS = {
     "paper_post_ln_sinusoidal": {},
