@@ -198,8 +198,8 @@ def export_onnx(model, tokenizer, output_dir: str | os.PathLike) -> Path:
 
 
 class OnnxTranslator:
-    """Greedy translation with ONNX Runtime over an `export_onnx` folder (no torch needed at run
-    time beyond the tokenizer): `OnnxTranslator(folder)(["Hello"])` -> list of strings."""
+    """Greedy translation with ONNX Runtime over an `export_onnx` folder; the graphs hold the whole
+    model (no PyTorch model is loaded): `OnnxTranslator(folder)(["Hello"])` -> list of strings."""
 
     def __init__(self, folder: str | os.PathLike, intra_op_num_threads: int = 0):
         import onnxruntime
