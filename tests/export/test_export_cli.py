@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_config, word_tokenizer
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.cli.export import main, parse_args
+from vanilla_transformer.cli.export import build_parser, main, parse_args
 
 
 def test_quantization_is_refused_for_onnx_with_the_reason(capsys):
@@ -20,9 +20,15 @@ def test_quantization_is_refused_for_onnx_with_the_reason(capsys):
 def test_format_is_required_and_every_option_has_help():
     with pytest.raises(SystemExit):
         parse_args(["model", "out"])
-    from vanilla_transformer.cli import export
-
-    assert export.__doc__ and "--format" in export.__doc__
+    actions = [a for a in build_parser()._actions if a.dest != "help"]
+    assert {a.dest for a in actions} == {
+        "model",
+        "output_dir",
+        "format",
+        "quantization",
+        "tokenizer",
+    }
+    assert all(a.help for a in actions)
 
 
 @pytest.mark.skipif(

@@ -19,7 +19,7 @@ FORMATS = ("ctranslate2", "onnx")
 logger = logging.getLogger("vanilla_transformer.export")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     from vanilla_transformer.export.ctranslate2 import QUANTIZATIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,6 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--tokenizer", default=None, help="Tokenizer folder or Hub id (default: the model's)."
     )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.format == "onnx" and args.quantization != "float32":
         parser.error(f"--quantization {args.quantization} applies to --format ctranslate2 only.")
