@@ -13,6 +13,7 @@ FLOORS_VENV=${FLOORS_VENV:-.venv-floors}
 echo "== newest releases ($VENV)"
 VENV=$VENV bash scripts/setup.sh
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
 
 if [ -z "${SKIP_FLOORS:-}" ]; then

@@ -1,0 +1,200 @@
+"""Benchmark this model against transformers' MarianMTModel of identical shape (training, real-data
+batching, generate()), plus the opt-in int8 CPU inference path.
+
+    python scripts/benchmark.py                      # full run (CPU: ~15-30 min on 2 cores)
+    python scripts/benchmark.py --quick              # tiny shape, < 2 minutes
+    python scripts/benchmark.py --device cuda        # bf16 autocast training, GPU decoding
+    python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs int8
+
+Models are timed alternately (A B A B) after a warm-up: on a shared machine read the ratios.
+"""
+
+import os
+import sys
+
+# Must precede the OpenMP runtime's start (the torch import). With the default (active) waiting,
+# torch's worker threads spin at every parallel region's barrier; on a CPU shared with other
+# processes a spinning thread waits for a descheduled partner, and a tiny training step measured
+# 1.5-5 s instead of 0.19 s here. Passive waiting costs a few microseconds per region when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from research import benchmarking as bm  # noqa: E402
+from vanilla_transformer.inference import cpu_supports_bf16, optimize_for_cpu_inference  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=["run", "quantized-bleu"],
+        help="run: the benchmark (default); quantized-bleu: BLEU of a trained model "
+        "in float32 and int8 on the Bible test set",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["training", "real", "decoding"],
+        choices=["training", "real", "decoding"],
+        help="which benchmarks to run (default: all)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=None,
+        help=f"shapes to train ({', '.join(bm.SHAPES)}); default base tiny "
+        "(cpu), base big (cuda), tiny (--quick)",
+    )
+    parser.add_argument("--batch", type=int, default=None, help="training batch (sentences)")
+    parser.add_argument("--src-len", type=int, default=32, help="training source length")
+    parser.add_argument("--tgt-len", type=int, default=32, help="training target length")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--decode-shape", default=None, help="shape for generate() (default base)")
+    parser.add_argument(
+        "--new-tokens",
+        type=int,
+        default=32,
+        help="generated tokens per sentence (min = max, so both models match)",
+    )
+    parser.add_argument("--max-tokens", type=int, default=2500, help="token budget of real batches")
+    parser.add_argument("--real-steps", type=int, default=None, help="training steps on real data")
+    parser.add_argument(
+        "--corpus",
+        default=str(ROOT / "data_cache/bible/kjv-rv1909"),
+        help="Bible corpus folder (save_to_disk) for the real-data benchmark",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "data_cache/tokenizer"),
+        help="tokenizer folder for the real-data benchmark",
+    )
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure peak training memory in subprocesses (default: on unless --quick)",
+    )
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
+    parser.add_argument("--model", default=None, help="quantized-bleu: trained model folder")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="quantized-bleu: first N test pairs"
+    )
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    return parser.parse_args()
+
+
+def run_training(args, results):
+    cuda = args.device.startswith("cuda")
+    shapes = args.shapes or (
+        ["tiny"] if args.quick else ["base", "big"] if cuda else ["base", "tiny"]
+    )
+    batch = args.batch or (64 if cuda else 32)
+    repeats = args.repeats or (3 if args.quick else 10 if cuda else 5)
+    for shape in tqdm(shapes, desc="training"):
+        row = bm.bench_training(
+            shape,
+            batch,
+            args.src_len,
+            args.tgt_len,
+            repeats,
+            args.device,
+            autocast_dtype=torch.bfloat16 if cuda else None,
+        )
+        if cuda and args.compile:
+            row.update(
+                bm.bench_compiled_training(shape, batch, args.src_len, args.tgt_len, repeats)
+            )
+        if args.memory if args.memory is not None else not (args.quick or cuda):
+            for kind in ("ours", "marian"):
+                row[f"{kind}_peak_rss_mb"] = bm.peak_training_memory_mb(
+                    kind, shape, batch, args.src_len, args.tgt_len
+                )
+        results["training"].append(row)
+
+
+def run_real_data(args, results):
+    shape = "tiny" if args.quick else "base"
+    steps = args.real_steps or (3 if args.quick else 6)
+    if Path(args.corpus).exists() and Path(args.tokenizer).exists():
+        pairs, vocab = bm.bible_lengths(args.corpus, args.tokenizer)
+        source = f"Bible train split ({Path(args.corpus).name}), {len(pairs)} pairs"
+    else:
+        vocab = 8000
+        pairs = bm.synthetic_pairs(vocab)
+        source = "SYNTHETIC log-normal lengths (corpus or tokenizer missing)"
+    dims = {**bm.SHAPES[shape], "vocab_size": vocab}
+    row = bm.bench_real_data(pairs, dims, args.max_tokens, steps)
+    row.update(shape=shape, data=source)
+    results["real_data"] = row
+
+
+def run_decoding(args, results):
+    shape = args.decode_shape or ("tiny" if args.quick else "base")
+    ours, marian = bm.build_models(shape)
+    models = {"ours": ours.to(args.device), "marian": marian.to(args.device)}
+    if not args.device.startswith("cuda"):
+        models["ours_int8"] = optimize_for_cpu_inference(ours, "int8")
+        models["ours_colmajor"] = optimize_for_cpu_inference(ours, "fp32")
+        if cpu_supports_bf16():
+            models["ours_bf16"] = optimize_for_cpu_inference(ours, "bf16")
+    rows = bm.bench_decoding(
+        models,
+        ours.config.vocab_size,
+        new_tokens=args.new_tokens,
+        repeats=args.repeats or (3 if args.quick else 5),
+        device=args.device,
+    )
+    for row in rows:
+        row["shape"] = shape
+    results["decoding"] = rows
+
+
+def quantized_bleu(args):
+    if not args.model:
+        raise SystemExit("quantized-bleu needs --model FOLDER (a trained model with its tokenizer)")
+    report = bm.quantized_bleu(args.model, args.corpus, limit=args.limit)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command == "quantized-bleu":
+        return quantized_bleu(args)
+    results = {"machine": bm.machine_info(args.device), "quick": args.quick, "training": []}
+    if "training" in args.parts:
+        run_training(args, results)
+    if "real" in args.parts and not args.device.startswith("cuda"):
+        run_real_data(args, results)
+    if "decoding" in args.parts:
+        run_decoding(args, results)
+    results["machine"]["load_average_end"] = os.getloadavg()
+    print(bm.format_report(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Specification of `vanilla_transformer.recipe.evaluation` and `scripts/evaluate.py`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+from torch import nn
+
+from tests.conftest import tiny_config
+from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from vanilla_transformer.recipe.evaluation import compute_bleu, evaluate_translation, translate
+from vanilla_transformer.recipe.tokenization import train_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+SENTENCES = [
+    "the big dog saw the small cat in the house",
+    "a red house",
+    "the cat runs to the blue house and the dog runs too",
+    "la casa roja es grande",
+    "el perro vio al gato",
+    "in the beginning",
+    "and the small green dog was in the big red house of the cat",
+]
+
+
+def script_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    return train_tokenizer(SENTENCES * 3, vocab_size=300, min_frequency=1)
+
+
+def tiny_model(vocab_size: int, **overrides) -> VanillaTransformerForConditionalGeneration:
+    config = tiny_config(vocab_size=vocab_size, max_position_embeddings=128, **overrides)
+    torch.manual_seed(0)
+    return VanillaTransformerForConditionalGeneration(config)
+
+
+class EchoModel(nn.Module):
+    """A stand-in whose `generate` returns its input: a perfect 'translation' into the source
+    language, recording each call."""
+
+    def __init__(self, pad_token_id: int = 0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.config = VanillaTransformerConfig(vocab_size=400, pad_token_id=pad_token_id)
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        self.calls.append({"lengths": attention_mask.sum(1).tolist(), **kwargs})
+        return input_ids
+
+
+def test_bleu_and_chrf_of_identical_text_are_100():
+    scores = compute_bleu(SENTENCES, SENTENCES)
+    assert scores["bleu"] == pytest.approx(100.0)
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert set(scores) == {"bleu", "chrf", "bleu_signature", "chrf_signature"}
+
+
+def test_bleu_is_sacrebleu_corpus_score_with_13a_signature():
+    hypotheses = ["the dog saw a cat in the house", "a house that is red"]
+    scores = compute_bleu(hypotheses, SENTENCES[:2])
+    expected = sacrebleu.corpus_bleu(hypotheses, [SENTENCES[:2]])
+    assert scores["bleu"] == pytest.approx(expected.score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [SENTENCES[:2]]).score)
+    assert "tok:13a" in scores["bleu_signature"] and "nrefs:1" in scores["bleu_signature"]
+    assert scores["chrf_signature"].startswith("nrefs:1|")
+
+
+def test_compute_bleu_rejects_unequal_lengths_and_empty_input():
+    with pytest.raises(ValueError, match="same length"):
+        compute_bleu(["a b c d"], ["a b c d", "e f g h"])
+    with pytest.raises(ValueError, match="at least one"):
+        compute_bleu([], [])
+
+
+def test_translate_restores_input_order_and_batches_by_length(bpe_tokenizer):
+    model = EchoModel()
+    outputs = translate(
+        model, bpe_tokenizer, SENTENCES, batch_size=2, num_beams=3, length_penalty=0.7
+    )
+    assert outputs == SENTENCES  # the echo model is perfect, so any reordering shows
+    lengths = [n for call in model.calls for n in call["lengths"]]
+    assert lengths == sorted(lengths, reverse=True)  # longest first, similar lengths together
+    assert [len(call["lengths"]) for call in model.calls] == [2, 2, 2, 1]
+    assert all(c["num_beams"] == 3 and c["length_penalty"] == 0.7 for c in model.calls)
+
+
+def test_translate_in_batches_equals_one_sentence_at_a_time(bpe_tokenizer):
+    model = tiny_model(len(bpe_tokenizer))
+    batched = translate(model, bpe_tokenizer, SENTENCES, batch_size=3, max_new_tokens=6)
+    single = [
+        translate(model, bpe_tokenizer, [s], batch_size=1, max_new_tokens=6)[0] for s in SENTENCES
+    ]
+    assert batched == single
+
+
+def test_translate_restores_the_training_mode(bpe_tokenizer):
+    model = tiny_model(len(bpe_tokenizer)).train()
+    translate(model, bpe_tokenizer, SENTENCES[:2], num_beams=1, max_new_tokens=3)
+    assert model.training
+    assert translate(model, bpe_tokenizer, []) == []
+
+
+def test_evaluate_translation_writes_hypotheses_in_dataset_order(tmp_path, bpe_tokenizer):
+    rows = [{"translation": {"en": s, "es": s}} for s in SENTENCES]
+    out = tmp_path / "sub" / "hyp.txt"
+    scores = evaluate_translation(
+        EchoModel(),
+        bpe_tokenizer,
+        rows,
+        "en",
+        "es",
+        batch_size=3,
+        max_samples=5,
+        hypotheses_file=out,
+    )
+    assert scores["bleu"] == pytest.approx(100.0) and scores["num_samples"] == 5
+    assert out.read_text(encoding="utf-8").splitlines() == SENTENCES[:5]
+
+
+def test_evaluate_translation_names_a_missing_language(bpe_tokenizer):
+    rows = [{"translation": {"en": "a", "es": "b"}}]
+    with pytest.raises(ValueError, match="'fr'"):
+        evaluate_translation(EchoModel(), bpe_tokenizer, rows, "en", "fr")
+
+
+def test_evaluate_script_scores_a_saved_model(tmp_path, bpe_tokenizer):
+    model_dir = tmp_path / "model"
+    tiny_model(len(bpe_tokenizer)).save_pretrained(model_dir)
+    bpe_tokenizer.save_pretrained(model_dir)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open(data_dir / "test.jsonl", "w", encoding="utf-8") as f:
+        for s in SENTENCES:
+            f.write(json.dumps({"translation": {"en": s, "es": s}}) + "\n")
+    hyp, results = tmp_path / "hyp.txt", tmp_path / "scores.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            str(model_dir),
+            "--dataset",
+            str(data_dir),
+            *"--split test --num_beams 2 --batch_size 2 --max_samples 4".split(),
+            *"--max_new_tokens 5 --hypotheses_file".split(),
+            str(hyp),
+            "--results_json",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=script_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "BLEU = " in proc.stdout and "tok:13a" in proc.stdout and "chrF = " in proc.stdout
+    assert len(hyp.read_text(encoding="utf-8").splitlines()) == 4
+    record = json.loads(results.read_text())
+    assert record["num_samples"] == 4 and 0 <= record["bleu"] <= 100
+    assert record["num_beams"] == 2

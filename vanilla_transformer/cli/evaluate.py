@@ -1,0 +1,91 @@
+"""BLEU and chrF of a saved model on a translation dataset split (sacrebleu, detokenised text).
+
+Examples:
+    python scripts/evaluate.py runs/base/final                       # Bible KJV->RV1909, test split
+    python scripts/evaluate.py runs/base/final --split validation --num_beams 1
+    python scripts/evaluate.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
+
+Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
+order), and optionally the scores as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.publishing.safety import load_model
+from vanilla_transformer.recipe.evaluation import evaluate_translation
+from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
+
+
+@dataclass
+class EvaluateOptions:
+    split: str = option("test", "Split to score (test, validation, ...).")
+    hypotheses_file: str | None = option(
+        None,
+        "Where to write the hypotheses (default: hypotheses.<split>.txt in the current folder).",
+    )
+    results_json: str | None = option(None, "Also write the scores and settings to this file.")
+
+
+def parse_args(argv: list[str] | None = None):
+    """(CorpusOptions, DecodingOptions, EvaluateOptions, Namespace with `model`)."""
+    return parse_cli(
+        [CorpusOptions, DecodingOptions, EvaluateOptions],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("model", {"help": "A save_pretrained folder (model + tokenizer) or a Hub id."})
+        ],
+    )
+
+
+def default_device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    corpus_options, decoding, options, positional = parse_args(argv)
+    args = argparse.Namespace(
+        **vars(corpus_options), **vars(decoding), **vars(options), **vars(positional)
+    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    split = corpus_options.split(corpus_options.load(), args.split)
+    model = load_model(args.model)  # a local folder loads strictly: every weight or an error
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
+    scores = evaluate_translation(
+        model,
+        tokenizer,
+        split,
+        args.src_lang,
+        args.tgt_lang,
+        **{**asdict(decoding), "device": default_device(decoding.device)},
+        hypotheses_file=hypotheses_file,
+        show_progress=True,
+    )
+    print(
+        f"{args.model} on {args.dataset} [{args.split}], {scores['num_samples']} pairs, "
+        f"beam {args.num_beams}, length penalty {args.length_penalty}"
+    )
+    print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
+    print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")
+    print(f"hypotheses: {hypotheses_file}")
+    if args.results_json:
+        record = {**scores, **{k: v for k, v in vars(args).items() if k != "results_json"}}
+        Path(args.results_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results_json).write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Train the Transformer with the paper's recipe (Section 5) on the Bible EN-ES corpus or any
+parallel corpus; every option of `vanilla_transformer.recipe.training.TrainingConfig` is a flag.
+
+Examples:
+    python scripts/train.py --preset cpu-small --output_dir runs/cpu-small
+    python scripts/train.py --preset cpu-small --max_train_minutes 5 --eval_steps 0
+    python scripts/train.py --config my_run.yaml --lr_factor 0.5       # flags override the file
+    python scripts/train.py --output_dir runs/cpu-small --resume_from_checkpoint latest
+    accelerate launch --num_processes 2 --cpu scripts/train.py --preset cpu-small
+    accelerate launch scripts/train.py --preset base --mixed_precision bf16   # on GPUs
+
+Precedence: field defaults < --preset < --config file < explicit flags.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from vanilla_transformer.recipe.options import parse_cli
+from vanilla_transformer.recipe.training import (
+    NonFiniteLossError,
+    TrainingConfig,
+    load_config_file,
+    resolve_config,
+    train,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> dict:
+    """The options given on the command line only (they override the preset and the file)."""
+    (given,) = parse_cli(
+        [TrainingConfig],
+        argv,
+        __doc__,
+        extra_arguments=[
+            ("--config", {"help": "YAML or JSON file of options (names as the flags)."})
+        ],
+        only_given=True,
+    )
+    return given
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    file_values = load_config_file(args.pop("config")) if args.get("config") else {}
+    args.pop("config", None)
+    config = resolve_config(file_values=file_values, **args)
+    try:
+        summary = train(config)
+    except NonFiniteLossError as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 3
+    print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

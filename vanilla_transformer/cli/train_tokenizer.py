@@ -1,0 +1,48 @@
+"""Train the joint source/target BPE tokenizer on a translation corpus and save it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+from vanilla_transformer.recipe.options import CorpusOptions, option, parse_cli
+from vanilla_transformer.recipe.tokenization import train_tokenizer
+
+
+@dataclass
+class TokenizerOptions:
+    vocab_size: int = option(8000, "BPE vocabulary size.")
+    min_frequency: int = option(2, "Minimum count of a pair to be merged.")
+    model_max_length: int = option(1024, "Longest sequence the model accepts.")
+    output_dir: str = option("data_cache/tokenizer", "Where save_pretrained writes.")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, TokenizerOptions]:
+    return parse_cli([CorpusOptions, TokenizerOptions], argv, __doc__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    corpus_options, args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    corpus = corpus_options.load()
+    start = time.perf_counter()
+    tokenizer = train_tokenizer(
+        corpus["train"],
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+        languages=[corpus_options.src_lang, corpus_options.tgt_lang],
+        model_max_length=args.model_max_length,
+        show_progress=True,
+    )
+    seconds = time.perf_counter() - start
+    tokenizer.save_pretrained(args.output_dir)
+    print(f"trained in {seconds:.1f} s; vocabulary {len(tokenizer)}; saved to {args.output_dir}")
+    example = corpus["train"][0]["translation"]
+    for lang in (corpus_options.src_lang, corpus_options.tgt_lang):
+        print(f"{lang}: {tokenizer.tokenize(example[lang])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

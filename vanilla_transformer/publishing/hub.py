@@ -1,0 +1,693 @@
+"""Publishing a trained model: model card, Hub folder, and one upload.
+
+- `render_model_card(card_info)`: the card from the package's `templates/model_card.md` (Jinja)
+  and `huggingface_hub.ModelCardData` metadata (`pipeline_tag: translation`, languages, licence,
+  datasets, and a `model-index` with the test BLEU and chrF). Every required value must be given:
+  a missing or placeholder value raises a `ValueError` naming all of them, so no card is ever
+  written with blanks.
+- `save_hub_folder(model, tokenizer, folder, card_info)`: `save_pretrained` (weights, config,
+  generation config, the remote code and the translation pipeline file), the tokenizer, and the
+  card as `README.md`, written to a temporary folder and renamed into place.
+- `push_folder(folder, repo_id, ...)`: `HfApi.create_repo(exist_ok=True)` and ONE
+  `HfApi.upload_folder`. Not `push_to_hub`, which replaces `README.md` with a template. With
+  `dry_run_dir` nothing is sent: the exact files that would be uploaded and the calls that would be
+  made are written there and checked.
+
+Tokens: only huggingface_hub's own resolution (`hf auth login`, or the `HF_TOKEN` environment
+variable) or an explicit `token=` argument. A token is never logged, printed, or written to a
+card or a dry-run plan, and a folder whose text files contain one is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import math
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import jinja2
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "REQUIRED_CARD_FIELDS",
+    "OPTIONAL_CARD_FIELDS",
+    "render_model_card",
+    "validate_model_card",
+    "check_hub_folder",
+    "save_hub_folder",
+    "push_folder",
+]
+
+# Package data (pyproject.toml), so an installed wheel renders cards too.
+TEMPLATE = importlib.resources.files(__package__) / "templates" / "model_card.md"
+
+# Every value the card states. `save_hub_folder` fills `config`, `num_parameters` and
+# `generation` from the model when they are absent.
+REQUIRED_CARD_FIELDS = {
+    "model_name": "name in the card title and the model-index (str)",
+    "repo_id": "Hub repo id shown in the usage example, 'owner/name' (str)",
+    "src_lang": "source language code, e.g. 'en' (str)",
+    "tgt_lang": "target language code, e.g. 'es' (str)",
+    "dataset_name": "human-readable name of the training data (str)",
+    "dataset_id": "dataset id for the model-index: a Hub id or a local name (str)",
+    "dataset_description": "a paragraph on the training data: source, licence, domain (str)",
+    "train_samples": "number of training pairs (int)",
+    "train_steps": "number of optimizer updates (int)",
+    "train_tokens": "tokens processed in training (int; see train_tokens_description)",
+    "hardware": "what it was trained on, e.g. '2 CPU cores' (str)",
+    "training_time": "wall-clock training time: seconds (number) or a str such as '25 min'",
+    "hyperparameters": "training hyperparameters (non-empty dict: name -> value)",
+    "test_bleu": "corpus BLEU on the test split, in [0, 100] (number)",
+    "test_chrf": "corpus chrF on the test split, in [0, 100] (number)",
+    "test_samples": "number of test pairs scored (int)",
+    "bleu_signature": "sacrebleu BLEU signature, 'nrefs:1|case:mixed|...' (str)",
+    "chrf_signature": "sacrebleu chrF signature, 'nrefs:1|case:mixed|...' (str)",
+    "num_beams": "beams used for the reported scores (int)",
+    "length_penalty": "length penalty used for the reported scores (number)",
+    "intended_use": "a paragraph on what the model is for (str)",
+    "limitations": "known limitations (non-empty list of str)",
+    "example_source": "a source sentence for the usage example (str)",
+    "config": "the model config as a dict (model.config.to_dict())",
+    "num_parameters": "number of distinct parameters (int; tied matrices counted once)",
+}
+OPTIONAL_CARD_FIELDS = {
+    "license": "apache-2.0",
+    "eval_split": "test",
+    "dataset_config": None,  # e.g. 'kjv-rv1909', the model-index dataset config
+    "dataset_card": None,  # Markdown of the data card, embedded in a <details> block
+    "hub_datasets": [],  # Hub dataset ids for the `datasets:` metadata (default: [dataset_id])
+    "base_model": None,  # Hub id of the model this one was fine-tuned from
+    "averaging": None,  # e.g. 'mean of the last 5 checkpoints (written every 500 updates)'
+    "validation_bleu": None,
+    "validation_chrf": None,
+    "validation_samples": None,
+    "validation_split": "validation",
+    "tags": [],
+    "train_tokens_description": "source + target tokens, padding excluded",
+    "generation": {"num_beams": 4, "length_penalty": 0.6},  # the model's generation defaults
+}
+
+_LANGUAGE_NAMES = {
+    "en": "English", "es": "Spanish", "de": "German", "fr": "French", "it": "Italian",
+    "pt": "Portuguese", "nl": "Dutch", "ro": "Romanian", "cs": "Czech", "ru": "Russian",
+    "zh": "Chinese", "ja": "Japanese", "ar": "Arabic", "fi": "Finnish", "tr": "Turkish",
+}  # fmt: skip
+_PLACEHOLDER_RE = re.compile(
+    r"^\s*(todo|tbd|tba|fixme|n/?a|none|null|\?+|x{3,}|\.{3}|<[^>]*>)\s*$", re.IGNORECASE
+)
+# User access tokens look like `hf_` + 30+ letters/digits.
+_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_INT_FIELDS = (
+    "train_samples",
+    "train_steps",
+    "train_tokens",
+    "test_samples",
+    "num_beams",
+    "num_parameters",
+)
+_SCORE_FIELDS = ("test_bleu", "test_chrf")
+REQUIRED_HUB_FILES = (
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "configuration_vanilla_transformer.py",
+    "modeling_vanilla_transformer.py",
+    "pipeline_vanilla_transformer.py",
+)
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)  # safetensors only on the Hub
+# Never uploaded besides huggingface_hub's own defaults (.git, .cache/huggingface).
+IGNORE_PATTERNS = [".*", "*/.*", "*__pycache__*", "*.pyc", "*.tmp"]
+DRY_RUN_PLAN = "upload_plan.json"
+DRY_RUN_FILES = "repo"
+
+
+# ------------------------------------------------------------------------------------------------
+# Card values
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip() or bool(_PLACEHOLDER_RE.match(value))
+    if isinstance(value, (list, tuple, dict, set)):
+        return len(value) == 0
+    return False
+
+
+def _check_card_info(card_info: Mapping) -> dict:
+    """Defaults applied, required values present and well-typed; raises `ValueError` otherwise."""
+    if not isinstance(card_info, Mapping):
+        raise TypeError(f"card_info must be a dict, got {type(card_info).__name__}.")
+    info = {**OPTIONAL_CARD_FIELDS, **{k: v for k, v in card_info.items() if v is not None}}
+    missing = [name for name in REQUIRED_CARD_FIELDS if _is_missing(info.get(name))]
+    if missing:
+        details = "; ".join(f"{name}: {REQUIRED_CARD_FIELDS[name]}" for name in missing)
+        raise ValueError(f"card_info is missing required values: {', '.join(missing)} ({details}).")
+    for name in _INT_FIELDS:
+        value = info[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"card_info[{name!r}] must be a non-negative int, got {value!r}.")
+    for name in _SCORE_FIELDS + ("validation_bleu", "validation_chrf"):
+        value = info.get(name)
+        if value is None and name.startswith("validation"):
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 <= value <= 100)
+        ):
+            raise ValueError(f"card_info[{name!r}] must be a number in [0, 100], got {value!r}.")
+    for name in ("bleu_signature", "chrf_signature"):
+        if not str(info[name]).startswith("nrefs:"):
+            raise ValueError(
+                f"card_info[{name!r}] must be a sacrebleu signature ('nrefs:1|case:mixed|...'), "
+                f"got {info[name]!r}."
+            )
+    if not isinstance(info["hyperparameters"], Mapping):
+        raise ValueError(
+            f"card_info['hyperparameters'] must be a dict, got {type(info['hyperparameters'])}."
+        )
+    if not isinstance(info["config"], Mapping):
+        raise ValueError(f"card_info['config'] must be a dict, got {type(info['config'])}.")
+    limitations = info["limitations"]
+    if isinstance(limitations, str) or any(_is_missing(item) for item in limitations):
+        raise ValueError(
+            f"card_info['limitations'] must be a list of non-empty strings, got {limitations!r}."
+        )
+    time = info["training_time"]
+    if isinstance(time, bool) or (isinstance(time, (int, float)) and not time > 0):
+        raise ValueError(
+            f"card_info['training_time'] must be positive seconds or a str, got {time!r}."
+        )
+    validate_repo_id(info["repo_id"])
+    return info
+
+
+def _duration(value) -> str:
+    if isinstance(value, str):
+        return value
+    seconds = round(value)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _cell(value) -> str:
+    """A value printed in a Markdown table cell."""
+    if isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _architecture(config: Mapping, num_parameters: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """Table rows and the list of deviations from the paper, from a config dict."""
+    c = dict(config)
+    get = c.get
+    d_model, heads = get("d_model"), get("encoder_attention_heads")
+    ffn = get("encoder_ffn_dim")
+    if get("decoder_ffn_dim") not in (None, ffn):
+        ffn = f"{ffn} (encoder) / {get('decoder_ffn_dim')} (decoder)"
+    if get("decoder_attention_heads") not in (None, heads):
+        heads = f"{heads} (encoder) / {get('decoder_attention_heads')} (decoder)"
+    tied = get("tie_word_embeddings", True)
+    rows = [
+        (
+            "Parameters",
+            f"{num_parameters:,}"
+            + (
+                " (one matrix shared by source and target embeddings and the output projection)"
+                if tied
+                else ""
+            ),
+        ),
+        ("Layers N (encoder + decoder)", f"{get('encoder_layers')} + {get('decoder_layers')}"),
+        ("d_model", _cell(d_model)),
+        ("d_ff", _cell(ffn)),
+        ("Heads h", _cell(heads)),
+        ("Vocabulary", f"{get('vocab_size'):,} (joint source/target)"),
+        ("Positional encoding", _cell(get("position_encoding", "sinusoidal"))),
+        ("Residual blocks", "pre-LN" if get("norm_first") else "post-LN (as in the paper)"),
+        ("Attention scaling", _cell(get("attention_scaling", "sqrt_dk"))),
+        ("Activation", _cell(get("activation_function", "relu"))),
+        ("Dropout P_drop", _cell(get("dropout"))),
+        ("Max positions", _cell(get("max_position_embeddings"))),
+    ]
+    deviations = []
+    if get("norm_first"):
+        deviations.append("pre-LN residual blocks (`norm_first=True`) instead of post-LN.")
+    if get("position_encoding", "sinusoidal") != "sinusoidal":
+        deviations.append(
+            f"`position_encoding={get('position_encoding')!r}` instead of sinusoids "
+            "(Table 3, row E)."
+        )
+    if get("attention_scaling", "sqrt_dk") != "sqrt_dk":
+        deviations.append(
+            f"`attention_scaling={get('attention_scaling')!r}` instead of 1/sqrt(d_k)."
+        )
+    if get("activation_function", "relu") != "relu":
+        deviations.append(f"`activation_function={get('activation_function')!r}` instead of ReLU.")
+    if not get("scale_embedding", True):
+        deviations.append("embeddings not multiplied by sqrt(d_model) (`scale_embedding=False`).")
+    if not tied:
+        deviations.append("untied embeddings and output projection (`tie_word_embeddings=False`).")
+    for name in ("attention_dropout", "activation_dropout"):
+        if get(name):
+            deviations.append(f"`{name}={get(name)}` (not in the paper).")
+    if get("init_std") is not None:
+        deviations.append(f"initialisation N(0, {get('init_std')}) (`init_std`).")
+    return rows, deviations
+
+
+def _demote_headings(markdown: str) -> str:
+    """Strip YAML front matter and push headings two levels down, to nest a data card."""
+    text = re.sub(r"\A---\n.*?\n---\n", "", markdown.strip() + "\n", flags=re.S)
+    return re.sub(
+        r"^(#{1,4}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text, flags=re.M
+    ).strip()
+
+
+def _card_data(info: Mapping) -> ModelCardData:
+    dataset_type = info["hub_datasets"][0] if info["hub_datasets"] else info["dataset_id"]
+    common = dict(
+        task_type="translation",
+        task_name="Translation",
+        dataset_type=dataset_type,
+        dataset_name=info["dataset_name"],
+        dataset_config=info["dataset_config"],
+    )
+    results = [
+        EvalResult(
+            **common,
+            dataset_split=info["eval_split"],
+            metric_type="bleu",
+            metric_name="BLEU",
+            metric_value=round(float(info["test_bleu"]), 2),
+        ),
+        EvalResult(
+            **common,
+            dataset_split=info["eval_split"],
+            metric_type="chrf",
+            metric_name="chrF",
+            metric_value=round(float(info["test_chrf"]), 2),
+        ),
+    ]
+    for metric, name in (("bleu", "BLEU"), ("chrf", "chrF")):
+        value = info.get(f"validation_{metric}")
+        if value is not None:
+            results.append(
+                EvalResult(
+                    **common,
+                    dataset_split=info["validation_split"],
+                    metric_type=metric,
+                    metric_name=name,
+                    metric_value=round(float(value), 2),
+                )
+            )
+    tags = ["translation", "vanilla-transformer", "encoder-decoder", "custom_code"]
+    tags += [t for t in info["tags"] if t not in tags]
+    return ModelCardData(
+        language=[info["src_lang"], info["tgt_lang"]],
+        license=info["license"],
+        library_name="transformers",
+        pipeline_tag="translation",
+        tags=tags,
+        datasets=list(info["hub_datasets"]) or [info["dataset_id"]],
+        metrics=["bleu", "chrf"],
+        base_model=info["base_model"],
+        model_name=info["model_name"],
+        eval_results=results,
+    )
+
+
+def render_model_card(card_info: dict, template_path: str | Path | None = None) -> ModelCard:
+    """Render the model card from `card_info` (see `REQUIRED_CARD_FIELDS` and
+    `OPTIONAL_CARD_FIELDS`; `vanilla_transformer.recipe.bible.bible_card_info()` gives the Bible corpus' values).
+
+    Raises:
+        ValueError: required values missing or placeholders (all of them named), values of the
+            wrong type or range, or a rendered card that fails `validate_model_card`.
+    """
+    info = _check_card_info(card_info)
+    template = Path(template_path) if template_path is not None else TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(f"model card template {template} not found.")
+    arch_rows, deviations = _architecture(info["config"], info["num_parameters"])
+    training_rows = [
+        ("Updates (optimizer steps)", f"{info['train_steps']:,}"),
+        (f"Tokens ({info['train_tokens_description']})", f"{info['train_tokens']:,}"),
+        ("Training pairs", f"{info['train_samples']:,}"),
+        ("Hardware", _cell(info["hardware"])),
+        ("Wall-clock time", _duration(info["training_time"])),
+    ]
+    eval_rows = [
+        {
+            "split": info["eval_split"],
+            "samples": f"{info['test_samples']:,}",
+            "bleu": f"{info['test_bleu']:.2f}",
+            "chrf": f"{info['test_chrf']:.2f}",
+        }
+    ]
+    if info.get("validation_bleu") is not None:
+        eval_rows.append(
+            {
+                "split": info["validation_split"],
+                "samples": f"{info['validation_samples']:,}"
+                if info.get("validation_samples")
+                else "",
+                "bleu": f"{info['validation_bleu']:.2f}",
+                "chrf": ""
+                if info.get("validation_chrf") is None
+                else f"{info['validation_chrf']:.2f}",
+            }
+        )
+    generation = {**OPTIONAL_CARD_FIELDS["generation"], **(info.get("generation") or {})}
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
+    text = environment.from_string(template.read_text(encoding="utf-8")).render(
+        card_data=_card_data(info).to_yaml(),
+        model_name=info["model_name"],
+        repo_id=info["repo_id"],
+        base_model=info["base_model"],
+        src_name=_LANGUAGE_NAMES.get(info["src_lang"], info["src_lang"]),
+        tgt_name=_LANGUAGE_NAMES.get(info["tgt_lang"], info["tgt_lang"]),
+        dataset_name=info["dataset_name"],
+        dataset_id=info["dataset_id"],
+        dataset_description=info["dataset_description"].strip(),
+        dataset_card=_demote_headings(info["dataset_card"]) if info["dataset_card"] else None,
+        train_samples=f"{info['train_samples']:,}",
+        architecture_rows=arch_rows,
+        deviations=deviations,
+        training_rows=training_rows,
+        hyperparameter_rows=[(_cell(k), _cell(v)) for k, v in info["hyperparameters"].items()],
+        averaging=info["averaging"],
+        eval_split=info["eval_split"],
+        eval_samples=f"{info['test_samples']:,}",
+        bleu=f"{info['test_bleu']:.2f}",
+        chrf=f"{info['test_chrf']:.2f}",
+        eval_rows=eval_rows,
+        bleu_signature=info["bleu_signature"],
+        chrf_signature=info["chrf_signature"],
+        num_beams=info["num_beams"],
+        length_penalty=_cell(float(info["length_penalty"])),
+        generation_num_beams=generation["num_beams"],
+        generation_length_penalty=_cell(float(generation["length_penalty"])),
+        example_literal=repr(info["example_source"].strip()),
+        intended_use=info["intended_use"].strip(),
+        limitations=[item.strip() for item in info["limitations"]],
+    )
+    card = ModelCard(text)
+    problems = validate_model_card(card)
+    if problems:
+        raise ValueError("the rendered model card is invalid: " + "; ".join(problems))
+    return card
+
+
+def validate_model_card(card: ModelCard | str | Path) -> list[str]:
+    """Offline checks of a card (a `ModelCard` or a README.md path, read with `ModelCard.load`):
+    the metadata the Hub needs for a translation model and no unrendered template or token.
+    Returns the problems found (empty when valid)."""
+    if not isinstance(card, ModelCard):
+        path = Path(card)
+        if not path.is_file():  # ModelCard.load would treat the string as a repo id
+            return [f"{path} does not exist"]
+        card = ModelCard.load(path)
+    problems = []
+    data = card.data
+    if data.pipeline_tag != "translation":
+        problems.append(f"pipeline_tag is {data.pipeline_tag!r}, expected 'translation'")
+    if not data.language or len(data.language) < 2:
+        problems.append(f"language must list the source and target languages, got {data.language}")
+    if not data.license:
+        problems.append("license is missing")
+    results = data.eval_results or []
+    metrics = {r.metric_type for r in results}
+    for metric in ("bleu", "chrf"):
+        if metric not in metrics:
+            problems.append(f"model-index has no {metric} result")
+    for result in results:
+        if not isinstance(result.metric_value, (int, float)):
+            problems.append(f"model-index {result.metric_type} value {result.metric_value!r}")
+    if "model-index" not in data.to_dict():
+        problems.append("metadata has no model-index")
+    body = card.text
+    if "{{" in body or "{%" in body:
+        problems.append("unrendered template syntax in the card")
+    if "nrefs:" not in body:
+        problems.append("no sacrebleu signature in the card text")
+    if _TOKEN_RE.search(str(card)):
+        problems.append("the card contains what looks like a Hugging Face access token")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Hub folder
+# ------------------------------------------------------------------------------------------------
+
+
+def check_hub_folder(folder: str | Path) -> list[str]:
+    """Problems that would make `folder` a broken Hub repo (empty list when fine): a missing file
+    (weights, config, tokenizer, remote code, pipeline, card), a config without `auto_map` or
+    the `translation` custom pipeline, or an invalid card."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    problems = [f"missing {name}" for name in REQUIRED_HUB_FILES if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        problems.append(f"missing weights ({' or '.join(WEIGHT_FILES)})")
+    if (folder / "config.json").is_file():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if "AutoModelForSeq2SeqLM" not in (config.get("auto_map") or {}):
+            problems.append("config.json has no auto_map['AutoModelForSeq2SeqLM']")
+        if "translation" not in (config.get("custom_pipelines") or {}):
+            problems.append("config.json has no custom_pipelines['translation']")
+    if (folder / "README.md").is_file():
+        problems += [f"README.md: {p}" for p in validate_model_card(folder / "README.md")]
+    return problems
+
+
+def _fill_from_model(model, card_info: Mapping) -> dict:
+    info = dict(card_info)
+    if info.get("config") is None:
+        info["config"] = model.config.to_dict()
+    if info.get("num_parameters") is None:
+        info["num_parameters"] = model.num_parameters()
+    if info.get("generation") is None:
+        generation = model.generation_config
+        info["generation"] = {
+            "num_beams": generation.num_beams,
+            "length_penalty": generation.length_penalty,
+        }
+    return info
+
+
+def _looks_like_hub_folder(folder: Path) -> bool:
+    """An existing folder that `save_hub_folder` may replace: empty, or a previous Hub folder
+    (files only, with README.md and config.json); never e.g. a run directory with checkpoints."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    return all(p.is_file() for p in entries) and all(
+        (folder / name).is_file() for name in ("README.md", "config.json")
+    )
+
+
+def save_hub_folder(model, tokenizer, folder: str | Path, card_info: dict) -> Path:
+    """Write everything a Hub repo needs into `folder`: `model.save_pretrained` (weights, config,
+    generation config, remote code and the pipeline file), `tokenizer.save_pretrained`, and the
+    card as `README.md`. `card_info` as for `render_model_card`; `config`, `num_parameters` and
+    `generation` are taken from the model when absent.
+
+    The folder is written beside its destination and renamed into place, so a failure leaves the
+    previous folder untouched. An existing `folder` is replaced only if it is empty or a previous
+    Hub folder (files only, with README.md and config.json); anything else (a run directory, a
+    plain save_pretrained folder) raises `FileExistsError`. Returns the folder.
+    """
+    folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and _looks_like_hub_folder(folder)):
+        raise FileExistsError(
+            f"{folder} exists and is not a previous Hub folder (it has sub-folders, or no "
+            "README.md and config.json); choose a new or empty folder."
+        )
+    card = render_model_card(_fill_from_model(model, card_info))  # fail before writing
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        card.save(tmp / "README.md")
+        problems = check_hub_folder(tmp)
+        if problems:
+            raise RuntimeError(f"the Hub folder written for {folder} is incomplete: {problems}")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    except BaseException:
+        if old.exists() and not folder.exists():
+            old.rename(folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    logger.info("Hub folder written to %s", folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# Upload
+# ------------------------------------------------------------------------------------------------
+
+
+def upload_file_list(folder: str | Path) -> list[str]:
+    """The paths (relative, POSIX) that `upload_folder(..., ignore_patterns=IGNORE_PATTERNS)`
+    sends, by huggingface_hub's own filter."""
+    folder = Path(folder)
+    paths = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
+    return list(
+        filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
+    )
+
+
+def _check_no_token(folder: Path, files: list[str], token: str | None) -> None:
+    """Refuse to upload text files that contain the token in use or anything token-shaped."""
+    secrets = [t for t in (token, get_token()) if isinstance(t, str) and t]
+    for name in files:
+        path = folder / name
+        if path.suffix not in (".md", ".json", ".py", ".txt", ".yaml", ".yml", ".jinja"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if any(secret in text for secret in secrets) or _TOKEN_RE.search(text):
+            raise ValueError(f"{path} contains a Hugging Face access token; refusing to upload.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_dry_run(folder: Path, files: list[str], dry_run_dir: Path, plan: dict) -> dict:
+    if dry_run_dir.exists() and any(dry_run_dir.iterdir()):
+        leftovers = {p.name for p in dry_run_dir.iterdir()} - {DRY_RUN_FILES, DRY_RUN_PLAN}
+        if leftovers:
+            raise FileExistsError(
+                f"dry_run_dir {dry_run_dir} holds other files ({sorted(leftovers)}); use a new or "
+                "empty folder."
+            )
+        shutil.rmtree(dry_run_dir / DRY_RUN_FILES, ignore_errors=True)
+    repo = dry_run_dir / DRY_RUN_FILES
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / name, repo / name)
+    plan["files"] = [
+        {"path": name, "size": (repo / name).stat().st_size, "sha256": _sha256(repo / name)}
+        for name in files
+    ]
+    problems = [f"README.md: {p}" for p in validate_model_card(repo / "README.md")]
+    if problems:
+        raise ValueError(f"dry run: the card that would be uploaded is invalid: {problems}")
+    (dry_run_dir / DRY_RUN_PLAN).write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    logger.info("Dry run: %d files for %s written to %s", len(files), plan["repo_id"], repo)
+    return plan
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload vanilla-transformer model",
+    api=None,
+    dry_run_dir: str | Path | None = None,
+) -> dict:
+    """Upload a Hub folder (see `save_hub_folder`) in one commit.
+
+    Calls `api.create_repo(repo_id=..., repo_type="model", private=..., exist_ok=True)` then one
+    `api.upload_folder(repo_id=..., folder_path=..., repo_type="model", commit_message=...,
+    ignore_patterns=IGNORE_PATTERNS)`. `private` only applies when the repo is created.
+
+    Args:
+        folder: the folder to upload; it is checked first (`check_hub_folder`).
+        repo_id: 'owner/name'.
+        token: an access token; default: huggingface_hub's (`HF_TOKEN`, or `hf auth login`).
+            Never logged or written anywhere.
+        api: an object with `create_repo` and `upload_folder` (default `HfApi(token=token)`); a
+            test double captures the calls without network.
+        dry_run_dir: send nothing; write the files that would be uploaded to
+            `dry_run_dir/repo/` and the calls and file list (size, sha256) to
+            `dry_run_dir/upload_plan.json`, and validate the copied card with `ModelCard.load`.
+
+    Returns:
+        The plan: `repo_id`, `private`, `commit_message`, `calls` (method + arguments), `files`;
+        after a real upload also `repo_url` and `commit_url`.
+    """
+    folder = Path(folder)
+    validate_repo_id(repo_id)
+    problems = check_hub_folder(folder)
+    if problems:
+        raise ValueError(f"{folder} is not ready to upload: {'; '.join(problems)}.")
+    files = upload_file_list(folder)
+    _check_no_token(folder, files, token)
+    create_kwargs = {"repo_id": repo_id, "repo_type": "model", "private": private, "exist_ok": True}
+    upload_kwargs = {
+        "repo_id": repo_id,
+        "folder_path": str(folder.resolve()),
+        "repo_type": "model",
+        "commit_message": commit_message,
+        "ignore_patterns": list(IGNORE_PATTERNS),
+    }
+    plan = {
+        "repo_id": repo_id,
+        "private": private,
+        "commit_message": commit_message,
+        "calls": [
+            {"method": "create_repo", "kwargs": create_kwargs},
+            {"method": "upload_folder", "kwargs": upload_kwargs},
+        ],
+        "files": files,
+    }
+    if dry_run_dir is not None:
+        return _write_dry_run(folder, files, Path(dry_run_dir), plan)
+
+    if api is None:
+        if token is None and get_token() is None:
+            raise RuntimeError(
+                "No Hugging Face token found: run `hf auth login` or set the HF_TOKEN environment "
+                "variable (a token with write access), or use a dry run."
+            )
+        api = HfApi(token=token)
+    logger.info("Uploading %d files from %s to %s", len(files), folder, repo_id)
+    repo_url = api.create_repo(**create_kwargs)
+    commit = api.upload_folder(**upload_kwargs)
+    plan["repo_url"] = str(repo_url) if repo_url is not None else None
+    plan["commit_url"] = getattr(commit, "commit_url", None)
+    logger.info("Uploaded to %s", plan["repo_url"] or repo_id)
+    return plan

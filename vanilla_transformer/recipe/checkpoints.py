@@ -1,0 +1,406 @@
+"""Checkpoints: what one is, where they live, how they are written, found, read and averaged.
+
+A checkpoint is a folder whose name ends in its step (`checkpoint_3`, `checkpoint-1200`,
+`step_500`; `checkpoint_3.tmp` is not one) directly under a run folder or under its
+`checkpoints/`, holding a weights file. The training loop writes `checkpoints/checkpoint_<step>`
+with `save_checkpoint`: `accelerator.save_state` into a `.tmp` folder, `trainer_state.json` last,
+fsynced, then renamed; such a checkpoint can be resumed from (`complete_checkpoints`).
+
+Checkpoint averaging (Section 6.1): "For the base models, we used a single model obtained by
+averaging the last 5 checkpoints, which were written at 10-minute intervals. For the big models,
+we averaged the last 20 checkpoints."
+
+Accepted checkpoint folders (both hold the weights under the same keys):
+
+- a `save_pretrained` folder: `model.safetensors` (or a sharded `model.safetensors.index.json`);
+- an `accelerator.save_state` folder: `model.safetensors` beside `optimizer.bin`,
+  `random_states_0.pkl`, ... (with `safe_serialization=False`: `pytorch_model.bin`).
+
+Keys written by a wrapper (`module.` from DDP, `_orig_mod.` from `torch.compile`) are stripped.
+Tied weights are stored once: both layouts keep `model.shared.weight` and drop its aliases
+(`lm_head.weight`, `model.{encoder,decoder}.embed_tokens.weight`); a checkpoint that stores an
+alias too (e.g. `torch.save(model.state_dict())`) is normalised to the same keys when the alias
+equals its source.
+
+The sum is taken in float64 and divided once, then cast back to each tensor's dtype, so the result
+does not depend on the order of the checkpoints beyond float64 rounding. Integer tensors (buffers
+such as step counters) are not averaged: the last checkpoint's value is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from safetensors.torch import load_file
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
+
+from ..modeling_vanilla_transformer import (
+    VanillaTransformerForConditionalGeneration,
+    VanillaTransformerModel,
+)
+
+__all__ = [
+    "average_state_dicts",
+    "average_checkpoints",
+    "load_checkpoint_state_dict",
+    "find_weights_file",
+    "list_checkpoints",
+    "complete_checkpoints",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "load_averaged_weights",
+    "DEFAULT_TIED_WEIGHTS",
+]
+
+logger = get_logger(__name__)
+
+# The weight file names are transformers' own (save_pretrained and accelerate write them).
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
+CHECKPOINT_PREFIX = "checkpoint_"
+TMP_SUFFIX = ".tmp"
+STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _tied_weights(model_class=VanillaTransformerForConditionalGeneration) -> dict[str, str]:
+    """alias -> source of the model's tied weights (Section 3.4), as the model classes declare
+    them in `_tied_weights_keys`, with the base model's keys under its prefix."""
+    base, prefix = VanillaTransformerModel, model_class.base_model_prefix
+    nested = {f"{prefix}.{k}": f"{prefix}.{v}" for k, v in base._tied_weights_keys.items()}
+    return {**model_class._tied_weights_keys, **nested}
+
+
+DEFAULT_TIED_WEIGHTS = _tied_weights()
+_STEP_RE = re.compile(r"(\d+)$")  # the name must END in the step: not "checkpoint-3.tmp"
+
+
+def find_weights_file(folder: str | Path) -> Path:
+    """The weights file of a checkpoint folder (see the module docstring for the layouts)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist.")
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"{folder}: no {', '.join(WEIGHT_FILES[:-1])} or {WEIGHT_FILES[-1]} (expected a "
+        "save_pretrained or accelerator.save_state folder); found "
+        f"{sorted(p.name for p in folder.iterdir())}."
+    )
+
+
+def _strip_wrapper_prefix(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def _untie(state_dict: dict[str, torch.Tensor], tied_weights: Mapping[str, str]):
+    """Drop tied aliases (stored once under their source), renaming a lone alias to its source."""
+    for alias, source in tied_weights.items():
+        if alias not in state_dict:
+            continue
+        if source not in state_dict:
+            state_dict[source] = state_dict.pop(alias)
+        elif state_dict[alias] is state_dict[source] or (
+            state_dict[alias].shape == state_dict[source].shape
+            and torch.equal(state_dict[alias], state_dict[source])
+        ):
+            del state_dict[alias]
+        # An alias that differs from its source is an untied weight: keep both.
+    return state_dict
+
+
+def load_checkpoint_state_dict(
+    folder: str | Path, tied_weights: Mapping[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a checkpoint folder's weights on CPU: wrapper prefixes stripped, tied weights once.
+
+    `tied_weights` maps alias -> source key (default `DEFAULT_TIED_WEIGHTS`).
+    """
+    path = find_weights_file(folder)
+    if path.name == SAFE_WEIGHTS_NAME:
+        raw = load_file(str(path), device="cpu")
+    elif path.name == SAFE_WEIGHTS_INDEX_NAME:
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        raw = {}
+        for shard in shards:
+            raw.update(load_file(str(path.parent / shard), device="cpu"))
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = {}
+    for key, value in raw.items():
+        name = _strip_wrapper_prefix(key)
+        if name in state_dict:
+            raise ValueError(f"{path}: key {name!r} appears twice without wrapper prefixes.")
+        state_dict[name] = value
+    tied = DEFAULT_TIED_WEIGHTS if tied_weights is None else tied_weights
+    return _untie(state_dict, tied)
+
+
+class _Averager:
+    """Running float64 sum of state dicts that all have the first one's keys, shapes and dtypes."""
+
+    def __init__(self):
+        self.count = 0
+        self.first_name = None
+        self.sums: dict[str, torch.Tensor] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+        self.shapes: dict[str, torch.Size] = {}
+        self.aliases: dict[str, str] = {}  # alias -> source, for tensors shared within the dict
+
+    def add(self, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+        if self.count == 0:
+            self._start(state_dict, name)
+        else:
+            self._check(state_dict, name)
+        for key, value in state_dict.items():
+            if key in self.aliases:
+                continue
+            value = value.detach()
+            if value.is_floating_point():
+                self.sums[key] += value.to(device="cpu", dtype=torch.float64)
+            else:
+                self.sums[key] = value.to("cpu").clone()  # not averaged: the last one is kept
+        self.count += 1
+
+    def _start(self, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+        self.first_name = name
+        storage_owner: dict[tuple, str] = {}
+        for key, value in state_dict.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name}: {key!r} is a {type(value).__name__}, not a tensor.")
+            self.dtypes[key], self.shapes[key] = value.dtype, value.shape
+            # Tensors sharing memory in the first dict (tied weights) are averaged once.
+            ident = (
+                value.device,
+                value.untyped_storage().data_ptr(),
+                value.storage_offset(),
+                tuple(value.shape),
+                tuple(value.stride()),
+            )
+            if value.numel() > 0 and ident in storage_owner:
+                self.aliases[key] = storage_owner[ident]
+                continue
+            storage_owner[ident] = key
+            if value.is_floating_point():
+                self.sums[key] = torch.zeros(value.shape, dtype=torch.float64)
+
+    def _check(self, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+        missing = sorted(set(self.shapes) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(self.shapes))
+        if missing or unexpected:
+            raise ValueError(
+                f"{name}: keys differ from {self.first_name}: missing {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
+                f"{' ...' if len(unexpected) > 10 else ''}."
+            )
+        for key, value in state_dict.items():
+            if value.shape != self.shapes[key]:
+                raise ValueError(
+                    f"{name}: key {key!r} has shape {tuple(value.shape)}, but "
+                    f"{tuple(self.shapes[key])} in {self.first_name}."
+                )
+            if value.dtype != self.dtypes[key]:
+                raise ValueError(
+                    f"{name}: key {key!r} has dtype {value.dtype}, but {self.dtypes[key]} in "
+                    f"{self.first_name}."
+                )
+            if key in self.aliases and not torch.equal(value, state_dict[self.aliases[key]]):
+                raise ValueError(
+                    f"{name}: key {key!r} is tied to {self.aliases[key]!r} in {self.first_name} "
+                    "but differs from it here."
+                )
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            raise ValueError("nothing to average: no state dicts / checkpoints were given.")
+        out: dict[str, torch.Tensor] = {}
+        for key in self.shapes:
+            if key in self.aliases:
+                continue
+            value = self.sums[key]
+            if self.dtypes[key].is_floating_point:
+                value = (value / self.count).to(self.dtypes[key])
+            out[key] = value
+        for alias, source in self.aliases.items():
+            out[alias] = out[source]  # the same tensor object: still tied
+        return {key: out[key] for key in self.shapes}  # the first dict's key order
+
+
+def average_state_dicts(
+    state_dicts: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with identical keys, shapes and dtypes.
+
+    Floating tensors are summed in float64, divided by their number, and cast back to their dtype;
+    integer tensors keep the last dict's value. Keys that share memory in the first dict (tied
+    weights, e.g. `model.state_dict()` of a tied model) are averaged once and share one tensor in
+    the result. `names` (e.g. file names) label the dicts in error messages.
+
+    Raises:
+        ValueError: no dicts, or a dict whose keys, shapes or dtypes differ from the first's (the
+            message names the dict and the key).
+    """
+    state_dicts = list(state_dicts)
+    if names is None:
+        names = [f"state_dicts[{i}]" for i in range(len(state_dicts))]
+    names = list(names)
+    if len(names) != len(state_dicts):
+        raise ValueError(f"got {len(names)} names for {len(state_dicts)} state dicts.")
+    averager = _Averager()
+    for state_dict, name in zip(state_dicts, names, strict=True):
+        averager.add(state_dict, name)
+    return averager.result()
+
+
+def average_checkpoints(
+    folders: Iterable[str | Path], tied_weights: Mapping[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Average the weights of checkpoint folders (see the module docstring for the layouts).
+
+    The checkpoints are read one at a time (memory: one checkpoint plus a float64 sum). Returns
+    the averaged state dict with tied weights stored once under their source key, ready for
+    `model.load_state_dict(..., strict=False)` followed by a check that only tied keys are missing
+    (`scripts/average_checkpoints.py` does this).
+
+    Raises:
+        FileNotFoundError: a folder or its weights file is missing.
+        ValueError: no folders, or checkpoints whose keys, shapes or dtypes differ (the message
+            names the weights file and the key).
+    """
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("average_checkpoints needs at least one checkpoint folder, got none.")
+    averager = _Averager()
+    for folder in folders:
+        averager.add(
+            load_checkpoint_state_dict(folder, tied_weights), str(find_weights_file(folder))
+        )
+    return averager.result()
+
+
+def _step_of(folder: Path) -> int | None:
+    match = _STEP_RE.search(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints of a training run (see the module docstring), oldest first: ordered by
+    the step their name ends in."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist.")
+    found = []
+    for parent in (run_dir, run_dir / "checkpoints"):
+        if not parent.is_dir():
+            continue
+        for child in parent.iterdir():
+            step = _step_of(child)
+            if (
+                step is not None
+                and child.is_dir()
+                and any((child / name).is_file() for name in WEIGHT_FILES)
+            ):
+                found.append((step, str(child), child))
+    return [path for _, _, path in sorted(found)]
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints the training loop can resume from, oldest first: those of
+    `list_checkpoints` that it wrote (`checkpoints/checkpoint_<step>`) with their trainer state."""
+    if not Path(run_dir).is_dir():
+        return []
+    return [
+        path
+        for path in list_checkpoints(run_dir)
+        if path.parent.name == "checkpoints"
+        and path.name.startswith(CHECKPOINT_PREFIX)
+        and (path / STATE_FILE).is_file()
+    ]
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
+    """'latest' -> the newest finished checkpoint of `run_dir`; else the folder given."""
+    if which == "latest":
+        found = complete_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
+        return found[-1]
+    path = Path(which)
+    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
+    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
+    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
+    crash leaves either the previous checkpoints or the new one, never a half-written one."""
+    folder = run_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
+    tmp = folder / f"{final.name}{TMP_SUFFIX}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_tree(folder)
+        for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info(f"checkpoint saved: {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load an averaged state dict into `model` (in place). Keys absent from `state_dict` are
+    accepted only where the model ties them to a loaded tensor (e.g. `lm_head.weight` to
+    `model.shared.weight`), so an untied weight can never be left at its initial value.
+
+    Raises:
+        ValueError: unexpected keys, or missing keys that are not tied to a loaded tensor.
+    """
+    missing, unexpected = model.load_state_dict(dict(state_dict), strict=False)
+    if unexpected:
+        raise ValueError(f"averaged weights have keys the model does not: {sorted(unexpected)}.")
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(dict(model.named_buffers(remove_duplicate=False)))
+    loaded = {tensors[k].data_ptr() for k in state_dict if k in tensors}
+    untied = [k for k in missing if k not in tensors or tensors[k].data_ptr() not in loaded]
+    if untied:
+        raise ValueError(
+            f"averaged weights lack {sorted(untied)}, which the model does not tie to a loaded "
+            "tensor: the checkpoints do not match this model."
+        )

@@ -1,0 +1,119 @@
+"""Options shared by the recipe and its command-line tools, declared once as dataclasses.
+
+Each tool parses them with `transformers.HfArgumentParser` (`parse_cli`): a field is a flag of the
+same name, its `help` metadata the flag's help, and booleans get `--name` / `--no_name`.
+
+- `CorpusOptions`: which parallel corpus, and how to load it (`load`, `split`).
+- `DecodingOptions`: beam search and scoring settings of the evaluation tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from .bible import ENGLISH_MODULES, build_bible_corpus
+from .data import SPLIT_ALIASES, load_translation_dataset
+
+__all__ = ["BIBLE", "CorpusOptions", "DecodingOptions", "option", "parse_cli"]
+
+BIBLE = "bible"
+
+
+def option(default, help: str, **kwargs):
+    """A dataclass field with its command-line help (extra keys go to `add_argument`)."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class CorpusOptions:
+    """Which parallel corpus: the offline Bible EN->ES corpus or any translation dataset."""
+
+    dataset: str = option(
+        BIBLE,
+        "'bible' (the offline Bible EN->ES corpus, default) or any source "
+        "load_translation_dataset reads: a save_to_disk folder, a JSONL/TSV file, a folder of "
+        "such files, or a Hub id.",
+    )
+    dataset_config: str | None = option(
+        None, "Hub dataset config, e.g. 'de-en'.", aliases=["--config_name"]
+    )
+    english: str = option(
+        "kjv",
+        "English side of the Bible corpus: kjv (King James) or web (World English Bible).",
+        choices=sorted(ENGLISH_MODULES),
+    )
+    bible_cache_dir: str = option(
+        "data_cache/bible",
+        "Where the Bible corpus is built once and cached.",
+        aliases=["--cache_dir"],
+    )
+    src_lang: str = option("en", "Source language key of the 'translation' rows.")
+    tgt_lang: str = option("es", "Target language key of the 'translation' rows.")
+
+    def load(self):
+        """A `DatasetDict` of `{"translation": {src_lang, tgt_lang}}` rows: `"bible"` is built once
+        into `bible_cache_dir` (`bible.build_bible_corpus`); anything else goes to
+        `data.load_translation_dataset`."""
+        if self.dataset == BIBLE:
+            if (self.src_lang, self.tgt_lang) != ("en", "es"):
+                raise ValueError(
+                    f"the Bible corpus is English -> Spanish; got src_lang={self.src_lang!r}, "
+                    f"tgt_lang={self.tgt_lang!r} (expected 'en' and 'es')."
+                )
+            return build_bible_corpus(self.bible_cache_dir, english=self.english)
+        return load_translation_dataset(
+            self.dataset, self.src_lang, self.tgt_lang, config_name=self.dataset_config
+        )
+
+    @staticmethod
+    def split(corpus, split: str):
+        """One split of a `DatasetDict`, accepting the usual aliases (`valid`, `dev`)."""
+        name = SPLIT_ALIASES.get(split, split)
+        if name not in corpus:
+            raise ValueError(f"split {split!r} not in the dataset; it has {sorted(corpus)}.")
+        return corpus[name]
+
+
+@dataclass
+class DecodingOptions:
+    """Beam-search decoding and scoring settings of the evaluation tools."""
+
+    num_beams: int = option(4, "Beam size (paper: 4).")
+    length_penalty: float = option(0.6, "Length penalty alpha (paper: 0.6).")
+    batch_size: int = option(32, "Sentences per generate call.")
+    max_samples: int | None = option(None, "Score only the first N pairs of the split.")
+    max_new_tokens: int | None = option(
+        None, "Output limit in tokens (default: the model's, longest source in the batch + 50)."
+    )
+    device: str | None = option(None, "Device, e.g. cpu or cuda (default: auto).")
+
+
+def parse_cli(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | None,
+    description: str | None,
+    extra_arguments: Sequence[tuple[str, dict]] = (),
+    only_given: bool = False,
+) -> tuple:
+    """Parse `argv` into one instance of each of `dataclass_types` with `HfArgumentParser`.
+
+    `extra_arguments`: arguments not from a dataclass, `(name, add_argument kwargs)`, returned
+    last as an `argparse.Namespace`. `only_given`: return one dict of the flags given on the command line
+    instead of instances (for tools that layer defaults < preset < file < flags).
+    """
+    parser = HfArgumentParser(
+        list(dataclass_types),
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, kwargs in extra_arguments:
+        parser.add_argument(name, **kwargs)
+    if only_given:
+        for action in parser._actions:  # not set_defaults: it also fills the namespace
+            action.default = argparse.SUPPRESS
+        return (vars(parser.parse_args(argv)),)
+    return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))

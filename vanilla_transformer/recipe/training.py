@@ -1,0 +1,821 @@
+"""Training recipe of the paper (Section 5) as package code, with Accelerate.
+
+- `label_smoothed_loss`: cross entropy with label smoothing eps_ls = 0.1 (Section 5.4), SUMMED over
+  target tokens; the loop divides by the number of target tokens of the whole update (all
+  micro-batches of the gradient accumulation, all processes), so the gradient does not depend on
+  how an update is split.
+- `noam_lambda` / `build_optimizer_and_scheduler`: Adam(0.9, 0.98, 1e-9) and
+  lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (Section 5.3, Equation 3).
+- `PRESETS`: `base` and `big` (Table 3) and `cpu-small`, a recipe tuned to learn in ~20 minutes on
+  2 CPU cores (see `CPU_SMALL_NOTES`).
+- `train(config)`: token-budget batches (`data.TokenBudgetBatchSampler`, sharded by rank), gradient
+  accumulation up to a token target per update, periodic validation loss and BLEU/chrF, atomic
+  checkpoints with exact resume, NaN/inf detection, and the final model as a Hub folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator, PartialState
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from ..publishing.hub import push_folder, save_hub_folder
+from .bible import bible_card_info
+from .checkpoints import (
+    STATE_FILE,
+    average_checkpoints,
+    complete_checkpoints,
+    load_averaged_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
+from .evaluation import evaluate_translation
+from .hardware import hardware_description
+from .options import CorpusOptions, option
+from .tokenization import train_tokenizer
+
+logger = get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and schedule (Sections 5.3 and 5.4)
+# --------------------------------------------------------------------------------------------------
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.1, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Label-smoothed cross entropy, summed over non-ignored positions.
+
+    The target distribution puts 1 - eps on the label and eps spread uniformly over the whole
+    vocabulary (the label included), as in fairseq / tensor2tensor: loss = (1 - eps) * NLL + eps *
+    mean_v(-log p_v). logits (B, T, V), labels (B, T) with `ignore_index` (and padding id 0 never
+    labelled: the collator writes -100 there).
+
+    Returns (smoothed loss sum, NLL sum, number of target tokens), all float32 scalars except the
+    count (int64).
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    mask = labels != ignore_index  # (B, T)
+    target = labels.masked_fill(~mask, 0).unsqueeze(-1)  # (B, T, 1)
+    nll = -lprobs.gather(-1, target).squeeze(-1)  # (B, T)
+    smooth = -lprobs.mean(dim=-1)  # (B, T)
+    loss = (1.0 - epsilon) * nll + epsilon * smooth
+    return loss[mask].sum(), nll[mask].sum(), mask.sum()
+
+
+def noam_lambda(d_model: int, warmup_steps: int, factor: float = 1.0):
+    """Equation 3 as a `LambdaLR` multiplier (the optimizer's base lr must be 1.0): lr(step) =
+    factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). Step 0 (before the first update)
+    is evaluated as step 1, so the first update already has a non-zero rate. Peak at step ==
+    warmup: factor * (d_model * warmup)^-0.5."""
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}.")
+
+    def lr_lambda(step: int) -> float:
+        step = max(step, 1)
+        return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+    return lr_lambda
+
+
+def build_optimizer_and_scheduler(model: torch.nn.Module, config: TrainingConfig):
+    """Adam(beta1, beta2, eps) (Section 5.3) with the Noam schedule as a `LambdaLR`."""
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=1.0,  # LambdaLR multiplies this base rate by noam_lambda(step)
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, noam_lambda(config.d_model, config.warmup_steps, config.lr_factor)
+    )
+    return optimizer, scheduler
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration and presets
+# --------------------------------------------------------------------------------------------------
+
+
+_f = option
+
+
+PRESETS: dict[str, dict] = {
+    # Table 3, base: 512/2048/8 heads/6+6, P_drop 0.1, ~25k source + 25k target tokens per update,
+    # 100k updates, warm-up 4000; the 5 last checkpoints averaged (Section 6.1).
+    "base": dict(
+        d_model=512, ffn_dim=2048, attention_heads=8, encoder_layers=6, decoder_layers=6,
+        dropout=0.1, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
+        warmup_steps=4000, lr_factor=1.0, max_steps=100000, checkpoint_steps=5000,
+        average_last=5,
+    ),
+    # Table 3, big: 1024/4096/16 heads, P_drop 0.3, 300k updates, the 20 last checkpoints.
+    "big": dict(
+        d_model=1024, ffn_dim=4096, attention_heads=16, encoder_layers=6, decoder_layers=6,
+        dropout=0.3, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
+        warmup_steps=4000, lr_factor=1.0, max_steps=300000, checkpoint_steps=10000,
+        average_last=20,
+    ),
+    # Tuned for ~20 minutes on 2 CPU cores (see CPU_SMALL_NOTES): small, shallow and fast, pre-LN,
+    # a high peak lr (3e-3 = 0.83 / sqrt(192 * 400)), no dropout, many small updates.
+    "cpu-small": dict(
+        d_model=192, ffn_dim=768, attention_heads=4, encoder_layers=2, decoder_layers=2,
+        dropout=0.0, norm_first=True, tokenizer_vocab_size=4000, max_position_embeddings=256,
+        max_source_length=96, max_target_length=96, batch_tokens=2500, update_tokens=2500,
+        warmup_steps=400, lr_factor=0.83, max_steps=100000, max_train_minutes=20.0,
+        logging_steps=25, eval_steps=500, eval_bleu_samples=100, eval_num_beams=4,
+        checkpoint_steps=250, keep_last=5, average_last=5, threads=2,
+    ),
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class TrainingConfig(CorpusOptions):
+    """Every hyperparameter of a run: the corpus (`CorpusOptions`) and the fields below; the
+    `vanilla-transformer-train` tool exposes each field as `--name`."""
+
+    preset: str | None = _f(None, "Start from a preset.", choices=sorted(PRESETS))
+    # Data: the corpus fields come from CorpusOptions
+    tokenizer: str = _f(
+        "data_cache/tokenizer", "Tokenizer folder; trained on the train split if missing."
+    )
+    tokenizer_vocab_size: int = _f(8000, "BPE vocabulary size when a tokenizer is trained.")
+    max_source_length: int = _f(128, "Drop training pairs whose source is longer (tokens).")
+    max_target_length: int = _f(128, "Drop training pairs whose target is longer (tokens).")
+    # Model (Table 3)
+    d_model: int = _f(512, "Model width d_model.")
+    ffn_dim: int = _f(2048, "Feed-forward inner size d_ff.")
+    attention_heads: int = _f(8, "Attention heads h.")
+    encoder_layers: int = _f(6, "Encoder layers N.")
+    decoder_layers: int = _f(6, "Decoder layers N.")
+    dropout: float = _f(0.1, "Residual / embedding dropout P_drop.")
+    attention_dropout: float = _f(0.0, "Dropout on attention weights.")
+    norm_first: bool = _f(False, "Pre-LN instead of the paper's post-LN.")
+    max_position_embeddings: int = _f(1024, "Positional table size.")
+    # Optimisation (Sections 5.3, 5.4)
+    label_smoothing: float = _f(0.1, "Label smoothing epsilon.")
+    lr_factor: float = _f(1.0, "Noam schedule factor: peak lr = factor / sqrt(d_model * warmup).")
+    warmup_steps: int = _f(4000, "Warm-up updates of the Noam schedule.")
+    adam_beta1: float = _f(0.9, "Adam beta1.")
+    adam_beta2: float = _f(0.98, "Adam beta2.")
+    adam_epsilon: float = _f(1e-9, "Adam epsilon.")
+    weight_decay: float = _f(0.0, "Adam L2 weight decay (the paper: none).")
+    max_grad_norm: float = _f(0.0, "Clip the gradient norm to this (0: no clipping, the paper).")
+    batch_tokens: int = _f(4096, "Padded source+target tokens per micro-batch per process.")
+    update_tokens: int = _f(
+        50000, "Padded tokens per update (all processes); sets gradient accumulation."
+    )
+    gradient_accumulation_steps: int = _f(
+        0, "Micro-batches per update and process (0: from update_tokens / batch_tokens)."
+    )
+    # Loop
+    max_steps: int = _f(100000, "Stop after this many updates.")
+    max_train_minutes: float = _f(0.0, "Stop after this many minutes of training (0: no limit).")
+    seed: int = _f(0, "Seed of initialisation, data order and dropout.")
+    mixed_precision: str = _f("no", "no, bf16 or fp16 (Accelerate).")
+    output_dir: str = _f("runs/default", "Run folder: checkpoints, logs, Hub folder.")
+    logging_steps: int = _f(50, "Log the training loss every N updates.")
+    eval_steps: int = _f(1000, "Validation loss and BLEU every N updates (0: never).")
+    eval_bleu_samples: int = _f(200, "Validation pairs translated for BLEU during training.")
+    eval_num_beams: int = _f(4, "Beam size of the BLEU evaluations.")
+    eval_batch_size: int = _f(64, "Sentences per generate call.")
+    checkpoint_steps: int = _f(1000, "Checkpoint every N updates (0: never by steps).")
+    checkpoint_minutes: float = _f(0.0, "Checkpoint every N minutes (0: never by time).")
+    keep_last: int = _f(5, "Checkpoints kept (older ones deleted).")
+    resume_from_checkpoint: str | None = _f(None, "Checkpoint folder or 'latest' to resume.")
+    overwrite_output_dir: bool = _f(
+        False, "Delete checkpoints of an earlier run in output_dir instead of refusing to start."
+    )
+    nan_policy: str = _f("skip", "Non-finite loss/gradients: 'skip' the update or 'stop' saved.")
+    debug_nan_at_step: int = _f(
+        0, "Testing aid: make the loss NaN at this update attempt, skipped ones counted (0: off)."
+    )
+    log_with: str = _f("auto", "Trackers: 'auto' (tensorboard if installed), 'none', or names.")
+    threads: int = _f(0, "torch.set_num_threads (0: leave torch's default).")
+    # Final model
+    average_last: int = _f(5, "Average the weights of the last N checkpoints at the end (1: off).")
+    final_eval_splits: str = _f("validation,test", "Splits scored at the end with beam search.")
+    final_num_beams: int = _f(4, "Beam size of the final evaluation (the paper: 4).")
+    final_length_penalty: float = _f(0.6, "Length penalty of the final evaluation (paper: 0.6).")
+    hub_folder: str | None = _f(None, "Hub-layout folder of the final model (default: out/hub).")
+    save_hub: bool = _f(True, "Write the final Hub folder (needs a test split).")
+    push_to_hub: bool = _f(False, "Upload the Hub folder with hub.push_folder.")
+    hub_model_id: str | None = _f(None, "Hub repo id, 'owner/name'.")
+
+    def __post_init__(self):
+        if self.nan_policy not in ("skip", "stop"):
+            raise ValueError(f"nan_policy must be 'skip' or 'stop', got {self.nan_policy!r}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(
+                f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}."
+            )
+        if self.d_model % self.attention_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by attention_heads "
+                f"({self.attention_heads})."
+            )
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id ('owner/name').")
+
+
+CPU_SMALL_NOTES = """\
+cpu-small was chosen by BLEU on 300 validation verses (greedy) after the number of updates a
+2-core CPU makes in 18 minutes (measured per model on 2 pinned cores, calibrated to the
+25-minute baseline in docs/data.md), 26 runs on a GPU. Findings: pre-LN beat post-LN by 6 BLEU
+(post-LN learns too slowly at these step counts); a 4k joint BPE beat 8k (+1); smaller, faster models won because more
+updates matter more than capacity here (d_model 192, 2+2 layers: 23.5 BLEU; 256/3+3: 16;
+384/3+3: 11.7); peak lr 3e-3 beat 2e-3 and 1e-3 for the small model; dropout 0 beat 0.1 (+2,
+under 4 epochs there is little to overfit); 2,500-token updates about as good as 1,500 and better
+than fewer larger ones."""
+
+
+def resolve_config(preset: str | None = None, file_values: dict | None = None, **overrides):
+    """Defaults < preset < file values < explicit overrides (each a dict of field names)."""
+    names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    values: dict = {}
+    file_values = dict(file_values or {})
+    preset = overrides.get("preset") or file_values.get("preset") or preset
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+        values.update(PRESETS[preset], preset=preset)
+    for source, where in ((file_values, "config file"), (overrides, "arguments")):
+        unknown = sorted(set(source) - names)
+        if unknown:
+            raise ValueError(f"unknown training options in {where}: {unknown}.")
+        values.update(source)
+    return TrainingConfig(**values)
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A YAML (.yaml/.yml) or JSON file of `TrainingConfig` fields."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values.")
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# Data and model
+# --------------------------------------------------------------------------------------------------
+
+
+def load_data(config: TrainingConfig, accelerator: Accelerator):
+    """Corpus, tokenizer (trained and saved on the main process if missing) and tokenised splits."""
+
+    with accelerator.main_process_first():
+        corpus = config.load()
+        if "train" not in corpus:
+            raise ValueError(f"dataset {config.dataset!r} has no train split: {list(corpus)}")
+        tok_dir = Path(config.tokenizer)
+        if not (tok_dir / "tokenizer.json").is_file():
+            if accelerator.is_main_process:
+                logger.info(f"training a {config.tokenizer_vocab_size}-token BPE into {tok_dir}")
+                tokenizer = train_tokenizer(
+                    corpus["train"],
+                    vocab_size=config.tokenizer_vocab_size,
+                    languages=[config.src_lang, config.tgt_lang],
+                    model_max_length=config.max_position_embeddings,
+                )
+                tokenizer.save_pretrained(tok_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        tokenized, counts = tokenize_translation_dataset(
+            corpus,
+            tokenizer,
+            config.src_lang,
+            config.tgt_lang,
+            config.max_source_length,
+            config.max_target_length,
+        )
+    return corpus, tokenizer, tokenized, counts
+
+
+def build_model(config: TrainingConfig, vocab_size: int, **overrides):
+    """The model a run trains; `overrides` are further `VanillaTransformerConfig` fields (e.g.
+    `attention_scaling`, which the attention study varies)."""
+
+    model_config = VanillaTransformerConfig(
+        vocab_size=vocab_size,
+        d_model=config.d_model,
+        encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers,
+        encoder_attention_heads=config.attention_heads,
+        decoder_attention_heads=config.attention_heads,
+        encoder_ffn_dim=config.ffn_dim,
+        decoder_ffn_dim=config.ffn_dim,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        norm_first=config.norm_first,
+        max_position_embeddings=config.max_position_embeddings,
+        **overrides,
+    )
+    return VanillaTransformerForConditionalGeneration(model_config)
+
+
+def micro_batches(loader, sampler, epoch: int) -> Iterator[tuple[int, dict]]:
+    """(epoch, batch) forever, epoch after epoch, resuming inside `epoch` where the sampler's
+    state says."""
+    while True:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation during training
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validation_loss(model, loader, accelerator: Accelerator, epsilon: float) -> dict:
+    """Label-smoothed loss and NLL per target token over the whole validation split."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    for batch in loader:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        logits = model(**batch).logits
+        loss, nll, count = label_smoothed_loss(logits, batch["labels"], epsilon)
+        totals += torch.stack([loss.double(), nll.double(), count.double()])
+    totals = accelerator.reduce(totals, "sum")
+    model.train(was_training)
+    tokens = max(totals[2].item(), 1.0)
+    nll = totals[1].item() / tokens
+    return {"loss": totals[0].item() / tokens, "nll": nll, "ppl": math.exp(min(nll, 50))}
+
+
+def bleu_on(
+    model,
+    tokenizer,
+    split,
+    config: TrainingConfig,
+    samples: int | None,
+    beams: int,
+    length_penalty: float = 0.6,
+) -> dict:
+
+    return evaluate_translation(
+        model,
+        tokenizer,
+        split,
+        config.src_lang,
+        config.tgt_lang,
+        batch_size=config.eval_batch_size,
+        num_beams=beams,
+        length_penalty=length_penalty,
+        max_samples=samples,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+
+
+def _trackers(log_with: str) -> list[str] | None:
+    if log_with == "none":
+        return None
+    if log_with == "auto":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            return None
+        return ["tensorboard"]
+    return [name.strip() for name in log_with.split(",") if name.strip()]
+
+
+def _cpu_only() -> bool:
+    """Accelerate builds a multi-process CPU group (gloo) only when told `cpu=True`: without it,
+    processes started by torchrun on a machine without GPUs each train alone."""
+    return not torch.cuda.is_available()
+
+
+def make_accelerator(config: TrainingConfig, grad_accum: int = 1) -> Accelerator:
+    return Accelerator(
+        cpu=_cpu_only(),
+        gradient_accumulation_steps=grad_accum,
+        mixed_precision=config.mixed_precision,
+        log_with=_trackers(config.log_with),
+        project_dir=config.output_dir,
+    )
+
+
+def append_log(accelerator: Accelerator, run_dir: Path, record: dict) -> None:
+    """One JSON line per logged step in `run_dir/train_log.jsonl` (main process), tracker or not."""
+    if accelerator.is_main_process:
+        with open(run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped on a non-finite loss or gradient (nan_policy='stop'); state saved."""
+
+
+def train(config: TrainingConfig) -> dict:
+    """Run training as configured; returns the run summary (also written to summary.json)."""
+
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    run_dir = Path(config.output_dir)
+    world = PartialState(cpu=_cpu_only()).num_processes
+    grad_accum = config.gradient_accumulation_steps or max(
+        1, math.ceil(config.update_tokens / (config.batch_tokens * world))
+    )
+    accelerator = make_accelerator(config, grad_accum)
+    set_seed(config.seed)
+    if complete_checkpoints(run_dir) and not config.resume_from_checkpoint:
+        if not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"{run_dir} holds checkpoints of an earlier run: pass --resume_from_checkpoint "
+                "latest to continue it, or --overwrite_output_dir to start afresh."
+            )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(run_dir / "checkpoints")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "training_config.json").write_text(
+            json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+        )
+
+    corpus, tokenizer, tokenized, counts = load_data(config, accelerator)
+    train_set = tokenized["train"]
+    model = build_model(config, len(tokenizer))
+    collator = make_collator(tokenizer, model)
+    sampler = TokenBudgetBatchSampler.from_dataset(
+        train_set,
+        max_tokens=config.batch_tokens,
+        seed=config.seed,
+        num_replicas=world,
+        rank=accelerator.process_index,
+    )
+    # The loader is not passed to `prepare`: the sampler shards by rank itself, so the data order
+    # is fixed by (seed, epoch) alone and resumes exactly.
+    # Its own generator: each new iterator draws a base seed, which must not come from the global
+    # RNG that dropout uses, or a resumed run would see other dropout masks.
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    val_loader = None
+    if "validation" in tokenized and config.eval_steps > 0:
+        val_sampler = TokenBudgetBatchSampler.from_dataset(
+            tokenized["validation"],
+            max_tokens=config.batch_tokens,
+            shuffle=False,
+            num_replicas=world,
+            rank=accelerator.process_index,
+            drop_last=True,
+        )
+        val_loader = DataLoader(
+            tokenized["validation"],
+            batch_sampler=val_sampler,
+            collate_fn=collator,
+            generator=torch.Generator(),
+        )
+    optimizer, scheduler = build_optimizer_and_scheduler(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Stepped by hand once per update: `prepare` would step it once per process. Its state goes
+    # into trainer_state.json (plain numbers), not `register_for_checkpointing`, whose pickle
+    # accelerate loads with weights_only=False.
+    unwrapped = accelerator.unwrap_model(model)
+    num_parameters = unwrapped.num_parameters()
+
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batches_done": 0,
+        "tokens": 0,
+        "target_tokens": 0,
+        "train_seconds": 0.0,
+        "skipped_updates": 0,
+        "last_eval": None,
+    }
+    if config.resume_from_checkpoint:
+        path = resolve_checkpoint(run_dir, config.resume_from_checkpoint)
+        accelerator.load_state(str(path))
+        state.update(json.loads((path / STATE_FILE).read_text()))
+        scheduler.load_state_dict(state.pop("scheduler"))
+        logger.info(f"resumed from {path} at update {state['step']}")
+    sampler.load_state_dict(
+        {"seed": config.seed, "epoch": state["epoch"], "batches_done": state["batches_done"]}
+    )
+    trackers = _trackers(config.log_with)
+    if trackers:
+        flat = {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if isinstance(v, (int, float, str, bool))
+        }
+        accelerator.init_trackers("vanilla_transformer", config=flat)
+    logger.info(
+        f"{num_parameters:,} parameters; {len(train_set)} training pairs; {world} process(es) x "
+        f"{grad_accum} micro-batches of <= {config.batch_tokens} tokens per update",
+        main_process_only=True,
+    )
+
+    stream = micro_batches(loader, sampler, state["epoch"])
+    progress = tqdm(
+        total=config.max_steps,
+        initial=state["step"],
+        desc="train",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    start = time.time() - state["train_seconds"]
+    last_checkpoint_time = time.time()
+    window_tokens, window_start, loss_ema = 0, time.time(), None
+    stop_reason = "max_steps"
+    model.train()
+
+    def any_process(flag: bool) -> bool:
+        return (
+            accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item()
+            > 0
+        )
+
+    def snapshot() -> dict:
+        return {**state, "train_seconds": time.time() - start, "scheduler": scheduler.state_dict()}
+
+    while state["step"] < config.max_steps:
+        # One update: G micro-batches per process, counted before any backward so that every
+        # micro-batch is divided by the token count of the whole update, on every process.
+        batches, epoch_after = [], state["epoch"]
+        consumed = state["batches_done"]
+        for _ in range(grad_accum):
+            epoch_now, batch = next(stream)
+            consumed = consumed + 1 if epoch_now == epoch_after else 1
+            epoch_after = epoch_now
+            batches.append({k: v.to(accelerator.device) for k, v in batch.items()})
+        local = torch.tensor(
+            [
+                sum(int((b["labels"] != -100).sum()) for b in batches),
+                sum(int(b["attention_mask"].sum()) for b in batches),
+            ],
+            dtype=torch.float64,
+            device=accelerator.device,
+        )
+        target_tokens, source_tokens = accelerator.reduce(local, "sum").tolist()
+        # accelerator.backward divides by G and DDP averages over processes: undo both, so that
+        # the gradient is d(sum of token losses) / (target tokens of the update).
+        scale = grad_accum * world / max(target_tokens, 1.0)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                logits = model(**batch).logits
+                loss, _, _ = label_smoothed_loss(logits, batch["labels"], config.label_smoothing)
+                attempt = state["step"] + state["skipped_updates"] + 1  # skipped ones count
+                if attempt == config.debug_nan_at_step:
+                    loss = loss * float("nan")
+                accelerator.backward(loss * scale)
+                loss_sum += loss.detach()
+        finite = torch.isfinite(loss_sum).item() and all(
+            torch.isfinite(p.grad).all().item() for p in model.parameters() if p.grad is not None
+        )
+        if any_process(not finite):
+            optimizer.zero_grad(set_to_none=True)
+            state["skipped_updates"] += 1
+            logger.warning(
+                f"non-finite loss or gradient at update {state['step'] + 1}: "
+                f"{'skipped' if config.nan_policy == 'skip' else 'stopping'} "
+                f"({state['skipped_updates']} so far)"
+            )
+            accelerator.log({"train/skipped_updates": state["skipped_updates"]}, step=state["step"])
+            if config.nan_policy == "stop":
+                save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
+                accelerator.end_training()
+                raise NonFiniteLossError(
+                    f"non-finite loss at update {state['step'] + 1}; state saved in {run_dir}"
+                )
+            state["epoch"], state["batches_done"] = epoch_after, consumed
+            continue
+        if config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state["step"] += 1
+        state["epoch"], state["batches_done"] = epoch_after, consumed
+        state["target_tokens"] += int(target_tokens)
+        state["tokens"] += int(target_tokens + source_tokens)
+        update_loss = accelerator.reduce(loss_sum, "sum").item() / max(target_tokens, 1.0)
+        loss_ema = update_loss if loss_ema is None else 0.95 * loss_ema + 0.05 * update_loss
+        window_tokens += int(target_tokens + source_tokens)
+        progress.update(1)
+        if state["step"] % config.logging_steps == 0:
+            elapsed = time.time() - window_start
+            tok_s = window_tokens / max(elapsed, 1e-9)
+            lr = scheduler.get_last_lr()[0]
+            progress.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+            record = {
+                "train/loss": update_loss,
+                "train/loss_ema": loss_ema,
+                "train/lr": lr,
+                "train/tokens_per_s": tok_s,
+                "train/epoch": state["epoch"],
+            }
+            accelerator.log(record, step=state["step"])
+            append_log(accelerator, run_dir, {"step": state["step"], **record})
+            window_tokens, window_start = 0, time.time()
+
+        if config.eval_steps and state["step"] % config.eval_steps == 0:
+            state["last_eval"] = evaluate_during_training(
+                model, accelerator, tokenizer, corpus, val_loader, config, state["step"]
+            )
+        elapsed_min = (time.time() - start) / 60
+        out_of_time = config.max_train_minutes > 0 and elapsed_min >= config.max_train_minutes
+        out_of_time = any_process(out_of_time)
+        due = (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0) or (
+            config.checkpoint_minutes
+            and time.time() - last_checkpoint_time >= 60 * config.checkpoint_minutes
+        )
+        if any_process(bool(due)) or out_of_time or state["step"] >= config.max_steps:
+            save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
+            last_checkpoint_time = time.time()
+        if out_of_time:
+            stop_reason = "max_train_minutes"
+            break
+    progress.close()
+    state["train_seconds"] = time.time() - start
+    summary = finish(
+        model, accelerator, tokenizer, corpus, counts, config, state, stop_reason, num_parameters
+    )
+    accelerator.end_training()
+    return summary
+
+
+def evaluate_during_training(model, accelerator, tokenizer, corpus, val_loader, config, step):
+    if val_loader is None:
+        return None
+    metrics = {
+        f"val/{k}": v
+        for k, v in validation_loss(model, val_loader, accelerator, config.label_smoothing).items()
+    }
+    if accelerator.is_main_process and config.eval_bleu_samples > 0:
+        scores = bleu_on(
+            accelerator.unwrap_model(model),
+            tokenizer,
+            corpus["validation"],
+            config,
+            config.eval_bleu_samples,
+            config.eval_num_beams,
+        )
+        metrics.update({"val/bleu": scores["bleu"], "val/chrf": scores["chrf"]})
+    accelerator.wait_for_everyone()
+    accelerator.log(metrics, step=step)
+    append_log(accelerator, Path(config.output_dir), {"step": step, **metrics})
+    if accelerator.is_main_process:
+        text = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+        tqdm.write(f"[update {step}] {text}")
+    return metrics
+
+
+def finish(
+    model, accelerator, tokenizer, corpus, counts, config, state, stop_reason, num_parameters
+) -> dict:
+    """Average the last checkpoints, score the final splits, write the Hub folder and summary."""
+
+    run_dir = Path(config.output_dir)
+    model = accelerator.unwrap_model(model)
+    summary = {
+        "stop_reason": stop_reason,
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "target_tokens": state["target_tokens"],
+        "train_seconds": state["train_seconds"],
+        "skipped_updates": state["skipped_updates"],
+        "num_parameters": num_parameters,
+        "train_pairs": counts["train"]["kept"],
+        "hardware": hardware_description(accelerator.device, accelerator.num_processes),
+        "last_eval": state["last_eval"],
+        "scores": {},
+    }
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return summary
+    checkpoints = complete_checkpoints(run_dir)[-config.average_last :]
+    if config.average_last > 1 and len(checkpoints) > 1:
+        load_averaged_weights(model, average_checkpoints(checkpoints))
+        summary["averaging"] = (
+            f"mean of the last {len(checkpoints)} checkpoints "
+            f"({', '.join(p.name for p in checkpoints)})"
+        )
+    for split in [s.strip() for s in config.final_eval_splits.split(",") if s.strip()]:
+        if split in corpus:
+            summary["scores"][split] = bleu_on(
+                model,
+                tokenizer,
+                corpus[split],
+                config,
+                None,
+                config.final_num_beams,
+                config.final_length_penalty,
+            )
+            tqdm.write(
+                f"[final] {split}: BLEU {summary['scores'][split]['bleu']:.2f} chrF "
+                f"{summary['scores'][split]['chrf']:.2f}"
+            )
+    if config.save_hub and "test" in summary["scores"]:
+        summary["hub_folder"] = str(save_final_hub_folder(model, tokenizer, config, summary))
+        if config.push_to_hub:
+            push_folder(summary["hub_folder"], config.hub_model_id)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dict) -> Path:
+
+    test = summary["scores"]["test"]
+    val = summary["scores"].get("validation", {})
+    if config.dataset == "bible":
+        readme = Path(config.bible_cache_dir) / f"{config.english}-rv1909" / "README.md"
+        info = bible_card_info(config.english, readme.read_text() if readme.is_file() else None)
+    else:
+        info = {
+            "src_lang": config.src_lang,
+            "tgt_lang": config.tgt_lang,
+            "dataset_name": config.dataset,
+            "dataset_id": Path(config.dataset).name or "local",
+            "dataset_description": f"Parallel corpus loaded from `{config.dataset}`.",
+            "intended_use": "Research and demonstration of the original Transformer recipe.",
+            "limitations": ["Trained only on the data above, for a short time."],
+            "example_source": "Hello.",
+        }
+    preset = config.preset or "custom"
+    info.update(
+        model_name=f"vanilla-transformer-{preset}-{config.src_lang}-{config.tgt_lang}",
+        repo_id=config.hub_model_id or f"local/vanilla-transformer-{preset}",
+        train_samples=summary["train_pairs"],
+        train_steps=summary["steps"],
+        train_tokens=summary["tokens"],
+        hardware=summary["hardware"],
+        training_time=summary["train_seconds"],
+        hyperparameters={k: v for k, v in dataclasses.asdict(config).items() if k in HPARAMS},
+        test_bleu=test["bleu"],
+        test_chrf=test["chrf"],
+        test_samples=test["num_samples"],
+        bleu_signature=test["bleu_signature"],
+        chrf_signature=test["chrf_signature"],
+        num_beams=config.final_num_beams,
+        length_penalty=config.final_length_penalty,
+        validation_bleu=val.get("bleu"),
+        validation_chrf=val.get("chrf"),
+        validation_samples=val.get("num_samples"),
+        averaging=summary.get("averaging"),
+    )
+    folder = Path(config.hub_folder or Path(config.output_dir) / "hub")
+    return save_hub_folder(model, tokenizer, folder, info)
+
+
+HPARAMS = (
+    "preset",
+    "d_model",
+    "ffn_dim",
+    "attention_heads",
+    "encoder_layers",
+    "decoder_layers",
+    "dropout",
+    "norm_first",
+    "label_smoothing",
+    "lr_factor",
+    "warmup_steps",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "batch_tokens",
+    "update_tokens",
+    "max_source_length",
+    "max_target_length",
+    "tokenizer_vocab_size",
+    "max_steps",
+    "max_train_minutes",
+    "seed",
+    "mixed_precision",
+)
