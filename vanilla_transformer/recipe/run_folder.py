@@ -41,6 +41,7 @@ RESUME_LOCKED_OPTIONS = (
     "english",
     "src_lang",
     "tgt_lang",
+    "tsv_quoting",
     "max_source_length",
     "max_target_length",
     "tokenizer",
