@@ -385,3 +385,15 @@ def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_lin
     ragged.write_text("a\tb\nonly-one-column\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"ragged\.tsv:2: expected 2 tab-separated columns"):
         data.load_translation_dataset(ragged, "en", "es", cache_dir=str(tmp_path / "cache2"))
+
+
+def test_tsv_quoting_is_an_option_of_every_corpus_tool(tmp_path):
+    from vanilla_transformer.recipe.options import CorpusOptions, parse_cli
+
+    path = tmp_path / "train.tsv"
+    path.write_text('"a\tb"\tc\n', encoding="utf-8")
+    (quoted,) = parse_cli([CorpusOptions], ["--dataset", str(path), "--tsv_quoting"], None)
+    assert [r["en"] for r in quoted.load()["train"]["translation"]] == ["a\tb"]
+    (plain,) = parse_cli([CorpusOptions], ["--dataset", str(path)], None)
+    with pytest.raises(ValueError, match=r"train\.tsv:1: expected 2 tab-separated columns"):
+        plain.load()

@@ -28,6 +28,7 @@ from vanilla_transformer.recipe.run_folder import (
     RESUME_LOCKED_OPTIONS,
     RunLock,
     RunLockedError,
+    describe_stale,
     disk_full_error,
     resume_conflicts,
 )
@@ -67,6 +68,7 @@ def test_the_lock_of_a_killed_run_is_recognised_as_stale_and_taken_over(tmp_path
         holder.wait()
     with RunLock(tmp_path) as lock:
         assert lock.stale_holder is not None and lock.stale_holder["pid"] == holder.pid
+        assert f"pid {holder.pid} is no longer running" in describe_stale(lock.stale_holder)
 
 
 def test_training_into_a_locked_folder_fails_before_doing_any_work(tmp_path):

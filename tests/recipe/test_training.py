@@ -432,12 +432,8 @@ def in_process_config(corpus: Path, out: Path, **overrides):
         for k, v in flags.items()
     }
     quiet = dict(eval_steps=0, final_eval_splits="", save_hub=False, average_last=1)
-    return resolve_config(
-        dataset=str(corpus / "data"),
-        tokenizer=str(corpus / "tok"),
-        output_dir=str(out),
-        **{**typed, **quiet, **overrides},
-    )
+    inputs = dict(dataset=str(corpus / "data"), tokenizer=str(corpus / "tok"), output_dir=str(out))
+    return resolve_config(**{**inputs, **typed, **quiet, **overrides})
 
 
 def test_a_training_split_emptied_by_the_filters_is_refused_saying_what_each_removed(
@@ -729,3 +725,33 @@ def test_an_unwritable_output_directory_fails_fast_naming_it(training_inputs, tm
     )
     assert result.returncode != 0
     assert str(blocker) in result.stderr, result.stderr[-3000:]
+
+
+def test_resume_refuses_another_number_of_processes_or_a_changed_tokenizer(corpus, tmp_path):
+    from vanilla_transformer.recipe.checkpoints import write_manifest
+    from vanilla_transformer.recipe.training import train
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(corpus / "tok", tokenizer)
+    out = tmp_path / "run"
+    run_train(corpus, out, "--tokenizer", str(tokenizer), "--max_steps", "2", *QUIET)
+    config = in_process_config(
+        corpus, out, tokenizer=str(tokenizer), max_steps=2, resume_from_checkpoint="latest"
+    )
+    (checkpoint,) = complete_checkpoints(out)
+    state_file = checkpoint / "trainer_state.json"
+    original = state_file.read_text()
+
+    state = json.loads(original)
+    state["num_processes"] = 2  # as if saved by a 2-process run
+    state_file.write_text(json.dumps(state))
+    write_manifest(checkpoint)
+    with pytest.raises(ValueError, match=r"num_processes: 2 in the run, 1 now"):
+        train(config)
+
+    state_file.write_text(original)
+    write_manifest(checkpoint)
+    texts = [r["translation"][k] for r in _pairs(50, random.Random(1)) for k in ("en", "es")]
+    train_tokenizer(texts, vocab_size=280, model_max_length=64).save_pretrained(tokenizer)
+    with pytest.raises(ValueError, match=r"tokenizer\.json changed since the run saved it"):
+        train(config)

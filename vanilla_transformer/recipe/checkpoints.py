@@ -62,6 +62,7 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "read_trainer_state",
     "write_manifest",
     "verify_checkpoint",
     "newest_verified",
@@ -472,14 +473,20 @@ def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
     return path
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
-    """`accelerator.load_state` of a checkpoint, and its trainer state; errors name the file."""
+def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's trainer state (counters, sampler position, scheduler); errors name it."""
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         if not isinstance(state, dict) or "step" not in state:
             raise ValueError("not a trainer state (no 'step')")
     except (ValueError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"{path / STATE_FILE} cannot be read ({err}).") from None
+    return state
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
+    """`accelerator.load_state` of a checkpoint, and its trainer state; errors name the file."""
+    state = read_trainer_state(path)
     try:
         accelerator.load_state(str(path))
     except Exception as err:

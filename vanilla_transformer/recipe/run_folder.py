@@ -41,6 +41,7 @@ RESUME_LOCKED_OPTIONS = (
     "english",
     "src_lang",
     "tgt_lang",
+    "tsv_quoting",
     "max_source_length",
     "max_target_length",
     "tokenizer",
@@ -103,10 +104,9 @@ class RunLock:
                 "--output_dir."
             ) from None
         previous = _read_holder(fd)
-        if previous.get("pid") and not (
-            previous.get("host") == socket.gethostname() and _pid_alive(int(previous["pid"]))
-        ):
-            self.stale_holder = previous  # killed before it could release
+        if previous.get("pid"):
+            # A record left behind with the lock free: its run ended without releasing it.
+            self.stale_holder = previous
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
@@ -148,7 +148,12 @@ def _describe(holder: Mapping) -> str:
 
 
 def describe_stale(holder: Mapping) -> str:
-    return f"took over the stale lock of a run that was killed ({_describe(holder)})"
+    pid, host = holder.get("pid"), holder.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and _pid_alive(pid):
+        state = f"pid {pid} now belongs to another process"
+    else:
+        state = f"pid {pid} is no longer running"
+    return f"took over the stale lock of a run that was killed ({_describe(holder)}; {state})"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -44,6 +45,7 @@ from .checkpoints import (
     complete_checkpoints,
     load_averaged_weights,
     load_checkpoint,
+    read_trainer_state,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -500,6 +502,11 @@ def check_tokenizer_size(tokenizer, config: TrainingConfig, tok_dir: Path) -> No
             + f". Pass --tokenizer_vocab_size {size} to use it, or --tokenizer NEW_FOLDER to "
             f"train a {config.tokenizer_vocab_size}-token one."
         )
+
+
+def tokenizer_fingerprint(folder: str | Path) -> str:
+    """sha256 of a tokenizer folder's tokenizer.json (the vocabulary and merges)."""
+    return hashlib.sha256((Path(folder) / "tokenizer.json").read_bytes()).hexdigest()
 
 
 def build_model(config: TrainingConfig, vocab_size: int, **overrides):
@@ -975,10 +982,12 @@ def _train_holding_lock(
         "skipped_updates": 0,
         "last_eval": None,
         "num_processes": world,
+        # The tokenizer folder's path is a locked option; its content is checked by this.
+        "tokenizer_sha256": tokenizer_fingerprint(config.tokenizer),
     }
     if config.resume_from_checkpoint:
         path = resolve_checkpoint(run_dir, config.resume_from_checkpoint)
-        saved_state = load_checkpoint(accelerator, path)
+        saved_state = read_trainer_state(path)  # checked before any weight is loaded
         saved_world = saved_state.get("num_processes", world)
         if saved_world != world and not config.override_resume_options:
             raise ValueError(
@@ -986,7 +995,16 @@ def _train_holding_lock(
                 f"in the run, {world} now) would change the data order. Launch {saved_world} "
                 "process(es), or pass --override_resume_options."
             )
-        state.update(saved_state, num_processes=world)
+        saved_tokenizer = saved_state.get("tokenizer_sha256", state["tokenizer_sha256"])
+        if saved_tokenizer != state["tokenizer_sha256"] and not config.override_resume_options:
+            raise ValueError(
+                f"resuming {path}: {Path(config.tokenizer) / 'tokenizer.json'} changed since the "
+                f"run saved it (tokenizer sha256 {saved_tokenizer[:12]}... in the run, "
+                f"{state['tokenizer_sha256'][:12]}... now): the embeddings would not match its "
+                "ids. Restore the run's tokenizer, or pass --override_resume_options."
+            )
+        saved_state = load_checkpoint(accelerator, path)
+        state.update(saved_state, num_processes=world, tokenizer_sha256=state["tokenizer_sha256"])
         try:
             scheduler.load_state_dict(state.pop("scheduler"))
         except (KeyError, TypeError, ValueError) as err:
