@@ -6,13 +6,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("train", "translate", "evaluate", "average", "push")
 
 
-@pytest.mark.slow
 def test_the_wheel_ships_templates_metric_modules_and_console_tools(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
