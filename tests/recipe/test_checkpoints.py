@@ -206,7 +206,7 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
 def test_list_checkpoints_ignores_temporary_folders_of_an_interrupted_save(tmp_path):
     from vanilla_transformer.recipe.checkpoints import list_checkpoints
 
-    model = tiny_model()
+    model = tiny_model(seed=0)
     for name in ("checkpoint-1", "checkpoint-2", "checkpoint-3.tmp"):
         model.save_pretrained(tmp_path / name)
     truncate(tmp_path / "checkpoint-3.tmp" / "model.safetensors")
