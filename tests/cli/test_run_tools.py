@@ -167,3 +167,17 @@ def test_train_tokenizer_never_overwrites_a_tokenizer_without_overwrite(run):
     )  # fmt: skip
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert tokenizer_file.read_bytes() == before
+
+
+def test_progress_bar_total_follows_the_time_budget_not_max_steps(run, tmp_path):
+    result = run_tool(
+        "train", "--dataset", run["data"], "--tokenizer", run["root"] / "tok",
+        "--output_dir", tmp_path / "timed", *TINY, "--max_steps", "100000",
+        "--max_train_minutes", "0.1", "--checkpoint_steps", "0", "--average_last", "1",
+        "--no_save_hub", "--final_eval_splits", "",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_train_minutes"
+    bars = [part for part in result.stderr.replace("\r", "\n").splitlines() if "train:" in part]
+    assert bars and "/100000" not in bars[-1]  # the ETA is the time budget's, not 100k updates'
