@@ -283,6 +283,7 @@ def _drop_empty(
                 src_lang,
                 tgt_lang,
             )
+        logger.info("%s: %d pairs with both sides non-empty", split, len(kept))
         out[split] = kept
     return datasets.DatasetDict(out)
 
