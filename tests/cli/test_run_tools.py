@@ -92,7 +92,13 @@ def test_every_checkpoint_folder_loads_with_from_pretrained(run):
 
 def test_training_logs_its_setup_and_saves_without_shared_tensor_warnings(run):
     log = run["result"].stderr
-    for phrase in ("parameters;", "kept", "micro-batches", "checkpoint saved"):
+    for phrase in (
+        "pairs with both sides non-empty",
+        "kept",
+        "parameters;",
+        "micro-batches",
+        "checkpoint saved",
+    ):
         assert phrase in log, phrase
     assert "Removed shared tensor" not in log
     assert "pin_memory" not in log
@@ -167,3 +173,17 @@ def test_train_tokenizer_never_overwrites_a_tokenizer_without_overwrite(run):
     )  # fmt: skip
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert tokenizer_file.read_bytes() == before
+
+
+def test_progress_bar_total_follows_the_time_budget_not_max_steps(run, tmp_path):
+    result = run_tool(
+        "train", "--dataset", run["data"], "--tokenizer", run["root"] / "tok",
+        "--output_dir", tmp_path / "timed", *TINY, "--max_steps", "100000",
+        "--max_train_minutes", "0.1", "--checkpoint_steps", "0", "--average_last", "1",
+        "--no_save_hub", "--final_eval_splits", "",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_train_minutes"
+    bars = [part for part in result.stderr.replace("\r", "\n").splitlines() if "train:" in part]
+    assert bars and "/100000" not in bars[-1]  # the ETA is the time budget's, not 100k updates'

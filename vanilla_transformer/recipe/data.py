@@ -335,6 +335,7 @@ def _drop_empty(
                 src_lang,
                 tgt_lang,
             )
+        logger.info("%s: %d pairs with both sides non-empty", split, len(kept))
         out[split] = kept
     result = datasets.DatasetDict(out)
     # Read by training to say what each filter removed when a split ends up empty.

@@ -146,6 +146,8 @@ def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signat
     base = read_card_info(base_folder)
     # base_model must be a Hub id: the base's own repo when it was published, else what was given.
     base_model = base.get("repo_id") if Path(config.model).is_dir() else config.model
+    if base_model and base_model.startswith("your-name/"):  # a base that was never published
+        base_model = None
     info = {
         "src_lang": config.src_lang,
         "tgt_lang": config.tgt_lang,

@@ -1249,7 +1249,9 @@ def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dic
     preset = config.preset or "custom"
     info.update(
         model_name=f"vanilla-transformer-{preset}-{config.src_lang}-{config.tgt_lang}",
-        repo_id=config.hub_model_id or f"local/vanilla-transformer-{preset}",
+        # Until `vanilla-transformer-push` writes the target repo into the card.
+        repo_id=config.hub_model_id
+        or f"your-name/vanilla-transformer-{preset}-{config.src_lang}-{config.tgt_lang}",
         train_samples=summary["train_pairs"],
         train_steps=summary["steps"],
         train_tokens=summary["tokens"],
