@@ -152,18 +152,14 @@ class StudyConfig:
         warmup = self.warmup_steps if s.warmup_steps is None else s.warmup_steps
         return resolve_config(
             "cpu-small",
-            d_model=self.d_model,
-            ffn_dim=self.ffn_dim,
-            attention_heads=self.attention_heads,
-            encoder_layers=self.layers,
-            decoder_layers=self.layers,
+            **{name: getattr(self, name) for name in ("d_model", "ffn_dim", "attention_heads")},
+            **dict.fromkeys(("encoder_layers", "decoder_layers"), self.layers),
+            **dict.fromkeys(("max_source_length", "max_target_length"), self.max_length),
             norm_first=s.norm_first,
             warmup_steps=warmup,
             # Noam's peak is factor / sqrt(d_model * warmup): solve for the factor.
             lr_factor=s.peak_lr * math.sqrt(self.d_model * warmup),
             batch_tokens=self.batch_tokens,
-            max_source_length=self.max_length,
-            max_target_length=self.max_length,
             seed=seed,
         )
 

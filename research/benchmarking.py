@@ -35,12 +35,20 @@ SHAPES = {
     # Table 3's big model, used on GPU only.
     "big": dict(vocab_size=8000, d_model=1024, layers=6, heads=16, ffn_dim=4096),
 }
-PAD, BOS, EOS = 0, 1, 2
+PAD = 0  # the project's padding id
 
 
 # --------------------------------------------------------------------------------------------------
 # The two models
 # --------------------------------------------------------------------------------------------------
+
+
+# Settings Marian takes from our config: ReLU, no attention/activation dropout, scaled and tied
+# embeddings, the project's special token ids.
+MARIAN_TAKES_OURS = tuple(
+    """activation_function attention_dropout activation_dropout scale_embedding
+    tie_word_embeddings pad_token_id eos_token_id decoder_start_token_id""".split()
+)
 
 
 def model_configs(
@@ -62,18 +70,12 @@ def model_configs(
         max_position_embeddings=512,
     )
     ours = VanillaTransformerConfig(**shared)
+    # Marian takes our values (the paper's defaults) of the settings whose defaults differ.
     marian = MarianConfig(
         **shared,
+        **{name: getattr(ours, name) for name in MARIAN_TAKES_OURS},
         decoder_vocab_size=s["vocab_size"],
-        activation_function="relu",
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        scale_embedding=True,
         share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        decoder_start_token_id=BOS,
         # Marian forces EOS at max_length by default; ours does not: keep the same logits processors.
         forced_eos_token_id=None,
     )

@@ -25,6 +25,12 @@ PAIRS = [
 ]
 
 
+def assert_refused(path: Path, message: str) -> None:
+    """Loading `path` as an EN->ES corpus raises a ValueError matching `message`."""
+    with pytest.raises(ValueError, match=message):
+        load_translation_dataset(path, "en", "es", cache_dir=str(Path(path).parent / "cache"))
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer((t for pair in PAIRS * 20 for t in pair), vocab_size=400)
@@ -67,28 +73,24 @@ def test_loads_a_save_to_disk_folder(tmp_path):
 
 def test_missing_language_key_names_found_and_expected(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"translation": {"en": "a", "fr": "b"}}])
-    with pytest.raises(ValueError, match=r"\['es'\].*found \['en', 'fr'\]"):
-        load_translation_dataset(path, "en", "es")
+    assert_refused(path, r"\['es'\].*found \['en', 'fr'\]")
 
 
 def test_missing_translation_column_is_a_clear_error(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"en": "a", "es": "b"}])
-    with pytest.raises(ValueError, match="expected a 'translation' object"):
-        load_translation_dataset(path, "en", "es")
+    assert_refused(path, "expected a 'translation' object")
 
 
 def test_tsv_with_wrong_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "x.tsv"
     path.write_text("a\tb\tc\nd\te\tf\n")
-    with pytest.raises(ValueError, match=r"x\.tsv:1: expected 2 tab-separated columns"):
-        load_translation_dataset(path, "en", "es")
+    assert_refused(path, r"x\.tsv:1: expected 2 tab-separated columns")
 
 
 def test_non_utf8_file_names_the_file_and_byte_offset(tmp_path):
     path = tmp_path / "latin1.tsv"
     path.write_bytes(b"Hello\tHola\n" + "Coffee\tcafé\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.tsv is not valid UTF-8: byte offset 21"):
-        load_translation_dataset(path, "en", "es")
+    assert_refused(path, r"latin1\.tsv is not valid UTF-8: byte offset 21")
 
 
 def test_empty_and_whitespace_pairs_are_dropped_and_counted(tmp_path, caplog):
@@ -277,8 +279,7 @@ def test_any_tsv_content_round_trips_or_is_refused_naming_the_first_bad_line(pai
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="")
         bad = [i for i, (s, t) in enumerate(pairs) if "\t" in s + t and (s + t).strip()]
         if bad:
-            with pytest.raises(ValueError, match=rf"train\.tsv:{bad[0] + 2}: expected 2 tab"):
-                load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+            assert_refused(path, rf"train\.tsv:{bad[0] + 2}: expected 2 tab")
             return
         if not _kept(pairs):
             return  # nothing left: covered by the empty-file and empty-split tests
@@ -305,8 +306,7 @@ def test_any_jsonl_content_round_trips_or_is_refused_naming_the_bad_line(pairs, 
         path = Path(tmp) / "train.jsonl"
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         if broken is not None:
-            with pytest.raises(ValueError, match=rf"train\.jsonl:{broken + 1}: "):
-                load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+            assert_refused(path, rf"train\.jsonl:{broken + 1}: ")
             return
         if not _kept(pairs):
             return
@@ -343,8 +343,7 @@ def test_control_characters_and_very_long_lines_are_kept_then_dropped_by_length(
 def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(b'{"translation": {"en": "caf\xe9", "es": "x"}}\n')
-    with pytest.raises(ValueError, match=r"train\.jsonl is not valid UTF-8: byte offset 27"):
-        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert_refused(path, r"train\.jsonl is not valid UTF-8: byte offset 27")
 
 
 @pytest.mark.parametrize(
@@ -353,27 +352,19 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
         ("{not json", r"train\.jsonl:1: invalid JSON"),
         (json.dumps({"en": "a", "es": "b"}), r"train\.jsonl:1: expected a 'translation' object"),
         (json.dumps({"translation": {"en": "a", "de": "b"}}), r"train\.jsonl:1: language key"),
+        ('{"translation": {"en": "a\\ud800", "es": "b"}}', r"train\.jsonl:1"),
     ],
-    ids=["not-json", "no-translation", "wrong-language"],
+    ids=["not-json", "no-translation", "wrong-language", "lone-surrogate-escape"],
 )
 def test_malformed_jsonl_rows_name_the_file_and_line(tmp_path, line, message):
     path = write_jsonl(tmp_path / "train.jsonl", [line])
-    with pytest.raises(ValueError, match=message):
-        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
-
-
-def test_a_lone_surrogate_escape_names_the_file_and_line(tmp_path):
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"translation": {"en": "a\\ud800", "es": "b"}}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train\.jsonl:1"):
-        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert_refused(path, message)
 
 
 def test_an_empty_corpus_file_names_the_file(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text("\n  \n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train\.jsonl"):
-        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert_refused(path, r"train\.jsonl")
 
 
 def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_line(tmp_path):
@@ -383,8 +374,7 @@ def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_lin
     assert ds["train"][0]["translation"] == {"en": "a\x00b", "es": "c\x1b"}
     ragged = tmp_path / "ragged.tsv"
     ragged.write_text("a\tb\nonly-one-column\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"ragged\.tsv:2: expected 2 tab-separated columns"):
-        data.load_translation_dataset(ragged, "en", "es", cache_dir=str(tmp_path / "cache2"))
+    assert_refused(ragged, r"ragged\.tsv:2: expected 2 tab-separated columns")
 
 
 def test_tsv_quoting_is_an_option_of_every_corpus_tool(tmp_path):

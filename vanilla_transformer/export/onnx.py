@@ -79,6 +79,13 @@ class DecoderForOnnx(nn.Module):
     def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask):
         config = self.decoder.config
         cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        return self.step(
+            decoder_input_ids, encoder_hidden_states, encoder_attention_mask, cache, cross=True
+        )
+
+    def step(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, cache, cross):
+        """The logits of one decoder call through `cache`, then the cache's keys and values
+        flattened (the cross-attention ones too if `cross`)."""
         hidden = self.decoder(
             input_ids=decoder_input_ids,
             encoder_hidden_states=encoder_hidden_states,
@@ -86,7 +93,7 @@ class DecoderForOnnx(nn.Module):
             use_cache=True,
             **{self.cache_keyword: cache},
         ).last_hidden_state
-        return (self.lm_head(hidden), *_flatten(cache, self.num_layers, cross=True))
+        return (self.lm_head(hidden), *_flatten(cache, self.num_layers, cross=cross))
 
 
 class DecoderWithPastForOnnx(DecoderForOnnx):
@@ -101,14 +108,9 @@ class DecoderWithPastForOnnx(DecoderForOnnx):
         # mask helper reads only its batch size and length, which this zero-width view provides.
         B, S = encoder_attention_mask.shape
         encoder_shape = past[2].new_zeros(B, S, 0)
-        hidden = self.decoder(
-            input_ids=decoder_input_ids,
-            encoder_hidden_states=encoder_shape,
-            encoder_attention_mask=encoder_attention_mask,
-            use_cache=True,
-            **{self.cache_keyword: cache},
-        ).last_hidden_state
-        return (self.lm_head(hidden), *_flatten(cache, self.num_layers, cross=False))
+        return self.step(
+            decoder_input_ids, encoder_shape, encoder_attention_mask, cache, cross=False
+        )
 
 
 def past_names(num_layers: int, prefix: str, cross: bool = True) -> list[str]:

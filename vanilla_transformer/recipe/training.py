@@ -509,23 +509,23 @@ def tokenizer_fingerprint(folder: str | Path) -> str:
     return hashlib.sha256((Path(folder) / "tokenizer.json").read_bytes()).hexdigest()
 
 
+# TrainingConfig fields that are VanillaTransformerConfig fields of the same name and meaning.
+MODEL_FIELDS = tuple(
+    """d_model encoder_layers decoder_layers dropout attention_dropout norm_first
+    max_position_embeddings""".split()
+)
+
+
 def build_model(config: TrainingConfig, vocab_size: int, **overrides):
     """The model a run trains; `overrides` are further `VanillaTransformerConfig` fields (e.g.
     `attention_scaling`, which the attention study varies)."""
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
-        d_model=config.d_model,
-        encoder_layers=config.encoder_layers,
-        decoder_layers=config.decoder_layers,
-        encoder_attention_heads=config.attention_heads,
-        decoder_attention_heads=config.attention_heads,
-        encoder_ffn_dim=config.ffn_dim,
-        decoder_ffn_dim=config.ffn_dim,
-        dropout=config.dropout,
-        attention_dropout=config.attention_dropout,
-        norm_first=config.norm_first,
-        max_position_embeddings=config.max_position_embeddings,
+        **{name: getattr(config, name) for name in MODEL_FIELDS},
+        # One setting for both stacks.
+        **{f"{stack}_attention_heads": config.attention_heads for stack in ("encoder", "decoder")},
+        **{f"{stack}_ffn_dim": config.ffn_dim for stack in ("encoder", "decoder")},
         **overrides,
     )
     return VanillaTransformerForConditionalGeneration(model_config)
