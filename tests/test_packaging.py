@@ -22,8 +22,7 @@ def test_the_wheel_ships_templates_metric_modules_and_console_tools(tmp_path):
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         scripts = archive.read(entry_points).decode()
     assert "vanilla_transformer/publishing/templates/model_card.md" in names
-    for metric in ("bleu", "chrf", "ter"):
-        assert f"vanilla_transformer/metrics/{metric}/{metric}.py" in names
+    assert "vanilla_transformer/metrics/sacrebleu_scores/sacrebleu_scores.py" in names
     for tool in TOOLS:
         assert f"vanilla-transformer-{tool} = vanilla_transformer.cli.{tool}:main" in scripts
     assert not any(n.startswith(("research/", "scripts/", "tests/")) for n in names)
