@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.publishing.safety import load_model
+from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
     model = load_model(folder)  # a local folder loads strictly: every weight or an error
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
         model,

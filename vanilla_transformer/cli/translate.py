@@ -22,10 +22,9 @@ import sys
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.publishing.safety import load_model
+from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import GenerationOptions, translate_lines
@@ -69,7 +68,7 @@ def load_model_and_tokenizer(name: str, device: str):
     (deployment issue) hooks in here, as a flag that transforms the loaded model."""
     folder = resolve_model_folder(name)
     model = load_model(folder).to(device).eval()  # a local folder loads strictly
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     return model, tokenizer
 
 
