@@ -22,9 +22,9 @@ import sys
 from dataclasses import dataclass, fields
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import GenerationOptions, translate_lines
@@ -63,12 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return argparse.Namespace(**vars(options), **vars(positional))
 
 
-def load_model(name: str, device: str):
+def load_model_and_tokenizer(name: str, device: str):
     """The model and tokenizer of `name` in eval mode on `device`. The fast CPU inference path
     (deployment issue) hooks in here, as a flag that transforms the loaded model."""
     folder = resolve_model_folder(name)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = load_model(folder).to(device).eval()  # a local folder loads strictly
+    tokenizer = load_tokenizer(folder)
     return model, tokenizer
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(args.model, device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device)
     with contextlib.ExitStack() as stack:
         if args.input == "-":
             source = sys.stdin
