@@ -251,6 +251,8 @@ class TrainingConfig(CorpusOptions):
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+            if value is None and spec.default is None:  # unset optional (e.g. vocab size)
+                continue
             if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{spec.name} must be an integer, got {value!r}.")
             if kind.startswith("float") and (
@@ -261,6 +263,8 @@ class TrainingConfig(CorpusOptions):
                 raise ValueError(f"{spec.name} must be a finite number, got {value!r}.")
         for name, low, high, accepted in _RANGES:
             value = getattr(self, name)
+            if value is None:
+                continue
             if not (low[0] <= value if low[1] else low[0] < value) or not (
                 high is None or (value <= high[0] if high[1] else value < high[0])
             ):
