@@ -251,9 +251,7 @@ class TrainingConfig(CorpusOptions):
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
-            # Optional fields default to None (not the annotation: HfArgumentParser rewrites a
-            # parsed field's `int | None` to `int`).
-            if value is None and spec.default is None:
+            if value is None and spec.default is None:  # unset optional (e.g. vocab size)
                 continue
             if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{spec.name} must be an integer, got {value!r}.")
