@@ -34,6 +34,9 @@ def test_static_cache_greedy_decoding_compiles_fullgraph_without_recompiling_as_
     x, mask = sources()
     graphs = {}
     for new_tokens in (4, 16):
+        # dynamo's cache is per code object (our forward's wrapper), shared by every model and
+        # test in the process: start empty, so its recompile limit counts this run's graphs only.
+        torch._dynamo.reset()
         model = copy.deepcopy(eager)
         counter = CompileCounter()  # counts the graphs dynamo compiles; fullgraph refuses breaks
         model.forward = torch.compile(model.forward, backend=counter, fullgraph=True)
