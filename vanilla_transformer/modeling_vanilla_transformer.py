@@ -161,17 +161,25 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 # --------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_encoding(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+def sinusoid_frequencies(d_model: int, device=None) -> torch.Tensor:
+    """1 / 10000^(2i/d_model) for i = 0 .. ceil(d_model / 2) - 1, float32."""
+    return torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
+        * (-math.log(10000.0) / d_model)
+    )
+
+
+def sinusoidal_encoding(
+    positions: torch.Tensor, d_model: int, inv_freq: torch.Tensor | None = None
+) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)),
     interleaved exactly as the paper writes it. positions (L,) integer -> (L, d_model) float32.
 
     Computed from the positions themselves rather than sliced from a stored table: sinusoids extend
     to any length, and a position tensor (which may come from a static cache under torch.compile)
     needs no Python decision on its value."""
-    inv_freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device)
-        * (-math.log(10000.0) / d_model)
-    )  # (ceil(d_model / 2),)
+    if inv_freq is None:
+        inv_freq = sinusoid_frequencies(d_model, positions.device)
     angles = positions.to(torch.float32)[:, None] * inv_freq  # (L, ceil(d_model / 2))
     # stack + flatten interleaves sin and cos: [sin_0, cos_0, sin_1, cos_1, ...]
     table = torch.stack((torch.sin(angles), torch.cos(angles)), dim=-1).flatten(-2)
@@ -185,16 +193,19 @@ def sinusoidal_table(num_positions: int, d_model: int, device=None) -> torch.Ten
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Fixed encodings (Section 3.5). No parameters and no stored table: nothing to save, load or
-    initialise, and no length limit."""
+    """Fixed encodings (Section 3.5). No parameters and no position table (no length limit); only
+    the d_model/2 frequencies are kept, so a decoding step does not recompute them."""
 
     def __init__(self, d_model: int):
         super().__init__()
         self.d_model = d_model
+        # Not persistent: derived from the config, never stored in checkpoints (and rebuilt in
+        # `_init_weights`, because from_pretrained leaves non-persistent buffers uninitialised).
+        self.register_buffer("inv_freq", sinusoid_frequencies(d_model), persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """positions (L,) -> (L, d_model)"""
-        return sinusoidal_encoding(positions, self.d_model).to(dtype)
+        return sinusoidal_encoding(positions, self.d_model, self.inv_freq).to(dtype)
 
 
 class LearnedPositionalEmbedding(nn.Embedding):
@@ -521,6 +532,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, SinusoidalPositionalEncoding):
+            init.copy_(module.inv_freq, sinusoid_frequencies(module.d_model))
 
 
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
