@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# The test command: set up (CPU torch, the package, dev tools, Debian's Bible modules) and run
-# the whole suite, slow tests included, then ruff. Usage: bash scripts/test.sh [pytest args]
+# The test command. Two environments, both set up from scratch or upgraded:
+#   1. .venv: the NEWEST releases pyproject.toml allows -> ruff, then the whole suite (slow tests too)
+#   2. .venv-floors: every dependency at its declared floor, pinned together by
+#      constraints/floors.txt -> the fast subset (-m "not slow")
+# Usage: bash scripts/test.sh [pytest args for the newest run]
+#   SKIP_FLOORS=1   only the newest run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 VENV=${VENV:-.venv}
+FLOORS_VENV=${FLOORS_VENV:-.venv-floors}
+
+echo "== newest releases ($VENV)"
+VENV=$VENV bash scripts/setup.sh
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
+
+if [ -z "${SKIP_FLOORS:-}" ]; then
+    echo "== declared floors ($FLOORS_VENV, constraints/floors.txt)"
+    VENV=$FLOORS_VENV CONSTRAINTS=constraints/floors.txt EXTRAS=test bash scripts/setup.sh
+    "$FLOORS_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" -x
+fi

@@ -18,7 +18,7 @@ from vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
-from vanilla_transformer.modeling_vanilla_transformer import shift_tokens_right
+from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD, shift_tokens_right
 
 SCALINGS = ["sqrt_dk", "key_norm_sum"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,10 +312,10 @@ def test_incremental_decoding_with_cache_reproduces_the_full_forward(scaling):
             encoder_outputs=encoder_outputs,
             attention_mask=mask,
             decoder_input_ids=y[:, t : t + 1],
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
-        cache = out.past_key_values
+        cache = getattr(out, CACHE_OUTPUT_FIELD)
         torch.testing.assert_close(out.logits[:, 0], full[:, t], rtol=1e-4, atol=1e-5)
     assert cache.get_seq_length() == y.shape[1]
 
@@ -397,7 +397,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(input_ids=x, attention_mask=mask, labels=y).loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    model.gradient_checkpointing_enable()  # Trainer calls this name too
+    # transformers 5.24 renamed gradient_checkpointing_enable (deprecated) to
+    # activation_checkpointing_enable; older releases only have the old name.
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
     model(input_ids=x, attention_mask=mask, labels=y).loss.backward()
     for n, p in model.named_parameters():
         if n in grads:

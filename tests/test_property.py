@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
 
 VOCAB = 24
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -88,10 +89,10 @@ def test_incremental_decoding_with_cache_equals_the_full_forward(model, data):
                 encoder_outputs=encoder_outputs,
                 attention_mask=src_mask,
                 decoder_input_ids=y[:, t : t + 1],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
-            cache = out.past_key_values
+            cache = getattr(out, CACHE_OUTPUT_FIELD)
             torch.testing.assert_close(out.logits[:, 0], full[:, t], rtol=0, atol=1e-4)
 
 

@@ -33,6 +33,8 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
@@ -41,6 +43,20 @@ from .configuration_vanilla_transformer import VanillaTransformerConfig
 # checkpoint (it copies the model file's relative imports); config.json names it in
 # `custom_pipelines`.
 from .pipeline_vanilla_transformer import TranslationPipeline  # noqa: F401
+
+# transformers 5.24 renamed `past_key_values` to `cache`: in forward arguments (the old name is
+# accepted, with a notice, until 5.40), in output fields and in `create_causal_mask`. Older 5.x
+# releases use the old names. Read once from the installed release, so this file (also saved as
+# remote code) builds outputs and masks with the names the running `generate()` reads.
+CACHE_OUTPUT_FIELD = (
+    "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+)
+# (`create_causal_mask` is wrapped by the deprecation helper there: look at the wrapped function.)
+_create_causal_mask_code = getattr(create_causal_mask, "__wrapped__", create_causal_mask).__code__
+CAUSAL_MASK_CACHE_ARG = (
+    "cache" if "cache" in _create_causal_mask_code.co_varnames else "past_key_values"
+)
+renamed_cache_kwarg = deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
 
 # Section 6.1: "We set the maximum output length during inference to input length + 50".
 MAX_OUTPUT_LENGTH_OFFSET = 50
@@ -103,59 +119,62 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 # --------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_table(num_positions: int, d_model: int, device=None) -> torch.Tensor:
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
-    Interleaved exactly as the paper writes it. Returns (num_positions, d_model) in float32."""
-    position = torch.arange(num_positions, dtype=torch.float32, device=device).unsqueeze(1)
+def sinusoidal_encoding(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)),
+    interleaved exactly as the paper writes it. positions (L,) integer -> (L, d_model) float32.
+
+    Computed from the positions themselves rather than sliced from a stored table: sinusoids extend
+    to any length, and a position tensor (which may come from a static cache under torch.compile)
+    needs no Python decision on its value."""
     inv_freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
+        torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device)
         * (-math.log(10000.0) / d_model)
-    )
-    table = torch.zeros(num_positions, d_model, device=device)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
-    return table
+    )  # (ceil(d_model / 2),)
+    angles = positions.to(torch.float32)[:, None] * inv_freq  # (L, ceil(d_model / 2))
+    # stack + flatten interleaves sin and cos: [sin_0, cos_0, sin_1, cos_1, ...]
+    table = torch.stack((torch.sin(angles), torch.cos(angles)), dim=-1).flatten(-2)
+    return table[:, :d_model]  # an odd d_model ends on a sine
+
+
+def sinusoidal_table(num_positions: int, d_model: int, device=None) -> torch.Tensor:
+    """The encodings of positions 0 .. num_positions - 1: (num_positions, d_model), float32. (For
+    exporters that need the table, e.g. CTranslate2.)"""
+    return sinusoidal_encoding(torch.arange(num_positions, device=device), d_model)
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Fixed encodings (Section 3.5). The table covers `max_position_embeddings` positions and is
-    computed on the fly for longer inputs, since sinusoids extend to any length."""
+    """Fixed encodings (Section 3.5). No parameters and no stored table: nothing to save, load or
+    initialise, and no length limit."""
 
-    def __init__(self, num_positions: int, d_model: int):
+    def __init__(self, d_model: int):
         super().__init__()
         self.d_model = d_model
-        # Not persistent: derived from the config, so never stored in checkpoints (and rebuilt in
-        # `_init_weights`, because from_pretrained leaves non-persistent buffers uninitialised).
-        self.register_buffer("pe", sinusoidal_table(num_positions, d_model), persistent=False)
 
-    def forward(self, seq_len: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
-        """Encodings of positions offset .. offset + seq_len - 1: (seq_len, d_model)."""
-        if offset + seq_len > self.pe.shape[0]:
-            return sinusoidal_table(offset + seq_len, self.d_model, self.pe.device)[offset:].to(
-                dtype
-            )
-        return self.pe[offset : offset + seq_len].to(dtype)
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """positions (L,) -> (L, d_model)"""
+        return sinusoidal_encoding(positions, self.d_model).to(dtype)
 
 
 class LearnedPositionalEmbedding(nn.Embedding):
-    """Learned positions (Table 3, row E). Unlike sinusoids they end at `max_position_embeddings`."""
+    """Learned positions (Table 3, row E). Unlike sinusoids they end at `max_position_embeddings`;
+    `generate()` caps its length up front so decoding never runs past the table."""
 
-    def forward(self, seq_len: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
-        if offset + seq_len > self.num_embeddings:
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """positions (L,) -> (L, d_model)"""
+        if not torch.compiler.is_compiling() and int(positions[-1]) >= self.num_embeddings:
             raise ValueError(
-                f"Sequence of {offset + seq_len} positions exceeds max_position_embeddings="
+                f"Sequence of {int(positions[-1]) + 1} positions exceeds max_position_embeddings="
                 f"{self.num_embeddings}, the size of the learned position table "
                 "(position_encoding='learned'). Shorten the input, or use position_encoding="
                 "'sinusoidal', which extends to any length."
             )
-        positions = torch.arange(offset, offset + seq_len, device=self.weight.device)
         return super().forward(positions).to(dtype)
 
 
 def build_position_encoding(config: VanillaTransformerConfig) -> nn.Module:
     if config.position_encoding == "learned":
         return LearnedPositionalEmbedding(config.max_position_embeddings, config.d_model)
-    return SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
+    return SinusoidalPositionalEncoding(config.d_model)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,40 +261,35 @@ class VanillaTransformerAttention(nn.Module):
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         key_norm_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states (B, T, d_model); key_value_states (B, S, d_model) for cross-attention."""
+        """hidden_states (B, T, d_model); key_value_states (B, S, d_model) for cross-attention.
+        `cache` is the decoder's EncoderDecoderCache: this layer's self- or cross-attention part is
+        read and updated."""
         B, T, _ = hidden_states.shape
         is_cross_attention = key_value_states is not None
         query = self._split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
 
-        cache = past_key_values
-        if isinstance(past_key_values, EncoderDecoderCache):
-            cache = (
-                past_key_values.cross_attention_cache
-                if is_cross_attention
-                else past_key_values.self_attention_cache
+        layer_cache = None
+        if cache is not None:
+            layer_cache = (
+                cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
             )
-        reuse_cross = (
-            is_cross_attention
-            and isinstance(past_key_values, EncoderDecoderCache)
-            and past_key_values.is_updated.get(self.layer_idx, False)
-        )
-        if reuse_cross:
+        if is_cross_attention and cache is not None and cache.is_updated.get(self.layer_idx, False):
             # Cross-attention keys/values depend only on the encoder output: computed once.
-            key = cache.layers[self.layer_idx].keys
-            value = cache.layers[self.layer_idx].values
+            key = layer_cache.layers[self.layer_idx].keys
+            value = layer_cache.layers[self.layer_idx].values
         else:
             source = key_value_states if is_cross_attention else hidden_states
             key = self._split_heads(self.k_proj(source))  # (B, h, S, d_k)
             value = self._split_heads(self.v_proj(source))
-            if cache is not None:
+            if layer_cache is not None:
                 # Self-attention: returns past + new keys, so the key-norm sum below stays exact.
-                key, value = cache.update(key, value, self.layer_idx)
+                key, value = layer_cache.update(key, value, self.layer_idx)
                 if is_cross_attention:
-                    past_key_values.is_updated[self.layer_idx] = True
+                    cache.is_updated[self.layer_idx] = True
 
         if self.key_norm_sum:
             query = query / key_norm_sum_denominator(key, key_norm_mask).to(query.dtype)
@@ -389,7 +403,7 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         self_key_norm_mask: torch.Tensor | None = None,
         cross_key_norm_mask: torch.Tensor | None = None,
         **kwargs,
@@ -400,7 +414,7 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
             lambda x: self.self_attn(
                 x,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 key_norm_mask=self_key_norm_mask,
                 **kwargs,
             )[0],
@@ -412,7 +426,7 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
                 x,
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 key_norm_mask=cross_key_norm_mask,
                 **kwargs,
             )[0],
@@ -432,7 +446,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["VanillaTransformerEncoderLayer", "VanillaTransformerDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -465,8 +479,6 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, SinusoidalPositionalEncoding):
-            init.copy_(module.pe, sinusoidal_table(module.pe.shape[0], module.d_model))
 
 
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -533,7 +545,9 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
                     )
                     + "Sources must be right-padded (tokenizer.padding_side='right')."
                 )
-        positions = self.embed_positions(S, 0, inputs_embeds.dtype)
+        positions = self.embed_positions(
+            torch.arange(S, device=inputs_embeds.device), inputs_embeds.dtype
+        )  # (S, d_model)
         hidden_states = F.dropout(
             inputs_embeds + positions, p=self.config.dropout, training=self.training
         )
@@ -577,68 +591,90 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         self.post_init()
 
     @capture_outputs
+    @renamed_cache_kwarg
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: EncoderDecoderCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
+        """input_ids (B, T) or inputs_embeds (B, T, d_model); encoder_hidden_states (B, S, d_model).
+        `cache` holds the self-attention keys/values of earlier positions and the cross-attention
+        keys/values of the source; dynamic (grows) or static (preallocated, for torch.compile)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds.")
+        if encoder_hidden_states is None:
+            # Every decoder layer attends over the encoder output (Section 3.1); without it the
+            # cross-attention would silently attend over the decoder's own states instead.
+            raise ValueError(
+                "VanillaTransformerDecoder needs encoder_hidden_states (B, S, d_model): every layer "
+                "attends over the encoder output. Run the encoder first, or call the full model."
+            )
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(
                 DynamicCache(config=self.config), DynamicCache(config=self.config)
             )
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if cache is not None and not isinstance(cache, EncoderDecoderCache):
+            raise TypeError(
+                f"cache must be an EncoderDecoderCache (self- and cross-attention), got "
+                f"{type(cache).__name__}."
+            )
+        # An int for a dynamic cache; a 0-d tensor for a static one, used only in tensor arithmetic
+        # below, so the decode step has no Python branch on it (torch.compile / torch.export).
+        past_length = cache.get_seq_length() if cache is not None else 0
+        self_attn_cache = cache.self_attention_cache if cache is not None else None
+        is_static = self_attn_cache is not None and self_attn_cache.is_compileable
+        B, T = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
+        # A decode step feeds one token after the start token: the id is the model's own prediction
+        # (or the configured start token), so it is not re-checked; the check ends in a host sync
+        # that would stall GPU decoding each step.
         if inputs_embeds is None:
-            # Not re-checked at every generated token (one new id after a filled cache): there
-            # the id is the model's own prediction, and the check ends in a host sync that would
-            # stall GPU decoding each step.
-            if not (input_ids.dim() == 2 and input_ids.shape[1] == 1 and past_length > 0):
+            if not (T == 1 and cache is not None):
                 check_token_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         inputs_embeds = inputs_embeds * self.embed_scale  # (B, T, d_model)
-        B, T, _ = inputs_embeds.shape
-        check_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
+        if not is_static:
+            check_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
 
-        positions = self.embed_positions(T, past_length, inputs_embeds.dtype)
+        query_positions = torch.arange(T, device=inputs_embeds.device) + past_length  # (T,)
+        positions = self.embed_positions(query_positions, inputs_embeds.dtype)  # (T, d_model)
         hidden_states = F.dropout(
             inputs_embeds + positions, p=self.config.dropout, training=self.training
         )
 
         self_key_norm_mask = cross_key_norm_mask = None
         if self.config.attention_scaling == "key_norm_sum":
-            # Keys visible to query t (at absolute position past_length + t): positions <= it,
-            # minus padded ones. (B or 1, 1, T, past_length + T)
-            key_pos = torch.arange(past_length + T, device=inputs_embeds.device)
-            query_pos = torch.arange(past_length, past_length + T, device=inputs_embeds.device)
-            self_key_norm_mask = (key_pos[None, :] <= query_pos[:, None])[None, None]
-            if attention_mask is not None:
-                self_key_norm_mask = self_key_norm_mask & key_padding_mask(attention_mask)
+            # Keys visible to each query: positions <= its own, minus padded ones. A static cache
+            # returns its whole preallocated buffer, whose unwritten slots the causal test excludes.
+            # (B or 1, 1, T, key_length)
+            key_length = self_attn_cache.layers[0].max_cache_len if is_static else past_length + T
+            key_pos = torch.arange(key_length, device=inputs_embeds.device)
+            self_key_norm_mask = (key_pos[None, :] <= query_positions[:, None])[None, None]
+            if attention_mask is not None and attention_mask.dim() == 2:
+                padding = F.pad(attention_mask.bool(), (0, key_length - attention_mask.shape[1]))
+                self_key_norm_mask = self_key_norm_mask & key_padding_mask(padding)
             cross_key_norm_mask = key_padding_mask(encoder_attention_mask)
 
-        if attention_mask is None and T == 1:
+        if attention_mask is None and T == 1 and not is_static:
             # An incremental decoding step without decoder padding: its one query may see every
             # cached key, so there is nothing to mask (and no attention kernel treats a single
-            # query as causal). Skipping the mask helpers saves their per-token Python work.
+            # query as causal). Skipping the mask helpers saves their per-token Python work. A
+            # static cache still needs its mask, which hides the unwritten slots.
             causal_mask = None
         else:
-            if attention_mask is None:
+            if attention_mask is None and not is_static:
                 attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
-            self_attn_cache = (
-                past_key_values.self_attention_cache if past_key_values is not None else None
-            )
             causal_mask = create_causal_mask(
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                past_key_values=self_attn_cache,
+                **{CAUSAL_MASK_CACHE_ARG: self_attn_cache},
             )
         encoder_attention_mask = create_bidirectional_mask(
             config=self.config,
@@ -652,7 +688,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 causal_mask,
                 encoder_hidden_states,  # positional, as gradient checkpointing requires
                 encoder_attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 self_key_norm_mask=self_key_norm_mask,
                 cross_key_norm_mask=cross_key_norm_mask,
                 **kwargs,
@@ -660,7 +696,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states, past_key_values=past_key_values
+            last_hidden_state=hidden_states, **{CACHE_OUTPUT_FIELD: cache}
         )
 
 
@@ -695,6 +731,8 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
             self.encoder.embed_tokens = value
             self.decoder.embed_tokens = value
 
+    @can_return_tuple
+    @renamed_cache_kwarg
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -702,7 +740,7 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: EncoderDecoderCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -722,14 +760,14 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **{CACHE_OUTPUT_FIELD: getattr(decoder_outputs, CACHE_OUTPUT_FIELD)},
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -762,12 +800,15 @@ class VanillaTransformerForConditionalGeneration(
         else:
             super()._init_weights(module)
 
-    def get_encoder(self):
-        return self.model.encoder
+    def get_encoder(self, modality: str | None = None):
+        """The text encoder (`modality` is for multimodal models; transformers' export passes it)."""
+        return self.model.encoder if modality is None else super().get_encoder(modality=modality)
 
     def get_decoder(self):
         return self.model.decoder
 
+    @can_return_tuple
+    @renamed_cache_kwarg
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -775,7 +816,7 @@ class VanillaTransformerForConditionalGeneration(
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: EncoderDecoderCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -803,7 +844,7 @@ class VanillaTransformerForConditionalGeneration(
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
@@ -826,7 +867,7 @@ class VanillaTransformerForConditionalGeneration(
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_OUTPUT_FIELD: getattr(outputs, CACHE_OUTPUT_FIELD)},
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
@@ -841,35 +882,53 @@ class VanillaTransformerForConditionalGeneration(
             labels, self.config.pad_token_id, self.config.decoder_start_token_id
         )
 
-    def _reorder_cache(self, past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
         """Called by beam search after every step to follow the surviving beams. Only the
         self-attention cache is reordered: the cross-attention keys/values are projections of the
         encoder output, which `generate` repeats identically for the beams of a sentence, and beams
         are only reordered within their sentence, so reordering them would copy every layer's
         (B * beams, h, S, d_k) tensors per token for nothing (about a quarter of beam-4 decoding
         time at base dims on CPU, see docs/performance.md)."""
-        if isinstance(past_key_values, EncoderDecoderCache):
-            past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        if isinstance(cache, EncoderDecoderCache):
+            cache.self_attention_cache.reorder_cache(beam_idx)
         else:
-            past_key_values.reorder_cache(beam_idx)
-        return past_key_values
+            cache.reorder_cache(beam_idx)
+        return cache
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate` with the paper's output limit: unless the call or the
         generation config sets `max_length` / `max_new_tokens`, generation stops at the longest
         source in the batch + 50 tokens (Section 6.1; transformers only has absolute limits, so the
-        limit is per batch, not per sentence)."""
+        limit is per batch, not per sentence). With learned positions that default is capped at the
+        position table, and an explicit limit beyond it is refused before decoding starts."""
         config = generation_config if generation_config is not None else self.generation_config
-        explicit = (
-            "max_length" in kwargs
-            or "max_new_tokens" in kwargs
-            or config.max_new_tokens is not None
-            # A max_length that differs from transformers' default (20) was set on purpose.
-            or config.max_length != GenerationConfig().max_length
+        max_new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
+        max_length = kwargs.get("max_length")
+        if max_length is None and config.max_length != GenerationConfig().max_length:
+            max_length = (
+                config.max_length
+            )  # differs from transformers' default (20): set on purpose
+        # The decoder reads positions 0 .. n - 1 to produce n new tokens (the last is never fed).
+        table = (
+            self.config.max_position_embeddings
+            if self.config.position_encoding == "learned"
+            else None
         )
-        source = inputs if inputs is not None else kwargs.get("input_ids")
-        if not explicit and source is not None and source.dim() == 2:
-            kwargs["max_new_tokens"] = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
+        if max_new_tokens is None and max_length is None:
+            source = inputs if inputs is not None else kwargs.get("input_ids")
+            if source is None:
+                source = kwargs.get("inputs_embeds")  # (B, S, d_model)
+            if source is not None and source.dim() in (2, 3):
+                default = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
+                kwargs["max_new_tokens"] = default if table is None else min(default, table)
+        elif table is not None:
+            requested = max_new_tokens if max_new_tokens is not None else max_length - 1
+            if requested > table:
+                raise ValueError(
+                    f"Generating up to {requested} tokens needs {requested} decoder positions, but "
+                    f"the learned position table has max_position_embeddings={table}. Pass "
+                    f"max_new_tokens <= {table}."
+                )
         return super().generate(inputs, generation_config=generation_config, **kwargs)
 
 
