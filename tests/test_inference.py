@@ -186,3 +186,17 @@ def test_inductor_compiled_fast_paths_generate_like_the_default_path():
                 generated = fast.generate(**batch, **settings)
                 agree = (generated == expected).float().mean()
                 assert agree == 1.0 if mode == "fp32" else agree >= 0.75
+
+
+def test_translation_pipeline_fast_cpu_flag_translates_like_the_default_pipeline(
+    graph_only_compile, tokenizer
+):
+    from vanilla_transformer import translation_pipeline
+
+    model = build(vocab_size=len(tokenizer))
+    plain = translation_pipeline(model, tokenizer)
+    fast = translation_pipeline(model, tokenizer, fast_cpu="fp32")
+    assert fast.model is not model and fast.model.generation_config.cache_implementation == "static"
+    texts = ["the big dog", "a red house is small"]
+    settings = dict(max_new_tokens=6, min_new_tokens=6)
+    assert fast(texts, num_beams=2, **settings) == plain(texts, num_beams=2, **settings)

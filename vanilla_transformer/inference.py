@@ -141,23 +141,32 @@ def _quantize_linear_int8(model: nn.Module) -> None:
 
 
 def _compile_decoding(model: nn.Module) -> None:
-    """Static cache + compiled forward. The forward is compiled, not only the decode step, because
-    beam search calls the model directly (transformers compiles only greedy/sampling steps): the
-    first step (which fills the cross-attention cache) and the later ones are two graphs, reused
-    for every position; the encoder runs once per call, uncompiled. A new batch size or source
+    """Static cache + compiled decode step, the way transformers compiles its own decoding loop
+    (the first step eager, every later one compiled) but for beam search too, which calls the
+    model directly. The first step fills the cross-attention cache and runs once per call: eager.
+    Every later step is one compiled graph, reused for every position; a new batch size or source
     length compiles once more, with those sizes dynamic from then on."""
     model.generation_config.cache_implementation = "static"
     eager_forward = model.forward
 
-    def forward(*args, **kwargs):
+    def decode_step(*args, **kwargs):
         return eager_forward(*args, **kwargs)
 
     # Dynamo files compiled graphs, and its limit of 8 recompilations, under the code object of
-    # the function it compiles: shared by every model, the class's `forward` would let a few fast
-    # models exhaust the limit for all. Each model gets its own copy of the code instead.
-    code = forward.__code__.replace(co_name=f"forward_{next(_compiled_models)}")
-    forward = types.FunctionType(code, forward.__globals__, closure=forward.__closure__)
-    functools.update_wrapper(forward, eager_forward)  # generate() reads the forward's signature
+    # the function it compiles: shared by every model, one function would let a few fast models
+    # exhaust the limit for all. Each model gets its own copy of the code instead.
+    code = decode_step.__code__.replace(co_name=f"decode_step_{next(_compiled_models)}")
+    decode_step = types.FunctionType(code, decode_step.__globals__, closure=decode_step.__closure__)
     # `freezing` lets inductor treat the weights as constants: it prepacks them for oneDNN / MKL
     # and matches torchao's int8 pattern to oneDNN's quantised linear.
-    model.forward = torch.compile(forward, fullgraph=True, options={"freezing": True})
+    compiled_step = torch.compile(decode_step, fullgraph=True, options={"freezing": True})
+
+    @functools.wraps(eager_forward)  # generate() reads the forward's signature
+    def forward(*args, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        # `is_updated` is plain Python state: True once the cross-attention keys are cached.
+        if getattr(cache, "is_updated", {}).get(0, False):
+            return compiled_step(*args, **kwargs)
+        return eager_forward(*args, **kwargs)
+
+    model.forward = forward
