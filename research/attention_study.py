@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vanilla_transformer.recipe.hardware import hardware_description
 from vanilla_transformer.recipe.training import (
     PRESETS,
+    build_model,
     build_optimizer_and_scheduler,
     label_smoothed_loss,
     resolve_config,
@@ -296,29 +298,6 @@ def load_study_data(config: StudyConfig) -> StudyData:
     )
 
 
-def build_model(config: StudyConfig, vocab_size: int, scaling: str, norm_first: bool):
-    from vanilla_transformer import (
-        VanillaTransformerConfig,
-        VanillaTransformerForConditionalGeneration,
-    )
-
-    model_config = VanillaTransformerConfig(
-        vocab_size=vocab_size,
-        d_model=config.d_model,
-        encoder_layers=config.layers,
-        decoder_layers=config.layers,
-        encoder_attention_heads=config.attention_heads,
-        decoder_attention_heads=config.attention_heads,
-        encoder_ffn_dim=config.ffn_dim,
-        decoder_ffn_dim=config.ffn_dim,
-        dropout=CPU_SMALL["dropout"],
-        norm_first=norm_first,
-        attention_scaling=scaling,
-        max_position_embeddings=CPU_SMALL["max_position_embeddings"],
-    )
-    return VanillaTransformerForConditionalGeneration(model_config)
-
-
 @torch.no_grad()
 def evaluate(model, loader, data: StudyData, device, epsilon: float) -> dict[str, float]:
     """Label-smoothed loss and NLL per target token on the validation loader, and greedy BLEU and
@@ -361,7 +340,7 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
     device = torch.device(config.device)
     tc = config.training_config(setting, seed)
     torch.manual_seed(seed)  # the same initial weights for both scalings of a seed
-    model = build_model(config, len(data.tokenizer), scaling, tc.norm_first).to(device)
+    model = build_model(tc, len(data.tokenizer), attention_scaling=scaling).to(device)
     optimizer, scheduler = build_optimizer_and_scheduler(model, tc)
     collator = make_collator(data.tokenizer, model)
     sampler = TokenBudgetBatchSampler.from_dataset(data.train, tc.batch_tokens, seed=seed)
@@ -405,17 +384,20 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
         finite = math.isfinite(loss.item()) and all(
             torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
         )
-        if finite:  # like training.py's nan_policy="skip": a non-finite update is dropped
+        # As the recipe's nan_policy="skip": a non-finite update is dropped, neither stepping the
+        # schedule nor counting as an update.
+        if finite:
             optimizer.step()
+            scheduler.step()
             window.append(loss.item())
+            step += 1
         else:
             nonfinite += 1
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
         train_seconds += time.perf_counter() - start
         out_of_time = config.minutes_per_run > 0 and train_seconds >= 60 * config.minutes_per_run
-        if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
+        due = finite and (step % config.eval_every == 0 or step == config.max_steps)
+        if due or out_of_time:
             record(step, float(np.mean(window)) if window else float("nan"))
             window = []
         if out_of_time:
@@ -514,14 +496,10 @@ def run_study(config: StudyConfig, on_result: Callable[[dict], None] | None = No
 
 
 def hardware(config: StudyConfig) -> str:
-    import os
-    import platform
-
-    if config.device.startswith("cuda") and torch.cuda.is_available():
-        device = torch.cuda.get_device_name(torch.device(config.device))
-    else:
-        device = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    return f"{device}; {config.jobs} run(s) at a time, {config.threads} torch thread(s) each"
+    return (
+        f"{hardware_description(config.device)}; {config.jobs} run(s) at a time, "
+        f"{config.threads} torch thread(s) each"
+    )
 
 
 def _spread(values: list[float]) -> dict:

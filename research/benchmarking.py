@@ -51,7 +51,8 @@ def model_configs(
 ) -> tuple[VanillaTransformerConfig, MarianConfig]:
     """Configs of this model and of a MarianMTModel with the same dimensions."""
     s = SHAPES[shape] if isinstance(shape, str) else shape
-    ours = VanillaTransformerConfig(
+    # The fields both configs name alike.
+    shared = dict(
         vocab_size=s["vocab_size"],
         d_model=s["d_model"],
         encoder_layers=s["layers"],
@@ -63,21 +64,13 @@ def model_configs(
         dropout=dropout,
         max_position_embeddings=512,
     )
+    ours = VanillaTransformerConfig(**shared)
     marian = MarianConfig(
-        vocab_size=s["vocab_size"],
+        **shared,
         decoder_vocab_size=s["vocab_size"],
-        d_model=s["d_model"],
-        encoder_layers=s["layers"],
-        decoder_layers=s["layers"],
-        encoder_attention_heads=s["heads"],
-        decoder_attention_heads=s["heads"],
-        encoder_ffn_dim=s["ffn_dim"],
-        decoder_ffn_dim=s["ffn_dim"],
         activation_function="relu",
-        dropout=dropout,
         attention_dropout=0.0,
         activation_dropout=0.0,
-        max_position_embeddings=512,
         scale_embedding=True,
         share_encoder_decoder_embeddings=True,
         tie_word_embeddings=True,

@@ -1,16 +1,23 @@
 """Shared fixtures: a tiny model configuration and a word-level tokenizer built in memory, so that no
 test needs the Hub, the Bible corpus or a trained BPE."""
 
+import json
 import logging
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer import (
+    VanillaTransformerConfig,
+    VanillaTransformerForConditionalGeneration,
+)
 from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
+from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the project's convention
 WORDS = list(  # unique: each word one id
@@ -111,3 +118,74 @@ def pytest_configure(config):
         config.addinivalue_line(
             "filterwarnings", "ignore:`past_key_values` is deprecated:FutureWarning"
         )
+
+
+REMOTE_CODE = (  # the files saved beside a model and imported by trust_remote_code
+    "configuration_vanilla_transformer.py",
+    "modeling_vanilla_transformer.py",
+    "pipeline_vanilla_transformer.py",
+)
+
+
+def tiny_model(**overrides) -> VanillaTransformerForConditionalGeneration:
+    return VanillaTransformerForConditionalGeneration(tiny_config(**overrides)).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """One saved tiny model (single safetensors file + tokenizer); tests copy it before harming it."""
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    torch.manual_seed(0)
+    tiny_model().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def fresh_copy(saved, tmp_path):
+    """A function that copies the `saved` model folder to a new folder of tmp_path."""
+
+    def make(name="model") -> Path:
+        return Path(shutil.copytree(saved, tmp_path / name))
+
+    return make
+
+
+def edit_config(folder: Path, **changes) -> None:
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """A JSONL file of `rows`: a dict is written as JSON, an (en, es) pair as a translation row,
+    a str as the line itself (to write malformed lines)."""
+
+    def line(row) -> str:
+        if isinstance(row, str):
+            return row
+        if isinstance(row, tuple):
+            row = {"translation": {"en": row[0], "es": row[1]}}
+        return json.dumps(row, ensure_ascii=False)
+
+    path.write_text("".join(line(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file to a fraction of its size, as an interrupted write leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    """A byte-level BPE trained on a few sentences in three scripts (vocabulary 300)."""
+    texts = ["the big house is red", "la casa grande es roja", "Ελληνικά 中文 🙂"] * 10
+    return train_tokenizer(texts, vocab_size=300, min_frequency=1)

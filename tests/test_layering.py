@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REMOTE_CODE
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "vanilla_transformer"
-REMOTE_CODE = [
-    "configuration_vanilla_transformer.py",
-    "modeling_vanilla_transformer.py",
-    "pipeline_vanilla_transformer.py",
-]
 REMOTE_CODE_ALLOWED = {"torch", "transformers", "huggingface_hub", "__future__"}
 
 

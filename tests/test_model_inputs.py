@@ -3,7 +3,10 @@
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.conftest import (
+    tiny_config,
+    tiny_model,
+)
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 
@@ -95,3 +98,20 @@ def test_left_padded_sources_are_refused_rather_than_encoded_at_shifted_position
 def test_a_mask_that_is_neither_2d_nor_4d_is_refused(model):
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4, 1\)"):
         model(input_ids=ids(2, 4), attention_mask=torch.ones(2, 4, 1), labels=ids(2, 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# Model inputs beyond test_model_inputs.py
+# ------------------------------------------------------------------------------------------------
+
+
+def test_inputs_longer_than_a_learned_position_table_raise_naming_the_limit():
+    model = tiny_model(position_encoding="learned", max_position_embeddings=8)
+    with pytest.raises(ValueError, match="max_position_embeddings=8"):
+        model(input_ids=torch.randint(4, 40, (1, 9)), decoder_input_ids=torch.ones(1, 2).long())
+
+
+def test_float_token_ids_are_refused_before_the_embedding():
+    model = tiny_model()
+    with pytest.raises((ValueError, RuntimeError), match="(?i)long|int|dtype|indices"):
+        model(input_ids=torch.rand(1, 4), decoder_input_ids=torch.ones(1, 2).long())

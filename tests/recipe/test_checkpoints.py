@@ -12,7 +12,10 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import tiny_config
+from tests.conftest import (
+    tiny_config,
+    truncate,
+)
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.recipe.checkpoints import (
     average_checkpoints,
@@ -175,10 +178,7 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
             "validation",
             "--dataset",
             str(data),
-            "--num_beams",
-            "1",
-            "--max_samples",
-            "2",
+            *"--num_beams 1 --max_samples 2".split(),
         ],
         capture_output=True,
         text=True,
@@ -196,3 +196,18 @@ def test_average_script_averages_the_last_k_and_reports_bleu_before_and_after(tm
         torch.testing.assert_close(value, mean.float(), rtol=0, atol=1e-7)
     assert (out / "tokenizer.json").is_file()
     assert (out / "modeling_vanilla_transformer.py").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint folders of a run: half-written ones are never picked up
+# ------------------------------------------------------------------------------------------------
+
+
+def test_list_checkpoints_ignores_temporary_folders_of_an_interrupted_save(tmp_path):
+    from vanilla_transformer.recipe.checkpoints import list_checkpoints
+
+    model = tiny_model(seed=0)
+    for name in ("checkpoint-1", "checkpoint-2", "checkpoint-3.tmp"):
+        model.save_pretrained(tmp_path / name)
+    truncate(tmp_path / "checkpoint-3.tmp" / "model.safetensors")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2"]

@@ -5,6 +5,8 @@ import json
 import datasets
 import pytest
 
+from tests.conftest import write_jsonl
+from vanilla_transformer.recipe import data
 from vanilla_transformer.recipe.data import (
     load_translation_dataset,
     make_collator,
@@ -17,11 +19,6 @@ PAIRS = [
     ("And there was light.", "Y fué la luz."),
     ("Why standest thou afar off?", "¿Por qué estás lejos?"),
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +122,76 @@ def test_collator_pads_labels_with_minus_100(tokenizer):
     shortest = min(range(3), key=lambda i: len(features[i]["labels"]))
     assert batch["labels"][shortest, -1].item() == -100
     assert (batch["input_ids"] == 0).any() and (batch["attention_mask"] == 0).any()
+
+
+# ------------------------------------------------------------------------------------------------
+# Data and tokenizer: bad text is either handled as documented or named in a clear error
+# ------------------------------------------------------------------------------------------------
+
+
+def test_empty_whitespace_and_null_sides_are_dropped_and_the_rest_kept(tmp_path):
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        [("the house", "la casa"), ("", "x"), ("  \t", "y"), ("z", "\u3000"), (None, "w"), ""],
+    )
+    ds = data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert [r["en"] for r in ds["train"]["translation"]] == ["the house"]
+
+
+def test_control_characters_and_very_long_lines_are_kept_then_dropped_by_length(tmp_path, bpe):
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        [("a\x00b\x1b[0m", "c\x07"), ("house " * 3000, "casa"), ("中文 🙂", "é")],
+    )
+    ds = data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert len(ds["train"]) == 3
+    tokenized, counts = data.tokenize_translation_dataset(ds, bpe, "en", "es", 64, 64)
+    assert counts["train"] == {"before": 3, "kept": 2, "too_long": 1}
+
+
+def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"translation": {"en": "caf\xe9", "es": "x"}}\n')
+    with pytest.raises(ValueError, match=r"train\.jsonl is not valid UTF-8: byte offset 27"):
+        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", r"train\.jsonl:1: invalid JSON"),
+        ("\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}), r"train\.jsonl:1:.*BOM"),
+        (json.dumps({"en": "a", "es": "b"}), r"train\.jsonl:1: expected a 'translation' object"),
+        (json.dumps({"translation": {"en": "a", "de": "b"}}), r"train\.jsonl:1: language key"),
+    ],
+    ids=["not-json", "bom", "no-translation", "wrong-language"],
+)
+def test_malformed_jsonl_rows_name_the_file_and_line(tmp_path, line, message):
+    path = write_jsonl(tmp_path / "train.jsonl", [line])
+    with pytest.raises(ValueError, match=message):
+        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_lone_surrogate_escape_names_the_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"translation": {"en": "a\\ud800", "es": "b"}}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.jsonl:1"):
+        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+
+
+def test_an_empty_corpus_file_names_the_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.jsonl"):
+        data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_line(tmp_path):
+    good = tmp_path / "ok.tsv"
+    good.write_text("a\x00b\tc\x1b\n", encoding="utf-8")
+    ds = data.load_translation_dataset(good, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert ds["train"][0]["translation"] == {"en": "a\x00b", "es": "c\x1b"}
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_text("a\tb\nonly-one-column\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ragged\.tsv:2: expected 2 tab-separated columns"):
+        data.load_translation_dataset(ragged, "en", "es", cache_dir=str(tmp_path / "cache2"))

@@ -3,6 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
+from vanilla_transformer.recipe import tokenization
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 CORPUS = [
@@ -97,3 +98,36 @@ def test_trains_on_a_translation_dataset():
 def test_too_small_vocab_is_rejected():
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(iter(CORPUS), vocab_size=100)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data and tokenizer: bad text is either handled as documented or named in a clear error
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "\t\r\n",
+        "a\x00b\x07c\x1b[31m\x7f",
+        "Ελληνικά 中文 العربية עברית 🙂 e\u0301",
+        "\ufeffBOM\u200bzero\u00a0width",
+        "x" * 20_000,
+    ],
+    ids=["empty", "spaces", "control-ws", "control", "mixed-scripts", "bom-zw", "very-long"],
+)
+def test_any_unicode_text_encodes_without_unk_and_decodes_to_its_nfc_form(bpe, text):
+    import unicodedata
+
+    ids = bpe(text)["input_ids"]
+    assert ids[-1] == tokenization.EOS_ID and tokenization.UNK_ID not in ids
+    assert bpe.decode(ids, skip_special_tokens=True) == unicodedata.normalize("NFC", text)
+
+
+def test_non_string_tokenizer_input_is_refused(bpe):
+    with pytest.raises((TypeError, ValueError)):
+        bpe(["fine", None])
+    with pytest.raises(TypeError, match="texts must yield strings"):
+        tokenization.train_tokenizer(["a", 3], vocab_size=300)

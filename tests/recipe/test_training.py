@@ -10,9 +10,12 @@ import json
 import math
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,16 +23,26 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from tests.conftest import (
+    word_tokenizer,
+    write_jsonl,
+)
+from vanilla_transformer.publishing.safety import (
+    check_safetensors_file,
+)
+from vanilla_transformer.recipe.checkpoints import (
+    STATE_FILE,
+    complete_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 from vanilla_transformer.recipe.training import (
     PRESETS,
-    complete_checkpoints,
     label_smoothed_loss,
     load_config_file,
     noam_lambda,
-    resolve_checkpoint,
     resolve_config,
-    save_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,36 +70,10 @@ LEXICON = {
     "day": "día",
 }
 TINY_MODEL = [
-    "--d_model",
-    "32",
-    "--ffn_dim",
-    "64",
-    "--attention_heads",
-    "4",
-    "--encoder_layers",
-    "1",
-    "--decoder_layers",
-    "1",
-    "--max_position_embeddings",
-    "64",
-    "--max_source_length",
-    "32",
-    "--max_target_length",
-    "32",
-    "--batch_tokens",
-    "300",
-    "--update_tokens",
-    "300",
-    "--warmup_steps",
-    "4",
-    "--lr_factor",
-    "0.5",
-    "--log_with",
-    "none",
-    "--threads",
-    "1",
-    "--logging_steps",
-    "1",
+    *"--d_model 32 --ffn_dim 64 --attention_heads 4 --encoder_layers 1".split(),
+    *"--decoder_layers 1 --max_position_embeddings 64 --max_source_length 32".split(),
+    *"--max_target_length 32 --batch_tokens 300 --update_tokens 300 --warmup_steps 4".split(),
+    *"--lr_factor 0.5 --log_with none --threads 1 --logging_steps 1".split(),
 ]
 QUIET = ["--eval_steps", "0", "--final_eval_splits", "", "--no_save_hub", "--average_last", "1"]
 
@@ -134,17 +121,9 @@ def run_train(corpus: Path, out: Path, *flags: str, processes: int = 1, check: b
         # script then builds a gloo CPU group. (`--cpu` alone starts a single process.)
         command = [
             sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
+            *"-m accelerate.commands.launch --multi_gpu --num_processes".split(),
             str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *"--num_machines 1 --mixed_precision no --dynamo_backend no".split(),
             str(TRAIN_SCRIPT),
             *args,
         ]
@@ -258,24 +237,9 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
     run_train(
         corpus,
         out,
-        "--max_steps",
-        "30",
-        "--lr_factor",
-        "1.0",
-        "--eval_steps",
-        "15",
-        "--eval_bleu_samples",
-        "4",
-        "--eval_num_beams",
-        "1",
-        "--checkpoint_steps",
-        "10",
-        "--keep_last",
-        "3",
-        "--average_last",
-        "2",
-        "--final_num_beams",
-        "1",
+        *"--max_steps 30 --lr_factor 1.0 --eval_steps 15 --eval_bleu_samples 4".split(),
+        *"--eval_num_beams 1 --checkpoint_steps 10 --keep_last 3 --average_last 2".split(),
+        *"--final_num_beams 1".split(),
     )
     losses = [r["train/loss"] for r in train_log(out) if "train/loss" in r]
     assert len(losses) == 30
@@ -373,12 +337,7 @@ def test_nan_loss_is_skipped_and_counted_or_stops_with_a_saved_state(corpus, tmp
     result = run_train(
         corpus,
         stopped,
-        "--max_steps",
-        "4",
-        "--debug_nan_at_step",
-        "2",
-        "--nan_policy",
-        "stop",
+        *"--max_steps 4 --debug_nan_at_step 2 --nan_policy stop".split(),
         *QUIET,
         check=False,
     )
@@ -418,3 +377,186 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     with pytest.raises(FileNotFoundError, match="not a finished checkpoint"):
         resolve_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "checkpoint_2.tmp"))
     assert not math.isnan(model.weight.sum().item())
+
+
+# ------------------------------------------------------------------------------------------------
+# Training faults: SIGKILL during checkpoint saves, disk full, unwritable output directory
+# ------------------------------------------------------------------------------------------------
+#
+# Drives scripts/train.py as a subprocess on an in-test JSONL corpus and the conftest word
+# tokenizer. Checkpoints are `output_dir/checkpoints/checkpoint_<step>`, written as
+# `checkpoint_<step>.tmp` and renamed once `trainer_state.json` (written last) is in.
+
+CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
+
+
+@pytest.fixture
+def training_inputs(tmp_path) -> dict[str, Path]:
+    """A tiny JSONL corpus and the conftest word tokenizer saved as a folder."""
+    from tests.conftest import WORDS
+
+    # conftest's WORDS holds "a" twice, so word_tokenizer() has 44 entries but ids up to 44 (the
+    # last word): len(tokenizer) is then too small a vocabulary. Leave that word out.
+    words = WORDS[:-1]
+    english, spanish = words[: len(words) // 2], words[len(words) // 2 :]
+    rows = []
+    for i in range(96):
+        n = 2 + i % 5
+        rows.append(
+            (
+                " ".join(english[(i + j) % len(english)] for j in range(n)),
+                " ".join(spanish[(i + j) % len(spanish)] for j in range(n)),
+            )
+        )
+    corpus = write_jsonl(tmp_path / "train.jsonl", rows)
+    tokenizer_dir = tmp_path / "tokenizer"
+    word_tokenizer().save_pretrained(tokenizer_dir)
+    return {"train_file": corpus, "tokenizer": tokenizer_dir}
+
+
+def train_command(inputs, output_dir: Path, steps: int, every: int, resume: bool = False):
+    command = [
+        sys.executable,
+        str(TRAIN_SCRIPT),
+        "--dataset",
+        str(inputs["train_file"]),
+        *"--src_lang en --tgt_lang es --tokenizer".split(),
+        str(inputs["tokenizer"]),
+        *"--d_model 16 --ffn_dim 32 --attention_heads 2 --encoder_layers 1".split(),
+        *"--decoder_layers 1 --max_position_embeddings 32 --batch_tokens 200".split(),
+        *"--max_steps".split(),
+        str(steps),
+        "--checkpoint_steps",
+        str(every),
+        *"--keep_last 100 --eval_steps 0 --average_last 1 --no_save_hub".split(),
+        *"--final_eval_splits".split(),
+        "",
+        *"--threads 1 --log_with none --seed 0 --output_dir".split(),
+        str(output_dir),
+    ]
+    if resume:
+        command += ["--resume_from_checkpoint", "latest"]
+    return command
+
+
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """Folders with a final checkpoint name (temporary `.tmp` folders excluded), oldest first."""
+    parent = output_dir / "checkpoints"
+    if not parent.is_dir():
+        return []
+    found = [(int(m.group(1)), c) for c in parent.iterdir() if (m := CHECKPOINT_NAME.match(c.name))]
+    return [path for _, path in sorted(found)]
+
+
+def assert_checkpoint_loads(folder: Path) -> None:
+    """Its trainer state is in (written last) and every weights file is whole."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    assert state["step"] == int(CHECKPOINT_NAME.match(folder.name).group(1))
+    weights = sorted(folder.rglob("*.safetensors"))
+    assert weights, f"{folder} holds no safetensors weights: {sorted(os.listdir(folder))}"
+    for path in weights:
+        check_safetensors_file(path)
+        load_file(path)
+
+
+@pytest.mark.slow
+def test_training_killed_during_checkpoint_saves_always_resumes_from_a_whole_checkpoint(
+    training_inputs, tmp_path
+):
+    """SIGKILL three times (twice as a save's temporary folder appears, once at a random
+    moment): after each kill every checkpoint folder with a final name loads, and resuming from
+    the latest one runs to the end."""
+    out = tmp_path / "out"
+    steps, every = 12, 2
+    rng = random.Random(0)
+    resume = False
+    saves_hit = 0
+    for attempt in ("on-save", "random", "on-save"):
+        process = subprocess.Popen(
+            train_command(training_inputs, out, steps, every, resume),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + (rng.uniform(4, 12) if attempt == "random" else 120)
+        while process.poll() is None and time.monotonic() < deadline:
+            ckpts = out / "checkpoints"
+            if attempt == "on-save" and ckpts.is_dir():
+                if any(name.endswith(".tmp") for name in os.listdir(ckpts)):
+                    saves_hit += 1
+                    break  # a save is under way
+            time.sleep(0.002)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        for checkpoint in checkpoint_folders(out):
+            assert_checkpoint_loads(checkpoint)
+        resume = bool(checkpoint_folders(out))
+    assert saves_hit >= 1, "no kill landed during a save"
+    final = subprocess.run(
+        train_command(training_inputs, out, steps, every, resume),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    checkpoints = checkpoint_folders(out)
+    assert checkpoints[-1].name == f"checkpoint_{steps}"
+    for checkpoint in checkpoints:
+        assert_checkpoint_loads(checkpoint)
+
+
+DISK_FULL_SHIM = """
+import errno, runpy, sys
+import safetensors.torch, torch
+calls, limit = {"n": 0}, int(sys.argv[1])
+def full(original):
+    def save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+    return save
+safetensors.torch.save_file = full(safetensors.torch.save_file)
+torch.save = full(torch.save)
+script = sys.argv[2]
+sys.argv = sys.argv[2:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_is_a_clear_error_and_the_previous_checkpoint_survives(
+    training_inputs, tmp_path
+):
+    """safetensors/torch saves start failing with ENOSPC after the first checkpoint's files: the
+    run stops with an error that says so, and the first checkpoint still loads."""
+    out = tmp_path / "out"
+    command = train_command(training_inputs, out, steps=6, every=2)
+    # Four writes make one checkpoint: model (safetensors), optimizer, scheduler, RNG states.
+    shim = [sys.executable, "-c", DISK_FULL_SHIM, "4", *command[1:]]
+    result = subprocess.run(shim, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "No space left on device" in result.stderr, result.stderr[-3000:]
+    checkpoints = checkpoint_folders(out)
+    assert [c.name for c in checkpoints] == ["checkpoint_2"], result.stderr[-3000:]
+    for checkpoint in checkpoints:
+        assert_checkpoint_loads(checkpoint)
+
+
+@pytest.mark.slow
+def test_an_unwritable_output_directory_fails_fast_naming_it(training_inputs, tmp_path):
+    """Root ignores permission bits, so the output directory lies under a regular file."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = blocker / "out"
+    result = subprocess.run(
+        train_command(training_inputs, out, steps=4, every=2),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode != 0
+    assert str(blocker) in result.stderr, result.stderr[-3000:]

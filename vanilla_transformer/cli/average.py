@@ -19,7 +19,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -67,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ],
     )
     return argparse.Namespace(
-        corpus=corpus, **vars(corpus), **vars(decoding), **vars(options), **vars(positional)
+        corpus=corpus,
+        decoding=decoding,
+        **vars(corpus),
+        **vars(decoding),
+        **vars(options),
+        **vars(positional),
     )
 
 
@@ -104,12 +109,7 @@ def score(model, tokenizer, split, args: argparse.Namespace) -> dict:
         split,
         args.src_lang,
         args.tgt_lang,
-        batch_size=args.batch_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        max_samples=args.max_samples,
-        max_new_tokens=args.max_new_tokens,
-        device=args.device,
+        **asdict(args.decoding),
         show_progress=True,
     )
 

@@ -16,14 +16,15 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
+from vanilla_transformer.publishing.safety import load_model
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     split = corpus_options.split(corpus_options.load(), args.split)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
+    model = load_model(args.model)  # a local folder loads strictly: every weight or an error
     if args.fast_cpu:
         model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -79,13 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         split,
         args.src_lang,
         args.tgt_lang,
-        batch_size=args.batch_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        max_samples=args.max_samples,
+        **{**asdict(decoding), "device": default_device(decoding.device)},
         hypotheses_file=hypotheses_file,
-        max_new_tokens=args.max_new_tokens,
-        device=default_device(args.device),
         show_progress=True,
     )
     print(

@@ -34,6 +34,7 @@ from pathlib import Path
 import jinja2
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ REQUIRED_HUB_FILES = (
     "modeling_vanilla_transformer.py",
     "pipeline_vanilla_transformer.py",
 )
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)  # safetensors only on the Hub
 # Never uploaded besides huggingface_hub's own defaults (.git, .cache/huggingface).
 IGNORE_PATTERNS = [".*", "*/.*", "*__pycache__*", "*.pyc", "*.tmp"]
 DRY_RUN_PLAN = "upload_plan.json"

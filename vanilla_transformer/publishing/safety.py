@@ -23,11 +23,12 @@ import json
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
+from transformers import AutoModelForSeq2SeqLM
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME as SAFE_INDEX
+from transformers.utils import SAFE_WEIGHTS_NAME as SAFE_WEIGHTS
 
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
 # Files `torch.load` would unpickle: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MAX_KEYS_SHOWN = 8
@@ -168,6 +169,15 @@ __all__ = [
     "CheckpointError",
     "check_config_file",
     "check_safetensors_file",
+    "load_model",
     "load_pretrained_strict",
     "safetensors_files",
 ]
+
+
+def load_model(name_or_folder: str | Path, **kwargs):
+    """The model a product tool scores or translates with: a local folder loads strictly
+    (`load_pretrained_strict`), a Hub id through `AutoModelForSeq2SeqLM.from_pretrained`."""
+    if Path(name_or_folder).is_dir():
+        return load_pretrained_strict(name_or_folder, **kwargs)
+    return AutoModelForSeq2SeqLM.from_pretrained(name_or_folder, **kwargs)

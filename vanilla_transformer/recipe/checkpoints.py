@@ -1,4 +1,12 @@
-"""Checkpoint averaging (Section 6.1): "For the base models, we used a single model obtained by
+"""Checkpoints: what one is, where they live, how they are written, found, read and averaged.
+
+A checkpoint is a folder whose name ends in its step (`checkpoint_3`, `checkpoint-1200`,
+`step_500`; `checkpoint_3.tmp` is not one) directly under a run folder or under its
+`checkpoints/`, holding a weights file. The training loop writes `checkpoints/checkpoint_<step>`
+with `save_checkpoint`: `accelerator.save_state` into a `.tmp` folder, `trainer_state.json` last,
+fsynced, then renamed; such a checkpoint can be resumed from (`complete_checkpoints`).
+
+Checkpoint averaging (Section 6.1): "For the base models, we used a single model obtained by
 averaging the last 5 checkpoints, which were written at 10-minute intervals. For the big models,
 we averaged the last 20 checkpoints."
 
@@ -22,12 +30,22 @@ such as step counters) are not averaged: the last checkpoint's value is kept.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
 from safetensors.torch import load_file
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
+
+from ..modeling_vanilla_transformer import (
+    VanillaTransformerForConditionalGeneration,
+    VanillaTransformerModel,
+)
 
 __all__ = [
     "average_state_dicts",
@@ -35,21 +53,32 @@ __all__ = [
     "load_checkpoint_state_dict",
     "find_weights_file",
     "list_checkpoints",
+    "complete_checkpoints",
+    "resolve_checkpoint",
+    "save_checkpoint",
     "load_averaged_weights",
     "DEFAULT_TIED_WEIGHTS",
 ]
 
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
-TORCH_WEIGHTS = "pytorch_model.bin"
+logger = get_logger(__name__)
+
+# The weight file names are transformers' own (save_pretrained and accelerate write them).
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
+CHECKPOINT_PREFIX = "checkpoint_"
+TMP_SUFFIX = ".tmp"
+STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# alias -> source, as declared by VanillaTransformerForConditionalGeneration / Model in
-# `_tied_weights_keys` (Section 3.4: one matrix for both embeddings and the pre-softmax projection).
-DEFAULT_TIED_WEIGHTS = {
-    "lm_head.weight": "model.shared.weight",
-    "model.encoder.embed_tokens.weight": "model.shared.weight",
-    "model.decoder.embed_tokens.weight": "model.shared.weight",
-}
+
+
+def _tied_weights(model_class=VanillaTransformerForConditionalGeneration) -> dict[str, str]:
+    """alias -> source of the model's tied weights (Section 3.4), as the model classes declare
+    them in `_tied_weights_keys`, with the base model's keys under its prefix."""
+    base, prefix = VanillaTransformerModel, model_class.base_model_prefix
+    nested = {f"{prefix}.{k}": f"{prefix}.{v}" for k, v in base._tied_weights_keys.items()}
+    return {**model_class._tied_weights_keys, **nested}
+
+
+DEFAULT_TIED_WEIGHTS = _tied_weights()
 _STEP_RE = re.compile(r"(\d+)$")  # the name must END in the step: not "checkpoint-3.tmp"
 
 
@@ -58,11 +87,11 @@ def find_weights_file(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist.")
-    for name in (SAFE_WEIGHTS, SAFE_WEIGHTS_INDEX, TORCH_WEIGHTS):
+    for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return folder / name
     raise FileNotFoundError(
-        f"{folder}: no {SAFE_WEIGHTS}, {SAFE_WEIGHTS_INDEX} or {TORCH_WEIGHTS} (expected a "
+        f"{folder}: no {', '.join(WEIGHT_FILES[:-1])} or {WEIGHT_FILES[-1]} (expected a "
         "save_pretrained or accelerator.save_state folder); found "
         f"{sorted(p.name for p in folder.iterdir())}."
     )
@@ -102,9 +131,9 @@ def load_checkpoint_state_dict(
     `tied_weights` maps alias -> source key (default `DEFAULT_TIED_WEIGHTS`).
     """
     path = find_weights_file(folder)
-    if path.name == SAFE_WEIGHTS:
+    if path.name == SAFE_WEIGHTS_NAME:
         raw = load_file(str(path), device="cpu")
-    elif path.name == SAFE_WEIGHTS_INDEX:
+    elif path.name == SAFE_WEIGHTS_INDEX_NAME:
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         raw = {}
         for shard in shards:
@@ -269,12 +298,8 @@ def _step_of(folder: Path) -> int | None:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a training run, oldest first.
-
-    A checkpoint is a sub-folder of `run_dir` (or of `run_dir/checkpoints`, accelerate's
-    `automatic_checkpoint_naming` layout) whose name ends in a number (`checkpoint_3`,
-    `checkpoint-1200`, `step_500`) and that holds a weights file; they are ordered by that number.
-    """
+    """The checkpoints of a training run (see the module docstring), oldest first: ordered by
+    the step their name ends in."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist.")
@@ -284,14 +309,79 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
             continue
         for child in parent.iterdir():
             step = _step_of(child)
-            weights = (SAFE_WEIGHTS, SAFE_WEIGHTS_INDEX, TORCH_WEIGHTS)
             if (
-                child.is_dir()
-                and step is not None
-                and any((child / name).is_file() for name in weights)
+                step is not None
+                and child.is_dir()
+                and any((child / name).is_file() for name in WEIGHT_FILES)
             ):
                 found.append((step, str(child), child))
     return [path for _, _, path in sorted(found)]
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints the training loop can resume from, oldest first: those of
+    `list_checkpoints` that it wrote (`checkpoints/checkpoint_<step>`) with their trainer state."""
+    if not Path(run_dir).is_dir():
+        return []
+    return [
+        path
+        for path in list_checkpoints(run_dir)
+        if path.parent.name == "checkpoints"
+        and path.name.startswith(CHECKPOINT_PREFIX)
+        and (path / STATE_FILE).is_file()
+    ]
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
+    """'latest' -> the newest finished checkpoint of `run_dir`; else the folder given."""
+    if which == "latest":
+        found = complete_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
+        return found[-1]
+    path = Path(which)
+    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
+    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
+    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
+    crash leaves either the previous checkpoints or the new one, never a half-written one."""
+    folder = run_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
+    tmp = folder / f"{final.name}{TMP_SUFFIX}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_tree(folder)
+        for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info(f"checkpoint saved: {final}")
+    accelerator.wait_for_everyone()
+    return final
 
 
 def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

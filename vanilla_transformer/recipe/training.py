@@ -15,12 +15,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import platform
 import shutil
 import time
 from collections.abc import Iterator
@@ -39,17 +36,21 @@ from transformers import AutoTokenizer
 from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
-from .checkpoints import average_checkpoints, load_averaged_weights
+from .checkpoints import (
+    STATE_FILE,
+    average_checkpoints,
+    complete_checkpoints,
+    load_averaged_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
+from .hardware import hardware_description
 from .options import CorpusOptions, option
 from .tokenization import train_tokenizer
 
 logger = get_logger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint_"
-TMP_SUFFIX = ".tmp"
-STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,78 +278,6 @@ def load_config_file(path: str | Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints: atomic writes, discovery, rotation
-# --------------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Finished checkpoints (`checkpoint_<step>` with a trainer state), oldest first. Leftover
-    temporary folders of an interrupted save (`*.tmp`) are ignored."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        step = child.name[len(CHECKPOINT_PREFIX) :]
-        if child.name.startswith(CHECKPOINT_PREFIX) and step.isdigit():
-            if (child / STATE_FILE).is_file():
-                found.append((int(step), child))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
-    """'latest' -> the newest finished checkpoint of `run_dir`; else the folder given."""
-    if which == "latest":
-        found = complete_checkpoints(run_dir)
-        if not found:
-            raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
-        return found[-1]
-    path = Path(which)
-    if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
-    return path
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
-    """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
-    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
-    crash leaves either the previous checkpoints or the new one, never a half-written one."""
-    folder = run_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
-    tmp = folder / f"{final.name}{TMP_SUFFIX}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_tree(folder)
-        for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        logger.info(f"checkpoint saved: {final}")
-    accelerator.wait_for_everyone()
-    return final
-
-
-# --------------------------------------------------------------------------------------------------
 # Data and model
 # --------------------------------------------------------------------------------------------------
 
@@ -383,7 +312,9 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
     return corpus, tokenizer, tokenized, counts
 
 
-def build_model(config: TrainingConfig, vocab_size: int):
+def build_model(config: TrainingConfig, vocab_size: int, **overrides):
+    """The model a run trains; `overrides` are further `VanillaTransformerConfig` fields (e.g.
+    `attention_scaling`, which the attention study varies)."""
 
     model_config = VanillaTransformerConfig(
         vocab_size=vocab_size,
@@ -398,6 +329,7 @@ def build_model(config: TrainingConfig, vocab_size: int):
         attention_dropout=config.attention_dropout,
         norm_first=config.norm_first,
         max_position_embeddings=config.max_position_embeddings,
+        **overrides,
     )
     return VanillaTransformerForConditionalGeneration(model_config)
 
@@ -461,22 +393,6 @@ def bleu_on(
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-
-
-def hardware_description(accelerator: Accelerator) -> str:
-    if accelerator.device.type == "cuda":
-        name = torch.cuda.get_device_name(accelerator.device)
-        return f"{accelerator.num_processes} x {name}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"CPU: {cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) x "
-        f"{torch.get_num_threads()} threads"
-    )
 
 
 def _trackers(log_with: str) -> list[str] | None:
@@ -796,7 +712,7 @@ def finish(
         "skipped_updates": state["skipped_updates"],
         "num_parameters": num_parameters,
         "train_pairs": counts["train"]["kept"],
-        "hardware": hardware_description(accelerator),
+        "hardware": hardware_description(accelerator.device, accelerator.num_processes),
         "last_eval": state["last_eval"],
         "scores": {},
     }
