@@ -434,10 +434,13 @@ def bandwidth_floor_ms(config: VanillaTransformerConfig, bytes_per_weight: int, 
     return decoder_step_weights(config) * bytes_per_weight / (gb_per_s * 1e9) * 1e3
 
 
-def memory_bandwidth_run(megabytes: int = 512):
-    """A read of a float32 tensor much larger than the caches (`sum`, which streams it once) and
-    its bytes: the machine's read bandwidth when timed, with the threads decoding uses."""
-    x = torch.ones(megabytes * 2**20 // 4)
+def memory_bandwidth_run(megabytes: float = 512):
+    """A read of a float32 tensor of `megabytes` (`sum`, which streams it once) and its bytes: the
+    read bandwidth when timed, with the threads decoding uses. Run it at 512 MB (memory, beyond
+    any cache) and at the size of a step's weights: a CPU whose last-level cache holds those
+    (some server parts have hundreds of MB) serves a decoding step from the cache, and then the
+    second figure is the one that bounds a step."""
+    x = torch.ones(int(megabytes * 2**20) // 4)
     return (lambda: x.sum()), x.numel() * 4
 
 
@@ -866,15 +869,19 @@ def format_reference(ref: dict, machine: dict, command: str | None = None) -> st
     floors = ", ".join(
         f"{name} {weights * size / gb / 1e6:.2f} ms" for name, size in WEIGHT_BYTES.items()
     )
+    memory = ref.get("memory_bandwidth_gb_per_s")
     lines = [
         f"Decoding, base shape (6+6 layers, d_model 512, d_ff 2048, 8 heads, 8k shared vocabulary, "
         f"random weights, the same in every path), {ref['src_len']}-token sources, exactly "
         f"{ref['new_tokens']} new tokens; ms per step = generate time / {ref['new_tokens']}, "
         "median of interleaved runs.",
-        f"CPU flags: {flags}. Measured in this run: read bandwidth {gb:.1f} GB/s; fp32 GEMM peak "
-        f"{ref['training'].get('peak_tflops', 0) * 1e3:.0f} GFLOP/s.",
-        f"Bandwidth floor per step ({weights / 1e6:.1f}M decoder + output-projection weights / "
-        f"bandwidth): {floors}.",
+        f"CPU flags: {flags}. Measured in this run: read bandwidth {gb:.1f} GB/s over the size "
+        f"of a step's fp32 weights ({weights * 4 / 1e6:.0f} MB, read again and again as decoding "
+        "does)"
+        + (f", {memory:.1f} GB/s over 512 MB" if memory else "")
+        + f"; fp32 GEMM peak {ref['training'].get('peak_tflops', 0) * 1e3:.0f} GFLOP/s.",
+        f"Bandwidth floor per step ({weights / 1e6:.1f}M decoder + output-projection weights x "
+        f"bytes per weight / {gb:.1f} GB/s): {floors}.",
     ]
     if command:
         lines.append(f"Command: `{command}`")
