@@ -159,7 +159,14 @@ def _compile_decoding(model: nn.Module) -> None:
     decode_step = types.FunctionType(code, decode_step.__globals__, closure=decode_step.__closure__)
     # `freezing` lets inductor treat the weights as constants: it prepacks them for oneDNN / MKL
     # and matches torchao's int8 pattern to oneDNN's quantised linear.
-    compiled_step = torch.compile(decode_step, fullgraph=True, options={"freezing": True})
+    # Guards on the model's own attributes are dropped: evaluated at every step (in Python for
+    # torchao's int8 weights, about a millisecond), they would only guard weights and settings that
+    # this inference-only copy never changes. Guards on the inputs (shapes, the cache) remain.
+    options = {
+        "freezing": True,
+        "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+    }
+    compiled_step = torch.compile(decode_step, fullgraph=True, options=options)
 
     @functools.wraps(eager_forward)  # generate() reads the forward's signature
     def forward(*args, **kwargs):
