@@ -19,14 +19,16 @@ What `optimize_for_cpu_inference` changes:
   in bfloat16, only where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX, read from
   /proc/cpuinfo); elsewhere it is refused, never emulated. `"fp32"`: the weights as they are.
 - **The decode step.** `generate()` keeps the decoder's keys and values in a static (preallocated)
-  cache, and the model's forward is `torch.compile`d as one graph (fullgraph: the decode path has
-  no Python branch on tensor values, see tests/test_modeling_export.py). Every decoding step after
-  the first replays the same compiled graph: no per-step mask building, cache bookkeeping or
-  Python dispatch through the layers. The first call for a new shape pays the compilation.
+  cache, and every decoding step after the first runs one `torch.compile`d graph (fullgraph: the
+  decode path has no Python branch on tensor values, see tests/test_modeling_export.py): no
+  per-step mask building, cache bookkeeping or Python dispatch through the layers. The first
+  call for a new shape pays the compilation (about a minute on 2 cores); a second shape compiles
+  a graph with dynamic sizes that serves the later ones.
 
 In fp32 the tokens are those of the plain model (tests/test_inference.py). The result is for
-inference only: it cannot be trained, and it cannot be saved with `save_pretrained` (keep the
-original for that).
+inference only: it cannot be trained, it cannot be saved with `save_pretrained` (keep the
+original for that), and its weights and settings must not be changed afterwards (the compiled
+step does not re-check them).
 
 Kept apart from the modeling file (which is saved beside checkpoints as remote code) because it
 transforms a loaded model rather than defining one, and is never needed to load weights.
