@@ -59,3 +59,13 @@ if ! command -v diatheke >/dev/null 2>&1 || [ ! -d /usr/share/sword/modules/text
         echo "note: the Bible corpus needs: sudo apt-get install -y diatheke sword-text-kjv sword-text-web sword-text-sparv"
     fi
 fi
+
+# The demo's browser test drives Debian's Chromium (a browser cannot be downloaded at run time).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+            || echo "warning: could not apt-get install chromium (the demo's browser tests will skip)"
+    else
+        echo "note: the demo's browser tests need: sudo apt-get install -y chromium"
+    fi
+fi

@@ -27,6 +27,7 @@ from vanilla_transformer.publishing.safety import CheckpointError, load_pretrain
         ({"decoder_attention_heads": -4}, "decoder_attention_heads"),
         ({"decoder_ffn_dim": 0}, "decoder_ffn_dim"),
         ({"max_position_embeddings": 0}, "max_position_embeddings"),
+        ({"max_position_embeddings": 10**12}, r"max_position_embeddings must be <= 1048576"),
         # combinations
         ({"d_model": 30}, "encoder_attention_heads"),
         ({"d_model": 32, "decoder_attention_heads": 3}, "decoder_attention_heads"),
@@ -61,6 +62,9 @@ from vanilla_transformer.publishing.safety import CheckpointError, load_pretrain
         ({"init_std": True}, "init_std"),
         ({"init_std": float("inf")}, "init_std"),
         ({"use_cache": "yes"}, "use_cache"),
+        ({"pad_token_id": None}, r"pad_token_id .* got None"),
+        ({"decoder_start_token_id": None}, r"decoder_start_token_id .* got None"),
+        ({"eos_token_id": []}, r"eos_token_id .* got \[\]"),
     ],
 )
 def test_every_config_field_is_validated_at_construction_naming_the_field(overrides, field):
@@ -89,6 +93,9 @@ def test_boundary_values_of_the_config_are_accepted(overrides):
         ({"position_encoding": "alibi"}, "position_encoding"),
         ({"d_model": 30}, "attention_heads"),
         ({"dropout": 1.0}, "dropout"),
+        ({"pad_token_id": None}, "pad_token_id"),
+        ({"eos_token_id": []}, "eos_token_id"),
+        ({"max_position_embeddings": 10**12}, "max_position_embeddings"),
     ],
 )
 @pytest.mark.parametrize("loader", ["AutoConfig", "AutoModelForSeq2SeqLM", "strict"])
@@ -146,3 +153,23 @@ def test_a_bert_checkpoint_is_not_silently_loaded_into_our_class(tmp_path):
     assert info["missing_keys"] and info["unexpected_keys"]  # transformers: warn, not raise
     with pytest.raises(CheckpointError, match="model_type is 'bert'"):
         load_pretrained_strict(bert)
+
+
+@pytest.mark.parametrize("typo", ["d_modle", "encoder_layer"])
+def test_an_unknown_key_in_config_json_is_a_warning_naming_it(fresh_copy, typo, caplog):
+    folder = fresh_copy()
+    edit_config(folder, **{typo: 64})
+    with caplog.at_level("WARNING", logger="transformers"):
+        AutoConfig.from_pretrained(folder)
+    assert f"unknown key(s) ['{typo}']" in caplog.text
+
+
+def test_the_keys_transformers_writes_into_config_json_give_no_warning(fresh_copy, caplog):
+    """A saved folder's own config.json (auto_map, custom_pipelines, architectures, dtype,
+    transformers_version, ...) and the legacy generation keys older releases wrote there."""
+    folder = fresh_copy()
+    edit_config(folder, num_beams=4, max_length=200, architectures=["X"], dtype="float32")
+    with caplog.at_level("WARNING", logger="transformers"):
+        AutoConfig.from_pretrained(folder)
+        AutoModelForSeq2SeqLM.from_pretrained(folder)
+    assert "unknown key" not in caplog.text

@@ -8,6 +8,7 @@ from tests.conftest import (
     tiny_model,
 )
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
 
 
 @pytest.fixture
@@ -115,3 +116,50 @@ def test_float_token_ids_are_refused_before_the_embedding():
     model = tiny_model()
     with pytest.raises((ValueError, RuntimeError), match="(?i)long|int|dtype|indices"):
         model(input_ids=torch.rand(1, 4), decoder_input_ids=torch.ones(1, 2).long())
+
+
+def test_labels_that_are_all_ignored_give_a_zero_loss_not_nan(model):
+    labels = torch.full((2, 5), -100)
+    out = model(input_ids=ids(2, 4), decoder_input_ids=ids(2, 5), labels=labels)
+    assert out.loss.item() == 0.0
+    out.loss.backward()  # and a zero, finite gradient: the Trainer may pass such a batch
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    counted = model(input_ids=ids(2, 4), labels=labels, num_items_in_batch=torch.tensor(0))
+    assert counted.loss.item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int8, torch.float16])
+def test_token_ids_of_a_non_integer_or_narrow_dtype_are_refused_naming_it(model, dtype):
+    with pytest.raises(ValueError, match=rf"input_ids must hold token ids as torch.long .*{dtype}"):
+        model(input_ids=ids(1, 4).to(dtype), decoder_input_ids=ids(1, 2))
+
+
+@pytest.mark.parametrize("name", ["num_beams", "num_return_sequences"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_generate_refuses_a_beam_or_sequence_count_below_one(model, name, value):
+    with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got {value}"):
+        model.generate(ids(1, 4), **{name: value}, max_new_tokens=3)
+
+
+def test_a_cache_reused_at_another_batch_size_is_refused(model):
+    first = model(input_ids=ids(2, 4), decoder_input_ids=ids(2, 3), use_cache=True)
+    cache = getattr(first, CACHE_OUTPUT_FIELD)
+    with pytest.raises(ValueError, match="cache holds keys for a batch of 2 .* batch size 3"):
+        model(input_ids=ids(3, 4), decoder_input_ids=ids(3, 1), cache=cache, use_cache=True)
+
+
+@pytest.mark.parametrize(
+    "make_mask",
+    [
+        lambda: torch.zeros(2, 1, 4, 4, dtype=torch.bool),
+        lambda: torch.full((2, 1, 4, 4), torch.finfo(torch.float32).min),
+    ],
+    ids=["bool", "additive"],
+)
+def test_an_all_false_4d_mask_is_refused_naming_the_rows(model, make_mask):
+    mask = make_mask()
+    mask[0] = True if mask.dtype == torch.bool else 0.0  # row 0 sees everything, row 1 nothing
+    with pytest.raises(
+        ValueError, match=r"hides every key from every query of batch row\(s\) \[1\]"
+    ):
+        model(input_ids=ids(2, 4), attention_mask=mask, decoder_input_ids=ids(2, 3))

@@ -5,15 +5,54 @@ seq2seq configs (Marian, BART) so that generation and other Hugging Face tooling
 paper's symbols are given next to each field.
 """
 
+import dataclasses
+import functools
 import math
 
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 ATTENTION_SCALINGS = ("sqrt_dk", "key_norm_sum")
 POSITION_ENCODINGS = ("sinusoidal", "learned")
 # Activations the position-wise feed-forward network accepts (Section 3.3 uses ReLU).
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
 TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "decoder_start_token_id")
+# Padding and the decoder's first input are built from these: they cannot be None.
+REQUIRED_TOKEN_ID_FIELDS = ("pad_token_id", "decoder_start_token_id")
+# Far beyond any sentence; a learned table of 2**20 positions at d_model 512 is already 2 GB, and
+# 10**12 would end in an allocator error deep inside torch.
+MAX_POSITIONS = 1 << 20
+# Keys transformers writes into config.json (or accepted there) besides the config's own fields.
+TRANSFORMERS_WRITTEN_KEYS = {
+    "auto_map",
+    "custom_pipelines",
+    "name_or_path",
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+    "attn_implementation",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+}
+
+
+@functools.cache
+def _known_config_keys() -> frozenset:
+    """Every key a config.json may hold without being a typo: our fields and aliases, the base
+    class's fields and attributes, and the generation parameters older releases stored there."""
+    known = set(TRANSFORMERS_WRITTEN_KEYS)
+    known |= {f.name for f in dataclasses.fields(PreTrainedConfig)}
+    known |= set(PreTrainedConfig().to_dict())
+    known |= {name for name in dir(PreTrainedConfig) if not name.startswith("__")}
+    known |= set(GenerationConfig().to_dict())
+    return frozenset(known)
+
+
 TRANSLATION_PIPELINE = {
     "translation": {
         "impl": "pipeline_vanilla_transformer.TranslationPipeline",
@@ -122,12 +161,26 @@ class VanillaTransformerConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self._check_fields()
+        self._warn_unknown_keys(kwargs)
         super().__post_init__(**kwargs)
         # transformers v5 has no built-in `translation` task; this entry (saved in config.json,
         # with the pipeline file saved beside the model code) lets `pipeline("translation", ...)`
         # find ours.
         if not getattr(self, "custom_pipelines", None):
             self.custom_pipelines = TRANSLATION_PIPELINE
+
+    def _warn_unknown_keys(self, extra: dict) -> None:
+        """A key that is neither a field of this config nor one transformers writes is most likely
+        a typo (`d_modle`): it would be stored and ignored, leaving the default in force."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        ours = fields | set(self.attribute_map)
+        unknown = sorted(k for k in extra if k not in ours and k not in _known_config_keys())
+        if unknown:
+            own = sorted(fields - {f.name for f in dataclasses.fields(PreTrainedConfig)})
+            logger.warning(
+                f"VanillaTransformerConfig: unknown key(s) {unknown} are ignored (a typo of a "
+                f"field name?). Its own fields are: {own}."
+            )
 
     def _check_fields(self):
         """Raise a `ValueError` naming the field for any invalid value (runs at construction and
@@ -147,6 +200,11 @@ class VanillaTransformerConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}.")
+        if self.max_position_embeddings > MAX_POSITIONS:
+            raise ValueError(
+                f"{where}.max_position_embeddings must be <= {MAX_POSITIONS}, got "
+                f"{self.max_position_embeddings!r}."
+            )
         for stack in ("encoder", "decoder"):
             heads = getattr(self, f"{stack}_attention_heads")
             if self.d_model % heads != 0:
@@ -177,6 +235,16 @@ class VanillaTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"{where}.init_std must be None (tensor2tensor initialisation) or a positive "
                 f"float, got {self.init_std!r}."
+            )
+        for name in REQUIRED_TOKEN_ID_FIELDS:
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{where}.{name} must be a token id in [0, vocab_size={self.vocab_size}), got "
+                    "None: padding and the decoder's first input are built from it."
+                )
+        if isinstance(self.eos_token_id, list) and not self.eos_token_id:
+            raise ValueError(
+                f"{where}.eos_token_id must be a token id or a non-empty list of them, got []."
             )
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         token_ids = [(name, getattr(self, name)) for name in TOKEN_ID_FIELDS]

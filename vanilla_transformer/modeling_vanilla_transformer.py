@@ -79,6 +79,12 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, allow: int | 
         raise ValueError(
             f"{name} must be a non-empty (batch, length) tensor, got shape {tuple(ids.shape)}."
         )
+    if ids.dtype not in (torch.long, torch.int32):
+        # uint8 / bool ids would be read as a mask by indexing, floats are not ids at all.
+        raise ValueError(
+            f"{name} must hold token ids as torch.long (or torch.int32), got {ids.dtype}. "
+            "Convert with .long()."
+        )
     if torch.compiler.is_compiling():
         return
     checked = ids if allow is None else ids[ids != allow]
@@ -97,12 +103,48 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, allow: int | 
 def check_mask(mask: torch.Tensor | None, expected: tuple[int, int], name: str):
     """A padding mask is (batch, length) like the ids it masks; a prepared 4D attention mask
     (batch, 1, queries, keys) passes through to transformers' mask utilities."""
-    if mask is None or mask.dim() == 4:
+    if mask is None:
+        return
+    if mask.dim() == 4:
+        if torch.compiler.is_compiling():
+            return
+        # bool: True = attend; float: additive (0 = attend, the dtype's minimum = masked).
+        if mask.dtype == torch.bool:
+            visible = mask
+        elif mask.is_floating_point():
+            visible = mask > torch.finfo(mask.dtype).min / 2
+        else:
+            visible = mask != 0
+        hidden = ~visible.flatten(1).any(dim=1)  # (B,): no query may attend any key
+        if bool(hidden.any()):
+            rows = hidden.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{name} is a 4-D mask (batch, 1, queries, keys) that hides every key from every "
+                f"query of batch row(s) {rows}: attention over nothing is undefined (NaN). True "
+                "(or 0.0 in an additive mask) marks the keys a query may attend."
+            )
         return
     if mask.dim() != 2 or tuple(mask.shape) != expected:
         raise ValueError(
             f"{name} has shape {tuple(mask.shape)} but the ids it masks need {expected}."
         )
+
+
+def check_cache_batch(cache: EncoderDecoderCache, batch_size: int):
+    """A filled dynamic cache belongs to the batch it was built with: reused for another batch
+    size, its keys would fail to concatenate deep inside attention (or, broadcast, mix rows).
+    Skipped under torch.compile / torch.export, like the other input checks."""
+    if torch.compiler.is_compiling():
+        return
+    for part in (cache.self_attention_cache, cache.cross_attention_cache):
+        layers = getattr(part, "layers", None) or []
+        keys = getattr(layers[0], "keys", None) if layers else None
+        if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.shape[0] != batch_size:
+            raise ValueError(
+                f"cache holds keys for a batch of {keys.shape[0]} but the decoder input has "
+                f"batch size {batch_size}: a cache belongs to the batch it was built with. Pass "
+                "cache=None (or a new cache) for another batch."
+            )
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int):
@@ -631,6 +673,8 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         self_attn_cache = cache.self_attention_cache if cache is not None else None
         is_static = self_attn_cache is not None and self_attn_cache.is_compileable
         B, T = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
+        if cache is not None and not is_static:
+            check_cache_batch(cache, B)
         # A decode step feeds one token after the start token: the id is the model's own prediction
         # (or the configured start token), so it is not re-checked; the check ends in a host sync
         # that would stall GPU decoding each step.
@@ -874,6 +918,12 @@ class VanillaTransformerForConditionalGeneration(
             )
             if num_items_in_batch is None:
                 num_items_in_batch = (labels != -100).sum()
+            # A batch whose labels are all -100 carries no tokens: its loss is 0 (a sum over
+            # nothing), not 0 / 0 = NaN. The Trainer can legitimately pass one.
+            if isinstance(num_items_in_batch, torch.Tensor):
+                num_items_in_batch = num_items_in_batch.clamp(min=1)
+            else:
+                num_items_in_batch = max(num_items_in_batch, 1)
             loss = loss / num_items_in_batch
 
         return Seq2SeqLMOutput(
@@ -914,6 +964,12 @@ class VanillaTransformerForConditionalGeneration(
         limit is per batch, not per sentence). With learned positions that default is capped at the
         position table, and an explicit limit beyond it is refused before decoding starts."""
         config = generation_config if generation_config is not None else self.generation_config
+        for name in ("num_beams", "num_return_sequences"):
+            value = kwargs.get(name, getattr(config, name, 1))
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         max_new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
         max_length = kwargs.get("max_length")
         if max_length is None and config.max_length != GenerationConfig().max_length:

@@ -39,11 +39,19 @@ class TranslationPipeline(Pipeline):
             # One string -> [{"translation_text": ...}], the shape of the pre-v5 pipeline.
             outputs = super().__call__([inputs], **kwargs)
             return outputs[0] if isinstance(outputs[0], list) else outputs
-        if not isinstance(inputs, (list, tuple)) or not all(isinstance(x, str) for x in inputs):
+        if not isinstance(inputs, (list, tuple)):
             raise ValueError(
                 "The translation pipeline takes a string or a list of strings, got "
                 f"{type(inputs).__name__}."
             )
+        for index, item in enumerate(inputs):
+            if not isinstance(item, str):
+                raise ValueError(
+                    f"The translation pipeline takes a list of strings: inputs[{index}] is "
+                    f"{type(item).__name__} ({item!r})."
+                )
+        if not inputs:
+            return []  # nothing to translate (the base Pipeline would index an empty batch)
         return super().__call__(list(inputs), **kwargs)
 
     def preprocess(self, text, truncation=False):
@@ -51,13 +59,20 @@ class TranslationPipeline(Pipeline):
 
     def _forward(self, model_inputs, generate_kwargs):
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        batch_size = model_inputs["input_ids"].shape[0]
         with torch.inference_mode():
-            return {"output_ids": self.model.generate(**model_inputs, **generate_kwargs)}
+            output_ids = self.model.generate(**model_inputs, **generate_kwargs)  # (B * n, T)
+        # generate() returns the n hypotheses of each input one after the other. The Pipeline
+        # splits a batch along dim 0, so that dim must be the input: (B, n, T), never (B * n, T),
+        # or with batch_size > 1 input i would receive another input's hypotheses.
+        output_ids = output_ids.reshape(batch_size, -1, output_ids.shape[-1])  # (B, n, T)
+        return {"output_ids": output_ids}
 
     def postprocess(self, model_outputs, clean_up_tokenization_spaces=False):
+        output_ids = model_outputs["output_ids"][0]  # (n, T): this input's hypotheses
         # False: the clean-up step is WordPiece's; on byte-level BPE it strips real spaces.
         texts = self.tokenizer.batch_decode(
-            model_outputs["output_ids"],
+            output_ids,
             skip_special_tokens=True,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
         )

@@ -2,13 +2,14 @@
 all; saved folders hold no pickles and no risky remote code."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSeq2SeqLM
 
 from tests.conftest import (
@@ -22,6 +23,7 @@ from vanilla_transformer.publishing.safety import (
     PICKLE_SUFFIXES,
     CheckpointError,
     load_pretrained_strict,
+    load_tokenizer,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -269,3 +271,27 @@ def test_the_remote_code_check_catches_what_it_looks_for():
     ):
         assert word in findings, word
     assert sys.stdlib_module_names >= STDLIB_ALLOWED
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_the_strict_loader_refuses_non_finite_weights_naming_the_tensor(fresh_copy, bad):
+    """Such a model loads with from_pretrained and generate() returns an empty translation."""
+    folder = fresh_copy()
+    weights = load_file(folder / "model.safetensors")
+    name = "model.decoder.layers.0.encoder_attn.v_proj.weight"
+    weights[name][0, 0] = bad
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"non-finite weights in {re.escape(name)} \("):
+        load_pretrained_strict(folder)
+
+
+def test_a_model_folder_without_tokenizer_files_is_named_with_what_was_looked_for(tmp_path):
+    from vanilla_transformer import translation_pipeline
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    with pytest.raises(
+        CheckpointError, match=r"model holds no tokenizer \(none of tokenizer\.json"
+    ):
+        load_tokenizer(tmp_path / "model")
+    with pytest.raises(CheckpointError, match="holds no tokenizer"):
+        translation_pipeline(str(tmp_path / "model"))

@@ -1,9 +1,13 @@
 """Loading parallel corpora (JSONL, TSV, save_to_disk), bad inputs, tokenisation, collation."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import datasets
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import write_jsonl
 from vanilla_transformer.recipe import data
@@ -76,7 +80,7 @@ def test_missing_translation_column_is_a_clear_error(tmp_path):
 def test_tsv_with_wrong_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "x.tsv"
     path.write_text("a\tb\tc\nd\te\tf\n")
-    with pytest.raises(ValueError, match="does not name the languages"):
+    with pytest.raises(ValueError, match=r"x\.tsv:1: expected 2 tab-separated columns"):
         load_translation_dataset(path, "en", "es")
 
 
@@ -109,7 +113,14 @@ def test_tokenize_gives_model_columns_and_drops_long_pairs(tokenizer):
     tokenized, counts = tokenize_translation_dataset(raw, tokenizer, "en", "es", limit, 1000)
     train = tokenized["train"]
     assert set(train.column_names) == {"input_ids", "attention_mask", "labels"}
-    assert counts["train"] == {"before": 3, "kept": 2, "too_long": 1}
+    assert counts["train"] == {
+        "before": 3,
+        "kept": 2,
+        "too_long": 1,
+        "source_too_long": 1,
+        "target_too_long": 0,
+        "too_long_before_tokenizing": 0,
+    }
     assert all(len(ids) <= limit for ids in train["input_ids"])
     assert all(labels[-1] == tokenizer.eos_token_id for labels in train["labels"])
 
@@ -122,6 +133,156 @@ def test_collator_pads_labels_with_minus_100(tokenizer):
     shortest = min(range(3), key=lambda i: len(features[i]["labels"]))
     assert batch["labels"][shortest, -1].item() == -100
     assert (batch["input_ids"] == 0).any() and (batch["attention_mask"] == 0).any()
+
+
+# --------------------------------------------------------------------------------------------------
+# TSV: plain by default, every row as wide as the header, BOM and header never a pair
+# --------------------------------------------------------------------------------------------------
+
+
+def load_tsv(tmp_path, text: str, name="x.tsv", **kwargs):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    ds = load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"), **kwargs)
+    return [(r["en"], r["es"]) for r in ds["train"]["translation"]]
+
+
+def test_a_quote_in_plain_tsv_is_text(tmp_path):
+    rows = load_tsv(tmp_path, '"Come," he said.\t"Ven", dijo.\n"a\t"b\n')
+    assert rows == [('"Come," he said.', '"Ven", dijo.'), ('"a', '"b')]
+
+
+def test_a_quoted_cell_with_a_tab_is_refused_in_plain_mode_and_read_with_quoting(tmp_path):
+    text = '"a\tb"\tc\n'
+    with pytest.raises(ValueError, match=r"x\.tsv:1: expected 2 tab-separated columns.*found 3"):
+        load_tsv(tmp_path, text)
+    assert load_tsv(tmp_path, text, name="q.tsv", tsv_quoting=True) == [("a\tb", "c")]
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [("a\tb\nc\td\te\n", 2), ("a\tb\n\nc\n", 3), ("en\tes\tde\na\tb\tc\nd\te\n", 3)],
+    ids=["more-cells", "fewer-cells", "narrower-than-header"],
+)
+def test_a_row_with_more_or_fewer_cells_is_refused_with_its_line_number(tmp_path, text, line):
+    with pytest.raises(ValueError, match=rf"x\.tsv:{line}: expected \d tab-separated columns"):
+        load_tsv(tmp_path, text)
+
+
+def test_a_byte_order_mark_is_stripped_and_a_header_behind_it_is_recognised(tmp_path):
+    assert load_tsv(tmp_path, "\ufeffes\ten\nhola\thello\n") == [("hello", "hola")]
+    assert load_tsv(tmp_path, "\ufeffhello\thola\n", name="y.tsv") == [("hello", "hola")]
+
+
+def test_a_header_naming_other_languages_is_refused_never_a_pair(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"x\.tsv:1: the header names the languages \['de', 'fr'\]"
+    ):
+        load_tsv(tmp_path, "de\tfr\nHaus\tmaison\n")
+
+
+def test_a_byte_order_mark_before_jsonl_is_stripped(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}) + "\n")
+    ds = load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
+    assert ds["train"][0]["translation"] == {"en": "a", "es": "b"}
+
+
+def test_crlf_line_endings_are_not_text_but_a_lone_carriage_return_is(tmp_path):
+    assert load_tsv(tmp_path, "a\tb\r\nc\rd\te\r\n") == [("a", "b"), ("c\rd", "e")]
+
+
+def test_an_over_long_side_is_dropped_before_tokenizing_and_counted(
+    tmp_path, tokenizer, monkeypatch
+):
+    long_line = "word " * 200_000  # 1 MB: far more characters than 64 tokens can hold
+    rows = [*PAIRS, (long_line, "x"), ("y", long_line)]
+    raw = datasets.Dataset.from_list([{"translation": {"en": e, "es": s}} for e, s in rows])
+    seen = []
+    original = type(tokenizer).__call__
+
+    def spy(self, text=None, *args, text_target=None, **kwargs):
+        for texts in (text, text_target):
+            seen.extend(len(t) for t in (texts if isinstance(texts, list) else [texts or ""]))
+        return original(self, text, *args, text_target=text_target, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    tokenized, counts = tokenize_translation_dataset(raw, tokenizer, "en", "es", 64, 64)
+    assert seen and max(seen) < len(long_line)  # the long side never reached the tokenizer
+    assert len(tokenized) == 3
+    assert counts["train"]["too_long_before_tokenizing"] == 2
+    assert counts["train"]["source_too_long"] == 1 and counts["train"]["target_too_long"] == 1
+    assert counts["train"]["too_long"] == 2
+
+
+def test_an_empty_split_tokenizes_to_an_empty_split_with_zero_counts(tokenizer):
+    raw = datasets.Dataset.from_list([{"translation": {"en": "a", "es": "b"}}]).select([])
+    tokenized, counts = tokenize_translation_dataset(raw, tokenizer, "en", "es", 64, 64)
+    assert len(tokenized) == 0 and counts["train"]["kept"] == 0 and counts["train"]["before"] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Properties: any content round-trips, or is refused naming its line
+# --------------------------------------------------------------------------------------------------
+
+CELL_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=12
+)
+PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def _kept(pairs):
+    """What the loader keeps: pairs with text on both sides (others are dropped and counted)."""
+    return [(s, t) for s, t in pairs if s.strip() and t.strip()]
+
+
+@PROPERTY_SETTINGS
+@given(pairs=st.lists(st.tuples(CELL_TEXT, CELL_TEXT), min_size=1, max_size=8))
+def test_any_tsv_content_round_trips_or_is_refused_naming_the_first_bad_line(pairs):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.tsv"
+        # The header fixes the columns, so that no first row is mistaken for one.
+        lines = ["en\tes"] + [f"{s}\t{t}" for s, t in pairs]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="")
+        bad = [i for i, (s, t) in enumerate(pairs) if "\t" in s + t and (s + t).strip()]
+        if bad:
+            with pytest.raises(ValueError, match=rf"train\.tsv:{bad[0] + 2}: expected 2 tab"):
+                load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+            return
+        if not _kept(pairs):
+            return  # nothing left: covered by the empty-file and empty-split tests
+        ds = load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+        assert [(r["en"], r["es"]) for r in ds["train"]["translation"]] == _kept(pairs)
+
+
+@PROPERTY_SETTINGS
+@given(
+    pairs=st.lists(
+        st.tuples(st.text(st.characters(blacklist_categories=("Cs",))), CELL_TEXT),
+        min_size=1,
+        max_size=8,
+    ),
+    broken=st.one_of(st.none(), st.integers(0, 7)),
+    garbage=st.sampled_from(["{broken", "[1, 2]", '{"en": "a"}', '{"translation": {"en": "a"}}']),
+)
+def test_any_jsonl_content_round_trips_or_is_refused_naming_the_bad_line(pairs, broken, garbage):
+    lines = [json.dumps({"translation": {"en": s, "es": t}}) for s, t in pairs]
+    if broken is not None:
+        broken = min(broken, len(lines))
+        lines.insert(broken, garbage)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.jsonl"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        if broken is not None:
+            with pytest.raises(ValueError, match=rf"train\.jsonl:{broken + 1}: "):
+                load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+            return
+        if not _kept(pairs):
+            return
+        ds = load_translation_dataset(path, "en", "es", cache_dir=str(Path(tmp) / "c"))
+        assert [(r["en"], r["es"]) for r in ds["train"]["translation"]] == _kept(pairs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,7 +307,8 @@ def test_control_characters_and_very_long_lines_are_kept_then_dropped_by_length(
     ds = data.load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
     assert len(ds["train"]) == 3
     tokenized, counts = data.tokenize_translation_dataset(ds, bpe, "en", "es", 64, 64)
-    assert counts["train"] == {"before": 3, "kept": 2, "too_long": 1}
+    assert counts["train"]["before"] == 3 and counts["train"]["kept"] == 2
+    assert counts["train"]["too_long"] == counts["train"]["source_too_long"] == 1
 
 
 def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
@@ -160,11 +322,10 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
     "line, message",
     [
         ("{not json", r"train\.jsonl:1: invalid JSON"),
-        ("\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}), r"train\.jsonl:1:.*BOM"),
         (json.dumps({"en": "a", "es": "b"}), r"train\.jsonl:1: expected a 'translation' object"),
         (json.dumps({"translation": {"en": "a", "de": "b"}}), r"train\.jsonl:1: language key"),
     ],
-    ids=["not-json", "bom", "no-translation", "wrong-language"],
+    ids=["not-json", "no-translation", "wrong-language"],
 )
 def test_malformed_jsonl_rows_name_the_file_and_line(tmp_path, line, message):
     path = write_jsonl(tmp_path / "train.jsonl", [line])
@@ -195,3 +356,15 @@ def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_lin
     ragged.write_text("a\tb\nonly-one-column\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"ragged\.tsv:2: expected 2 tab-separated columns"):
         data.load_translation_dataset(ragged, "en", "es", cache_dir=str(tmp_path / "cache2"))
+
+
+def test_tsv_quoting_is_an_option_of_every_corpus_tool(tmp_path):
+    from vanilla_transformer.recipe.options import CorpusOptions, parse_cli
+
+    path = tmp_path / "train.tsv"
+    path.write_text('"a\tb"\tc\n', encoding="utf-8")
+    (quoted,) = parse_cli([CorpusOptions], ["--dataset", str(path), "--tsv_quoting"], None)
+    assert [r["en"] for r in quoted.load()["train"]["translation"]] == ["a\tb"]
+    (plain,) = parse_cli([CorpusOptions], ["--dataset", str(path)], None)
+    with pytest.raises(ValueError, match=r"train\.tsv:1: expected 2 tab-separated columns"):
+        plain.load()

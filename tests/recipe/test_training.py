@@ -379,6 +379,171 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     assert not math.isnan(model.weight.sum().item())
 
 
+# --------------------------------------------------------------------------------------------------
+# Refusing what training cannot do well: bad options, empty splits, resume changes, signals
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value, accepted",
+    [
+        ("logging_steps", 0, ">= 1"),
+        ("batch_tokens", 0, ">= 1"),
+        ("update_tokens", -5, ">= 1"),
+        ("label_smoothing", 1.5, r"in \[0, 1\)"),
+        ("label_smoothing", 1.0, r"in \[0, 1\)"),
+        ("lr_factor", -1.0, "> 0"),
+        ("lr_factor", 0.0, "> 0"),
+        ("warmup_steps", 0, ">= 1"),
+        ("max_steps", 0, ">= 1"),
+        ("eval_steps", -1, ">= 0"),
+        ("keep_last", -1, ">= 0"),
+        ("dropout", 1.0, r"in \[0, 1\)"),
+        ("adam_beta2", 1.0, r"in \[0, 1\)"),
+        ("average_last", 0, ">= 1"),
+        ("eval_num_beams", 0, ">= 1"),
+        ("max_train_minutes", float("inf"), "a finite number"),
+        ("batch_tokens", "4096", "an integer"),
+        ("batch_tokens", True, "an integer"),
+    ],
+)
+def test_every_training_option_is_validated_before_start_naming_option_and_value(
+    option, value, accepted
+):
+    with pytest.raises(ValueError, match=rf"^{option} must be {accepted}, got {value!r}"):
+        resolve_config(**{option: value})
+
+
+def test_a_config_file_with_a_bad_option_is_refused_by_the_cli_before_training(tmp_path):
+    from vanilla_transformer.cli.train import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text("logging_steps: 0\n")
+    with pytest.raises(ValueError, match="logging_steps must be >= 1, got 0"):
+        main(["--config", str(path), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def in_process_config(corpus: Path, out: Path, **overrides):
+    values = dict(zip(TINY_MODEL[::2], TINY_MODEL[1::2], strict=True))
+    flags = {k.removeprefix("--"): v for k, v in values.items()}
+    typed = {
+        k: (v if k == "log_with" else float(v) if k == "lr_factor" else int(v))
+        for k, v in flags.items()
+    }
+    quiet = dict(eval_steps=0, final_eval_splits="", save_hub=False, average_last=1)
+    inputs = dict(dataset=str(corpus / "data"), tokenizer=str(corpus / "tok"), output_dir=str(out))
+    return resolve_config(**{**inputs, **typed, **quiet, **overrides})
+
+
+def test_a_training_split_emptied_by_the_filters_is_refused_saying_what_each_removed(
+    corpus, tmp_path
+):
+    """Every pair is longer than 2 tokens: training used to wait forever for a first batch."""
+    from vanilla_transformer.recipe.training import train
+
+    config = in_process_config(corpus, tmp_path / "out", max_source_length=2, max_target_length=2)
+    with pytest.raises(ValueError) as caught:
+        train(config)
+    message = str(caught.value)
+    assert "training split" in message and "empty after filtering" in message
+    counts = re.search(
+        r"400 pairs read; 0 dropped with an empty side, (\d+) with a source longer than "
+        r"max_source_length=2 tokens, (\d+) with a target longer than max_target_length=2 tokens "
+        r"\((\d+) of the long ones by their length in characters",
+        message,
+    )
+    assert counts, message
+    source, target, by_characters = (int(n) for n in counts.groups())
+    assert source > 0 and target > 0 and source + target >= 400 and by_characters <= 400
+
+
+def test_an_empty_validation_split_is_refused_when_training_evaluates_on_it(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import train
+
+    data = tmp_path / "data"
+    shutil.copytree(corpus / "data", data)
+    long_pair = {"translation": {"en": " ".join(["the"] * 60), "es": "el"}}
+    (data / "validation.jsonl").write_text(json.dumps(long_pair) + "\n")
+    config = in_process_config(corpus, tmp_path / "out", eval_steps=2)
+    config.dataset = str(data)
+    with pytest.raises(
+        ValueError, match=r"validation split .* is empty after filtering .*eval_steps=2"
+    ):
+        train(config)
+
+
+def test_resume_reloads_the_runs_options_and_refuses_a_change_to_the_data_order(corpus, tmp_path):
+    out = tmp_path / "run"
+    run_train(corpus, out, "--max_steps", "2", "--checkpoint_steps", "2", *QUIET)
+    saved = (out / "training_config.json").read_text()
+
+    changed = run_train(
+        corpus, out, "--max_steps", "4", "--seed", "1", *QUIET, "--resume_from_checkpoint",
+        "latest", check=False,
+    )  # fmt: skip
+    assert changed.returncode != 0
+    assert "seed: 0 in the run, 1 now" in changed.stderr, changed.stderr[-2000:]
+    assert "--override_resume_options" in changed.stderr
+    assert (out / "training_config.json").read_text() == saved  # not rewritten
+
+    # Only the run folder and the new step limit: every other option comes from the run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, str(TRAIN_SCRIPT), "--output_dir", str(out)]
+    command += ["--resume_from_checkpoint", "latest", "--max_steps", "4", "--checkpoint_steps", "2"]
+    resumed = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.name for p in complete_checkpoints(out)][-1] == "checkpoint_4"
+    now = json.loads((out / "training_config.json").read_text())
+    assert {k: v for k, v in now.items() if k not in ("max_steps", "resume_from_checkpoint")} == {
+        k: v
+        for k, v in json.loads(saved).items()
+        if k not in ("max_steps", "resume_from_checkpoint")
+    }
+
+    overridden = run_train(
+        corpus, out, "--max_steps", "6", "--seed", "1", *QUIET, "--resume_from_checkpoint",
+        "latest", "--override_resume_options",
+    )  # fmt: skip
+    assert "changed options" in overridden.stderr
+    assert json.loads((out / "training_config.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_a_checkpoint_at_the_next_update_boundary_and_exits_cleanly(
+    corpus, tmp_path, stop
+):
+    out = tmp_path / "run"
+    args = ["--dataset", str(corpus / "data"), "--tokenizer", str(corpus / "tok")]
+    args += ["--output_dir", str(out), *TINY_MODEL, "--max_steps", "100000", *QUIET]
+    args += ["--checkpoint_steps", "100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, stderr[-3000:]
+    assert "Traceback" not in stderr and f"interrupted: {stop.name}" in stderr, stderr[-3000:]
+    (checkpoint,) = complete_checkpoints(out)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert checkpoint.name == f"checkpoint_{state['step']}" and state["step"] >= 3
+    assert str(checkpoint) in stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # Training faults: SIGKILL during checkpoint saves, disk full, unwritable output directory
 # ------------------------------------------------------------------------------------------------
@@ -560,3 +725,33 @@ def test_an_unwritable_output_directory_fails_fast_naming_it(training_inputs, tm
     )
     assert result.returncode != 0
     assert str(blocker) in result.stderr, result.stderr[-3000:]
+
+
+def test_resume_refuses_another_number_of_processes_or_a_changed_tokenizer(corpus, tmp_path):
+    from vanilla_transformer.recipe.checkpoints import write_manifest
+    from vanilla_transformer.recipe.training import train
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(corpus / "tok", tokenizer)
+    out = tmp_path / "run"
+    run_train(corpus, out, "--tokenizer", str(tokenizer), "--max_steps", "2", *QUIET)
+    config = in_process_config(
+        corpus, out, tokenizer=str(tokenizer), max_steps=2, resume_from_checkpoint="latest"
+    )
+    (checkpoint,) = complete_checkpoints(out)
+    state_file = checkpoint / "trainer_state.json"
+    original = state_file.read_text()
+
+    state = json.loads(original)
+    state["num_processes"] = 2  # as if saved by a 2-process run
+    state_file.write_text(json.dumps(state))
+    write_manifest(checkpoint)
+    with pytest.raises(ValueError, match=r"num_processes: 2 in the run, 1 now"):
+        train(config)
+
+    state_file.write_text(original)
+    write_manifest(checkpoint)
+    texts = [r["translation"][k] for r in _pairs(50, random.Random(1)) for k in ("en", "es")]
+    train_tokenizer(texts, vocab_size=280, model_max_length=64).save_pretrained(tokenizer)
+    with pytest.raises(ValueError, match=r"tokenizer\.json changed since the run saved it"):
+        train(config)

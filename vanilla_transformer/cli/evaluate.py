@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
-from vanilla_transformer.publishing.safety import load_model
+from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)  # a local folder loads strictly: every weight or an error
     if args.fast_cpu:
         model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
         model,

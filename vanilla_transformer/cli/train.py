@@ -9,19 +9,28 @@ Examples:
     accelerate launch --num_processes 2 --cpu scripts/train.py --preset cpu-small
     accelerate launch scripts/train.py --preset base --mixed_precision bf16   # on GPUs
 
-Precedence: field defaults < --preset < --config file < explicit flags.
+Precedence: field defaults < --preset < --config file < explicit flags. With
+--resume_from_checkpoint the run's own training_config.json replaces the defaults and the preset,
+so `--output_dir DIR --resume_from_checkpoint latest` needs no other flag; a flag that changes the
+data order or the model (seed, batch sizes, dataset, tokenizer, model shape) is refused unless
+--override_resume_options.
+
+Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next update boundary and exits (130 / 143).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 from vanilla_transformer.recipe.options import parse_cli
 from vanilla_transformer.recipe.training import (
     NonFiniteLossError,
     TrainingConfig,
+    TrainingInterrupted,
     load_config_file,
+    load_run_config,
     resolve_config,
     train,
 )
@@ -45,12 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     file_values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
-    config = resolve_config(file_values=file_values, **args)
+    saved = None
+    if args.get("resume_from_checkpoint"):
+        output_dir = args.get("output_dir") or file_values.get("output_dir")
+        saved = load_run_config(output_dir or TrainingConfig.output_dir)
+    config = resolve_config(file_values=file_values, saved_values=saved, **args)
     try:
         summary = train(config)
     except NonFiniteLossError as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}.get(
+            err.signal_name, 1
+        )
     print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
     return 0
 

@@ -116,7 +116,8 @@ def load_pretrained_strict(
     Refused: no config.json or invalid JSON; a ``model_type`` other than the class's; pickle-only
     weights; a shard the index names but the folder lacks; a truncated or corrupted safetensors
     file; any weight missing from the checkpoint, unexpected by the model, or of another shape
-    (e.g. config.json edited after saving). Weights are read only from safetensors.
+    (e.g. config.json edited after saving); a NaN or inf weight (naming the tensor). Weights are
+    read only from safetensors.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -162,17 +163,63 @@ def load_pretrained_strict(
     meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if meta:
         raise CheckpointError(f"{folder}: parameters left uninitialised: {_shown(meta)}.")
+    check_finite_weights(model, folder)
     return model
+
+
+def check_finite_weights(model, folder: str | Path) -> None:
+    """Every floating-point weight is finite: a NaN or inf weight makes `generate` return an
+    empty translation with no warning. Raises `CheckpointError` naming the tensors."""
+    bad = []
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            nan, inf = int(tensor.isnan().sum()), int(tensor.isinf().sum())
+            bad.append(f"{name} ({nan} NaN, {inf} inf of {tensor.numel()})")
+    if bad:
+        raise CheckpointError(
+            f"{folder}: non-finite weights in {_shown(bad)}. The checkpoint was saved from a "
+            "diverged run or is corrupted; load an earlier one."
+        )
 
 
 __all__ = [
     "CheckpointError",
     "check_config_file",
+    "check_finite_weights",
     "check_safetensors_file",
     "load_model",
     "load_pretrained_strict",
+    "load_tokenizer",
     "safetensors_files",
 ]
+
+
+# Files a tokenizer folder holds: the fast tokenizer's JSON, or a slow tokenizer's vocabulary.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def load_tokenizer(name_or_folder: str | Path, **kwargs):
+    """The tokenizer saved with a model. A local folder without tokenizer files is refused with
+    what was looked for (`AutoTokenizer` would talk about converting a slow tokenizer with
+    sentencepiece or tiktoken); a Hub id goes to `AutoTokenizer.from_pretrained`."""
+    from transformers import AutoTokenizer
+
+    folder = Path(name_or_folder)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); found "
+            f"{sorted(p.name for p in folder.iterdir())}. Save it beside the model with "
+            "tokenizer.save_pretrained(folder), or pass the tokenizer's folder separately."
+        )
+    return AutoTokenizer.from_pretrained(name_or_folder, **kwargs)
 
 
 def load_model(name_or_folder: str | Path, **kwargs):

@@ -3,8 +3,10 @@
 A checkpoint is a folder whose name ends in its step (`checkpoint_3`, `checkpoint-1200`,
 `step_500`; `checkpoint_3.tmp` is not one) directly under a run folder or under its
 `checkpoints/`, holding a weights file. The training loop writes `checkpoints/checkpoint_<step>`
-with `save_checkpoint`: `accelerator.save_state` into a `.tmp` folder, `trainer_state.json` last,
-fsynced, then renamed; such a checkpoint can be resumed from (`complete_checkpoints`).
+with `save_checkpoint`: `accelerator.save_state` into a `.tmp` folder, `trainer_state.json`, then
+`manifest.json` (size and sha256 of every other file) last, fsynced, then renamed; such a
+checkpoint can be resumed from (`complete_checkpoints`), once it verifies against its manifest
+(`verify_checkpoint`; `resolve_checkpoint("latest")` falls back to the newest that does).
 
 Checkpoint averaging (Section 6.1): "For the base models, we used a single model obtained by
 averaging the last 5 checkpoints, which were written at 10-minute intervals. For the big models,
@@ -29,6 +31,7 @@ such as step counters) are not averaged: the last checkpoint's value is kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -46,6 +49,7 @@ from ..modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
+from .run_folder import disk_full_error, folder_size
 
 __all__ = [
     "average_state_dicts",
@@ -56,6 +60,12 @@ __all__ = [
     "complete_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
+    "load_checkpoint",
+    "read_trainer_state",
+    "write_manifest",
+    "verify_checkpoint",
+    "newest_verified",
+    "CheckpointVerificationError",
     "load_averaged_weights",
     "DEFAULT_TIED_WEIGHTS",
 ]
@@ -66,7 +76,8 @@ logger = get_logger(__name__)
 WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
 CHECKPOINT_PREFIX = "checkpoint_"
 TMP_SUFFIX = ".tmp"
-STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
+STATE_FILE = "trainer_state.json"  # a checkpoint without it is incomplete
+MANIFEST_FILE = "manifest.json"  # written last: size and sha256 of every other file
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -344,39 +355,176 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
+class CheckpointVerificationError(ValueError):
+    """A checkpoint whose files do not match its manifest; the message names the file."""
+
+
+def _sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """Write `manifest.json`: size and sha256 of every other file of the checkpoint folder.
+    Written last, so a checkpoint with a manifest was complete when the manifest was written."""
+    folder = Path(folder)
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE
+    }
+    path = folder / MANIFEST_FILE
+    path.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def verify_checkpoint(folder: str | Path) -> None:
+    """Check every file of a checkpoint against its manifest (presence, size, sha256).
+
+    Catches truncation, a garbage or missing file, and any changed byte, including a flipped bit
+    inside tensor data that no format check would notice (`random_states_0.pkl`,
+    `optimizer.bin` and `trainer_state.json` included, which accelerate would otherwise load
+    with a warning or a bare error).
+
+    Raises:
+        CheckpointVerificationError: naming the file and what differs, or the missing manifest.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise CheckpointVerificationError(
+            f"{path} is missing: the checkpoint cannot be verified (saved before manifests "
+            "existed?)."
+        )
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not an object")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointVerificationError(f"{path} is not a valid manifest ({err}).") from None
+    for name, expected in sorted(files.items()):
+        file = folder / name
+        if not file.is_file():
+            raise CheckpointVerificationError(f"{file} is listed in {MANIFEST_FILE} but missing.")
+        size = file.stat().st_size
+        if size != expected.get("size"):
+            raise CheckpointVerificationError(
+                f"{file} has {size} bytes, {expected.get('size')} when saved (truncated or "
+                "overwritten)."
+            )
+        if _sha256(file) != expected.get("sha256"):
+            raise CheckpointVerificationError(
+                f"{file} differs from the file saved (sha256 mismatch): corrupted on disk."
+            )
+
+
+def newest_verified(checkpoints: Iterable[Path]) -> tuple[Path, list[tuple[Path, str]]]:
+    """The newest of `checkpoints` (given oldest first) that verifies, and the newer ones skipped
+    with the reason.
+
+    Raises:
+        CheckpointVerificationError: none verifies (every reason listed).
+    """
+    skipped: list[tuple[Path, str]] = []
+    for folder in reversed(list(checkpoints)):
+        try:
+            verify_checkpoint(folder)
+        except CheckpointVerificationError as err:
+            skipped.append((folder, str(err)))
+            continue
+        return folder, skipped
+    reasons = "; ".join(f"{folder.name}: {reason}" for folder, reason in skipped) or "none found"
+    raise CheckpointVerificationError(f"no checkpoint verifies against its manifest ({reasons}).")
+
+
 def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
-    """'latest' -> the newest finished checkpoint of `run_dir`; else the folder given."""
+    """'latest' -> the newest finished checkpoint of `run_dir` that verifies against its manifest
+    (each newer one that does not is skipped with a warning naming the file at fault); else the
+    folder given, which must verify (one without a manifest, saved by an older version, is
+    accepted with a warning, as it was asked for by name)."""
     if which == "latest":
         found = complete_checkpoints(run_dir)
         if not found:
             raise FileNotFoundError(f"no finished checkpoint under {Path(run_dir) / 'checkpoints'}")
-        return found[-1]
+        chosen, skipped = newest_verified(found)
+        for folder, reason in skipped:
+            logger.warning(f"skipping checkpoint {folder.name}: {reason}")
+        if skipped:
+            logger.warning(f"resuming from {chosen.name}, the newest checkpoint that verifies")
+        return chosen
     path = Path(which)
     if path.name.endswith(TMP_SUFFIX) or not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE}).")
+    try:
+        verify_checkpoint(path)
+    except CheckpointVerificationError as err:
+        if (path / MANIFEST_FILE).is_file():
+            raise
+        logger.warning(f"{err} Resuming from it unverified, as it was asked for by name.")
     return path
+
+
+def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's trainer state (counters, sampler position, scheduler); errors name it."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("not a trainer state (no 'step')")
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"{path / STATE_FILE} cannot be read ({err}).") from None
+    return state
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
+    """`accelerator.load_state` of a checkpoint, and its trainer state; errors name the file."""
+    state = read_trainer_state(path)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as err:
+        raise ValueError(
+            f"{path}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
+        ) from err
+    return state
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
     """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
-    sampler position, scheduler) into `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a
-    crash leaves either the previous checkpoints or the new one, never a half-written one."""
+    sampler position, scheduler) and, last, the manifest (sha256 of every file) into
+    `checkpoint_<step>.tmp`, fsynced, then renamed to `checkpoint_<step>`: a crash leaves either
+    the previous checkpoints or the new one, never a half-written one. A full disk raises
+    `OSError(ENOSPC)` naming the folder, with the failed save's files removed and the previous
+    checkpoint intact."""
     folder = run_dir / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{state['step']}"
     tmp = folder / f"{final.name}{TMP_SUFFIX}"
+    previous = complete_checkpoints(run_dir)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+            write_manifest(tmp)
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_tree(folder)
+    except Exception as err:
+        needed = folder_size(previous[-1]) if previous else 0
+        full = disk_full_error(err, folder, needed)
+        if full is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # give back the space the failed save took
+        kept = f"{previous[-1]} is intact" if previous else "there is no earlier checkpoint"
+        raise OSError(full.errno, f"{full.strerror}, while saving {final.name}; {kept}.") from err
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_tree(folder)
         for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
         logger.info(f"checkpoint saved: {final}")

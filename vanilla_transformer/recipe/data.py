@@ -29,6 +29,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def _check_languages(keys: Sequence[str], src_lang: str, tgt_lang: str, where: s
 def _jsonl_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Iterator[dict]:
     """Rows of a JSON-lines file in ``{"translation": {src: ..., tgt: ...}}`` form."""
     del mtime_ns  # only part of the cache fingerprint: an edited file is re-read
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not JSON
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -113,6 +114,11 @@ def _jsonl_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Itera
                 )
             _check_languages(list(pair), src_lang, tgt_lang, f"{path}:{line_number}")
             for lang in (src_lang, tgt_lang):
+                if pair[lang] is not None and not isinstance(pair[lang], str):
+                    raise ValueError(
+                        f"{path}:{line_number}: {lang} is a {type(pair[lang]).__name__} "
+                        f"({pair[lang]!r}), expected a string"
+                    )
                 try:  # a JSON escape like \ud800 decodes to a lone surrogate, not valid Unicode
                     str(pair[lang]).encode("utf-8")
                 except UnicodeEncodeError:
@@ -123,40 +129,92 @@ def _jsonl_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Itera
             yield {"translation": {src_lang: pair[src_lang], tgt_lang: pair[tgt_lang]}}
 
 
-def _tsv_rows(path: str, src_lang: str, tgt_lang: str, mtime_ns: int) -> Iterator[dict]:
-    """Rows of a TSV file: ``src<TAB>tgt``, or columns named by a header line."""
+# A header cell: a language key such as `en`, `es`, `pt-BR`, `zh_Hant` or `eng`.
+_LANGUAGE_KEY = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
+
+
+def _tsv_lines(path: str, quoting: bool) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of a TSV file. Plain (default): a line ends at `\n` (a `\r\n` ending
+    is accepted) and cells are split at every tab; a `"` is text, since MT lines often begin with
+    one. `quoting=True`: CSV quoting (`"a\tb"` is one cell, `""` an escaped quote), strictly."""
+    # utf-8-sig: a byte-order mark before the first cell is not text.
+    with open(path, encoding="utf-8-sig", newline="" if quoting else "\n") as f:
+        if quoting:
+            reader = csv.reader(f, delimiter="\t", quotechar='"', strict=True)
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise ValueError(f"{path}:{reader.line_num}: {err}") from None
+                yield reader.line_num, cells
+        else:
+            for line_number, line in enumerate(f, start=1):
+                line = line.removesuffix("\n").removesuffix("\r")
+                yield line_number, line.split("\t")
+
+
+def _tsv_rows(
+    path: str, src_lang: str, tgt_lang: str, mtime_ns: int, quoting: bool = False
+) -> Iterator[dict]:
+    """Rows of a TSV file: ``src<TAB>tgt``, or columns named by a header line.
+
+    The first non-blank line is a header when every cell looks like a language key; it must then
+    name ``src_lang`` and ``tgt_lang`` and is never a pair. Every row must have as many cells as
+    the header (two without one); a row with more or fewer is refused with its line number.
+    """
     del mtime_ns
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        src_col, tgt_col = 0, 1
-        for line_number, cells in enumerate(reader, start=1):
-            if not cells or not any(c.strip() for c in cells):
-                continue
-            if line_number == 1:
-                names = [c.strip().lower() for c in cells]
-                if src_lang.lower() in names and tgt_lang.lower() in names:
-                    src_col, tgt_col = names.index(src_lang.lower()), names.index(tgt_lang.lower())
-                    continue
-                if len(cells) != 2:
+    src_col, tgt_col, width, header = 0, 1, 2, False
+    first = True
+    for line_number, cells in _tsv_lines(path, quoting):
+        if not any(c.strip() for c in cells):
+            continue  # a blank line
+        if first:
+            first = False
+            names = [c.strip() for c in cells]
+            lowered = [n.lower() for n in names]
+            if all(_LANGUAGE_KEY.fullmatch(n) for n in names) and len(set(lowered)) == len(names):
+                missing = [lang for lang in (src_lang, tgt_lang) if lang.lower() not in lowered]
+                if missing:
                     raise ValueError(
-                        f"{path}:1: header {cells} does not name the languages {src_lang!r} and "
-                        f"{tgt_lang!r}; without a header exactly two columns (src<TAB>tgt) "
-                        f"are expected"
+                        f"{path}:{line_number}: the header names the languages {names}, not "
+                        f"{missing} (src_lang={src_lang!r}, tgt_lang={tgt_lang!r}). Pass the "
+                        "language keys of this file, or rename its header columns."
                     )
-            if len(cells) <= max(src_col, tgt_col):
-                raise ValueError(
-                    f"{path}:{line_number}: expected {max(src_col, tgt_col) + 1} tab-separated "
-                    f"columns, found {len(cells)}"
-                )
-            yield {"translation": {src_lang: cells[src_col], tgt_lang: cells[tgt_col]}}
+                src_col, tgt_col = lowered.index(src_lang.lower()), lowered.index(tgt_lang.lower())
+                width, header = len(cells), True
+                continue
+        if len(cells) != width:
+            expected = "as in the header" if header else "src<TAB>tgt"
+            hint = (
+                ""
+                if quoting
+                else "; a tab inside a sentence splits it (quoting is off: pass tsv_quoting=True "
+                'for "..." cells)'
+            )
+            raise ValueError(
+                f"{path}:{line_number}: expected {width} tab-separated columns ({expected}), "
+                f"found {len(cells)}{hint}"
+            )
+        yield {"translation": {src_lang: cells[src_col], tgt_lang: cells[tgt_col]}}
 
 
-def _load_file(path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_file(
+    path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None, tsv_quoting: bool = False
+) -> datasets.Dataset:
     check_utf8(path)
+    kwargs = {
+        "path": str(path),
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "mtime_ns": path.stat().st_mtime_ns,
+    }
     if path.suffix in JSONL_SUFFIXES:
         generator = _jsonl_rows
     elif path.suffix in TSV_SUFFIXES:
         generator = _tsv_rows
+        kwargs["quoting"] = tsv_quoting
     else:
         raise ValueError(
             f"{path}: unknown file type {path.suffix!r}; expected one of "
@@ -165,12 +223,6 @@ def _load_file(path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None) 
     features = datasets.Features(
         {"translation": datasets.Translation(languages=sorted({src_lang, tgt_lang}))}
     )
-    kwargs = {
-        "path": str(path),
-        "src_lang": src_lang,
-        "tgt_lang": tgt_lang,
-        "mtime_ns": path.stat().st_mtime_ns,
-    }
     try:
         return datasets.Dataset.from_generator(
             generator, features=features, gen_kwargs=kwargs, cache_dir=cache_dir
@@ -205,10 +257,10 @@ def _drop_empty(
             for t in batch["translation"]
         ]
 
-    out = {}
+    out, dropped_per_split = {}, {}
     for split, dataset in ds.items():
         kept = dataset.filter(keep, batched=True, num_proc=num_proc, desc=f"empty pairs {split}")
-        dropped = len(dataset) - len(kept)
+        dropped = dropped_per_split[split] = len(dataset) - len(kept)
         if dropped:
             logger.warning(
                 "%s: dropped %d pairs with an empty %s or %s side",
@@ -218,7 +270,10 @@ def _drop_empty(
                 tgt_lang,
             )
         out[split] = kept
-    return datasets.DatasetDict(out)
+    result = datasets.DatasetDict(out)
+    # Read by training to say what each filter removed when a split ends up empty.
+    result.empty_pairs_dropped = dropped_per_split
+    return result
 
 
 def load_translation_dataset(
@@ -228,6 +283,7 @@ def load_translation_dataset(
     config_name: str | None = None,
     cache_dir: str | None = None,
     num_proc: int | None = None,
+    tsv_quoting: bool = False,
     **hub_kwargs,
 ) -> datasets.DatasetDict:
     """Load a parallel corpus as a ``DatasetDict`` of ``{"translation": {src, tgt}}`` rows.
@@ -238,7 +294,12 @@ def load_translation_dataset(
       becomes the ``train`` split);
     - a JSON-lines file (``.jsonl``/``.json``) of ``{"translation": {"en": ..., "es": ...}}``;
     - a TSV file (``.tsv``/``.txt``): ``src<TAB>tgt`` lines, or a header line naming the language
-      columns (``en<TAB>es``, any order, extra columns ignored);
+      columns (``en<TAB>es``, any order, extra columns ignored). Plain by default: a ``"`` is
+      text and every tab splits; ``tsv_quoting=True`` reads CSV-quoted cells (``"a<TAB>b"``).
+      A header is a first line whose cells all look like language keys: it must name
+      ``src_lang`` and ``tgt_lang`` and never becomes a pair. A row with more or fewer cells than
+      the header (two without one) is refused with its line number. A UTF-8 byte-order mark is
+      stripped (TSV and JSONL);
     - a folder of such files: ``train.*``, ``validation.*`` (or ``valid``/``dev``/``val``) and
       ``test.*`` become those splits; other files are concatenated into ``train``;
     - otherwise a Hub id passed to ``datasets.load_dataset(name_or_path, config_name)``
@@ -269,12 +330,16 @@ def load_translation_dataset(
         parts: dict[str, list[datasets.Dataset]] = {}
         for file in files:
             split = _split_of_file(file) or "train"
-            parts.setdefault(split, []).append(_load_file(file, src_lang, tgt_lang, cache_dir))
+            parts.setdefault(split, []).append(
+                _load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting)
+            )
         ds = datasets.DatasetDict(
             {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
         )
     elif path.is_file():
-        ds = datasets.DatasetDict({"train": _load_file(path, src_lang, tgt_lang, cache_dir)})
+        ds = datasets.DatasetDict(
+            {"train": _load_file(path, src_lang, tgt_lang, cache_dir, tsv_quoting)}
+        )
     else:
         loaded = datasets.load_dataset(
             str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs
@@ -302,6 +367,18 @@ def load_translation_dataset(
 # ----------------------------------------------------------------------------------------------
 
 
+MIN_CHARS_PER_TOKEN_BOUND = 16
+
+
+def max_chars_per_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """An upper bound on the characters one token covers: the longest vocabulary entry (at least
+    `MIN_CHARS_PER_TOKEN_BOUND`). For byte-level BPE (the project's tokenizers) an entry's length
+    is its byte count, so a text of more than `limit * bound` characters has more than `limit`
+    tokens and can be dropped without tokenizing it."""
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=0)
+    return max(longest, MIN_CHARS_PER_TOKEN_BOUND)
+
+
 def tokenize_translation_dataset(
     ds: datasets.DatasetDict | datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -315,28 +392,35 @@ def tokenize_translation_dataset(
 
     Nothing is truncated: a pair whose source (with ``</s>``) is longer than
     ``max_source_length`` tokens or whose target is longer than ``max_target_length`` is
-    dropped, so the model never learns from cut sentences. Other columns are removed.
+    dropped, so the model never learns from cut sentences. A side longer than the limit times
+    `max_chars_per_token(tokenizer)` characters cannot fit and is dropped BEFORE tokenisation, so
+    a 50 MB line costs no more memory than its text (tokenising it would take gigabytes). Other
+    columns are removed.
 
     Returns:
-        ``(tokenized, counts)``: the tokenised dataset(s), and per split
-        ``{"before": n, "kept": k, "too_long": n - k}``, also logged.
+        ``(tokenized, counts)``: the tokenised dataset(s), and per split ``{"before": n, "kept":
+        k, "too_long": n - k, "source_too_long": s, "target_too_long": t,
+        "too_long_before_tokenizing": c}`` (a pair long on both sides counts in both `s` and `t`;
+        `c` of the `too_long` pairs were dropped by their character count), also logged.
     """
     single = isinstance(ds, datasets.Dataset)
     dsd = datasets.DatasetDict({"train": ds}) if single else ds
+    bound = max_chars_per_token(tokenizer)
 
     def encode(batch: dict) -> dict:
         src = [pair[src_lang] for pair in batch["translation"]]
         tgt = [pair[tgt_lang] for pair in batch["translation"]]
         return tokenizer(src, text_target=tgt, truncation=False)
 
-    def fits(batch: dict) -> list[bool]:
-        return [
-            len(s) <= max_source_length and len(t) <= max_target_length
-            for s, t in zip(batch["input_ids"], batch["labels"], strict=True)
-        ]
-
     out, counts = {}, {}
     for split, dataset in dsd.items():
+        before = len(dataset)
+        src_chars, tgt_chars = _character_lengths(dataset, src_lang, tgt_lang)
+        src_long = src_chars > max_source_length * bound
+        tgt_long = tgt_chars > max_target_length * bound
+        precut = src_long | tgt_long
+        if precut.any():
+            dataset = dataset.select(np.flatnonzero(~precut))
         encoded = dataset.map(
             encode,
             batched=True,
@@ -344,24 +428,50 @@ def tokenize_translation_dataset(
             remove_columns=dataset.column_names,
             desc=f"tokenize {split}",
         )
-        kept = encoded.filter(fits, batched=True, num_proc=num_proc, desc=f"length {split}")
+        if len(encoded):
+            src_tokens = sequence_lengths(encoded, "input_ids") > max_source_length
+            tgt_tokens = sequence_lengths(encoded, "labels") > max_target_length
+            too_long = src_tokens | tgt_tokens
+            kept = encoded.select(np.flatnonzero(~too_long)) if too_long.any() else encoded
+        else:  # an empty split has no columns to measure; keep it empty (callers check)
+            src_tokens = tgt_tokens = np.zeros(0, dtype=bool)
+            kept = encoded
         counts[split] = {
-            "before": len(encoded),
+            "before": before,
             "kept": len(kept),
-            "too_long": len(encoded) - len(kept),
+            "too_long": before - len(kept),
+            "source_too_long": int(src_long.sum() + src_tokens.sum()),
+            "target_too_long": int(tgt_long.sum() + tgt_tokens.sum()),
+            "too_long_before_tokenizing": int(precut.sum()),
         }
         logger.info(
-            "%s: kept %d of %d pairs; dropped %d longer than %d source / %d target tokens",
+            "%s: kept %d of %d pairs; dropped %d longer than %d source / %d target tokens "
+            "(%d of them by their length in characters, before tokenizing)",
             split,
             len(kept),
-            len(encoded),
-            len(encoded) - len(kept),
+            before,
+            before - len(kept),
             max_source_length,
             max_target_length,
+            int(precut.sum()),
         )
         out[split] = kept
     result = datasets.DatasetDict(out)
     return (result["train"] if single else result), counts
+
+
+def _character_lengths(
+    ds: datasets.Dataset, src_lang: str, tgt_lang: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Characters of each side, computed in Arrow (no Python string per row)."""
+    if len(ds) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = ds.with_format("arrow")[:]["translation"]
+    lengths = []
+    for lang in (src_lang, tgt_lang):
+        side = pc.fill_null(pc.utf8_length(pc.struct_field(pairs, lang)), 0)
+        lengths.append(side.to_numpy(zero_copy_only=False).astype(np.int64))
+    return lengths[0], lengths[1]
 
 
 def sequence_lengths(ds: datasets.Dataset, column: str) -> np.ndarray:

@@ -148,6 +148,14 @@ def finetune(config: FinetuneConfig) -> dict:
             config.max_target_length,
         )
         logger.info("%s: %s", name, counts)
+        if counts["train"]["kept"] == 0:  # the Trainer would fail on a missing column, or spin
+            c = counts["train"]
+            raise ValueError(
+                f"the {name} split is empty after filtering: {c['before']} pairs, "
+                f"{c['source_too_long']} with a source longer than max_source_length="
+                f"{config.max_source_length}, {c['target_too_long']} with a target longer than "
+                f"max_target_length={config.max_target_length}."
+            )
 
     evaluate = "eval" in tokenized
     compute_metrics = make_compute_metrics(tokenizer)

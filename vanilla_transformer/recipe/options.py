@@ -53,6 +53,10 @@ class CorpusOptions:
     )
     src_lang: str = option("en", "Source language key of the 'translation' rows.")
     tgt_lang: str = option("es", "Target language key of the 'translation' rows.")
+    tsv_quoting: bool = option(
+        False,
+        'TSV files: read CSV-quoted cells ("a<TAB>b" is one cell). Off by default: a " is text.',
+    )
 
     def load(self):
         """A `DatasetDict` of `{"translation": {src_lang, tgt_lang}}` rows: `"bible"` is built once
@@ -66,7 +70,11 @@ class CorpusOptions:
                 )
             return build_bible_corpus(self.bible_cache_dir, english=self.english)
         return load_translation_dataset(
-            self.dataset, self.src_lang, self.tgt_lang, config_name=self.dataset_config
+            self.dataset,
+            self.src_lang,
+            self.tgt_lang,
+            config_name=self.dataset_config,
+            tsv_quoting=self.tsv_quoting,
         )
 
     @staticmethod

@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +44,8 @@ from .checkpoints import (
     average_checkpoints,
     complete_checkpoints,
     load_averaged_weights,
+    load_checkpoint,
+    read_trainer_state,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -48,6 +53,7 @@ from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_d
 from .evaluation import evaluate_translation
 from .hardware import hardware_description
 from .options import CorpusOptions, option
+from .run_folder import RunLock, describe_stale, resume_conflicts
 from .tokenization import train_tokenizer
 
 logger = get_logger(__name__)
@@ -220,7 +226,36 @@ class TrainingConfig(CorpusOptions):
     push_to_hub: bool = _f(False, "Upload the Hub folder with hub.push_folder.")
     hub_model_id: str | None = _f(None, "Hub repo id, 'owner/name'.")
 
+    override_resume_options: bool = _f(
+        False,
+        "On resume, accept options that change the data order or the model (seed, batch sizes, "
+        "dataset, tokenizer, model shape, ...) differing from the run's training_config.json.",
+    )
+
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse, before anything starts, every option value the loop cannot honour (a zero
+        logging interval divides by zero, a label smoothing of 1.5 trains silently on nonsense).
+        The error names the option, the value and what is accepted."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{spec.name} must be an integer, got {value!r}.")
+            if kind.startswith("float") and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise ValueError(f"{spec.name} must be a number, got {value!r}.")
+            if kind.startswith("float") and not math.isfinite(value):
+                raise ValueError(f"{spec.name} must be a finite number, got {value!r}.")
+        for name, low, high, accepted in _RANGES:
+            value = getattr(self, name)
+            if not (low[0] <= value if low[1] else low[0] < value) or not (
+                high is None or (value <= high[0] if high[1] else value < high[0])
+            ):
+                raise ValueError(f"{name} must be {accepted}, got {value!r}.")
         if self.nan_policy not in ("skip", "stop"):
             raise ValueError(f"nan_policy must be 'skip' or 'stop', got {self.nan_policy!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -236,6 +271,41 @@ class TrainingConfig(CorpusOptions):
             raise ValueError("push_to_hub needs hub_model_id ('owner/name').")
 
 
+# (option, (low, low included), (high, high included) or None, what is accepted). Counts that act
+# as intervals or divisors must be >= 1; "0 means off" options are >= 0.
+_POSITIVE, _NON_NEGATIVE = ((1, True), None, ">= 1"), ((0, True), None, ">= 0")
+_RANGES = [
+    (name, *spec)
+    for names, spec in (
+        (
+            (
+                "tokenizer_vocab_size", "max_source_length", "max_target_length", "d_model",
+                "ffn_dim", "attention_heads", "encoder_layers", "decoder_layers",
+                "max_position_embeddings", "warmup_steps", "batch_tokens", "update_tokens",
+                "max_steps", "logging_steps", "eval_num_beams", "eval_batch_size",
+                "average_last", "final_num_beams",
+            ),
+            _POSITIVE,
+        ),
+        (
+            (
+                "gradient_accumulation_steps", "max_train_minutes", "seed", "eval_steps",
+                "eval_bleu_samples", "checkpoint_steps", "checkpoint_minutes", "keep_last",
+                "debug_nan_at_step", "threads", "weight_decay", "max_grad_norm",
+            ),
+            _NON_NEGATIVE,
+        ),
+        (("lr_factor", "adam_epsilon"), ((0, False), None, "> 0")),
+        (
+            ("label_smoothing", "dropout", "attention_dropout", "adam_beta1", "adam_beta2"),
+            ((0, True), (1, False), "in [0, 1)"),
+        ),
+        (("final_length_penalty",), ((-math.inf, False), None, "a finite number")),
+    )
+    for name in names
+]  # fmt: skip
+
+
 CPU_SMALL_NOTES = """\
 cpu-small was chosen by BLEU on 300 validation verses (greedy) after the number of updates a
 2-core CPU makes in 18 minutes (measured per model on 2 pinned cores, calibrated to the
@@ -247,12 +317,36 @@ under 4 epochs there is little to overfit); 2,500-token updates about as good as
 than fewer larger ones."""
 
 
-def resolve_config(preset: str | None = None, file_values: dict | None = None, **overrides):
-    """Defaults < preset < file values < explicit overrides (each a dict of field names)."""
+# Options of one invocation, never inherited by a resumed run from the saved training_config.json.
+PER_INVOCATION_OPTIONS = (
+    "resume_from_checkpoint",
+    "override_resume_options",
+    "overwrite_output_dir",
+)
+
+
+def resolve_config(
+    preset: str | None = None,
+    file_values: dict | None = None,
+    saved_values: dict | None = None,
+    **overrides,
+):
+    """Defaults < preset < file values < explicit overrides (each a dict of field names).
+
+    `saved_values` (a resumed run's training_config.json) replace the defaults and the preset:
+    defaults < saved < a preset given again (only if it differs from the saved one) < file values
+    < overrides. Its per-invocation options (`PER_INVOCATION_OPTIONS`) are not inherited."""
     names = {f.name for f in dataclasses.fields(TrainingConfig)}
     values: dict = {}
     file_values = dict(file_values or {})
-    preset = overrides.get("preset") or file_values.get("preset") or preset
+    saved = {k: v for k, v in (saved_values or {}).items() if k not in PER_INVOCATION_OPTIONS}
+    preset = overrides.get("preset") or file_values.get("preset") or (None if saved else preset)
+    if preset is not None and saved and preset == saved.get("preset"):
+        preset = None  # the saved values already hold it
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise ValueError(f"unknown training options in the run's training_config.json: {unknown}.")
+    values.update(saved)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
@@ -263,6 +357,40 @@ def resolve_config(preset: str | None = None, file_values: dict | None = None, *
             raise ValueError(f"unknown training options in {where}: {unknown}.")
         values.update(source)
     return TrainingConfig(**values)
+
+
+RUN_CONFIG_FILE = "training_config.json"
+
+
+def load_run_config(output_dir: str | Path) -> dict:
+    """A run folder's saved options ({} when it has none)."""
+    path = Path(output_dir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values.")
+    return values
+
+
+def check_resume_options(config: TrainingConfig, saved: dict, run_dir: Path) -> None:
+    """Refuse to resume with an option that changes the data order or the model (see
+    `run_folder.RESUME_LOCKED_OPTIONS`) unless `override_resume_options`; either way name them."""
+    conflicts = resume_conflicts(saved, dataclasses.asdict(config))
+    if not conflicts:
+        return
+    listed = "; ".join(f"{name}: {old!r} in the run, {new!r} now" for name, old, new in conflicts)
+    if not config.override_resume_options:
+        raise ValueError(
+            f"resuming {run_dir} with options that change the data order or the model ({listed}). "
+            f"Resume without them (the run's own options are reloaded from "
+            f"{run_dir / RUN_CONFIG_FILE}), or pass --override_resume_options to continue as "
+            "another run."
+        )
+    logger.warning(f"resuming with changed options (override_resume_options): {listed}")
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -291,6 +419,11 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
             raise ValueError(f"dataset {config.dataset!r} has no train split: {list(corpus)}")
         tok_dir = Path(config.tokenizer)
         if not (tok_dir / "tokenizer.json").is_file():
+            if config.resume_from_checkpoint:
+                raise FileNotFoundError(
+                    f"tokenizer={str(tok_dir)!r} has no tokenizer.json: a resumed run needs the "
+                    "tokenizer it was trained with (a new one would not match its embeddings)."
+                )
             if accelerator.is_main_process:
                 logger.info(f"training a {config.tokenizer_vocab_size}-token BPE into {tok_dir}")
                 tokenizer = train_tokenizer(
@@ -310,6 +443,11 @@ def load_data(config: TrainingConfig, accelerator: Accelerator):
             config.max_target_length,
         )
     return corpus, tokenizer, tokenized, counts
+
+
+def tokenizer_fingerprint(folder: str | Path) -> str:
+    """sha256 of a tokenizer folder's tokenizer.json (the vocabulary and merges)."""
+    return hashlib.sha256((Path(folder) / "tokenizer.json").read_bytes()).hexdigest()
 
 
 def build_model(config: TrainingConfig, vocab_size: int, **overrides):
@@ -339,8 +477,12 @@ def micro_batches(loader, sampler, epoch: int) -> Iterator[tuple[int, dict]]:
     state says."""
     while True:
         sampler.set_epoch(epoch)
+        yielded = False
         for batch in loader:
+            yielded = True
             yield epoch, batch
+        if not yielded and not sampler.rank_batches(epoch):  # would loop forever
+            raise RuntimeError(f"epoch {epoch} has no batches: the training split is empty.")
         epoch += 1
 
 
@@ -434,18 +576,122 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped on a non-finite loss or gradient (nan_policy='stop'); state saved."""
 
 
-def train(config: TrainingConfig) -> dict:
-    """Run training as configured; returns the run summary (also written to summary.json)."""
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped training at an update boundary, after saving a checkpoint."""
 
+    def __init__(self, signal_name: str, checkpoint: Path):
+        self.signal_name, self.checkpoint = signal_name, checkpoint
+        super().__init__(
+            f"{signal_name}: stopped at an update boundary; checkpoint saved in {checkpoint}. "
+            "Continue with --resume_from_checkpoint latest."
+        )
+
+
+class _StopSignals:
+    """Turns the first SIGINT/SIGTERM into a flag the loop reads at the next update boundary; a
+    second one acts as usual (Ctrl-C twice still interrupts at once)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def check_training_data(corpus, counts: dict, config: TrainingConfig) -> None:
+    """Refuse an empty training split (training would wait forever for a batch) or an empty
+    evaluation split, saying how many pairs each filter removed."""
+    empty_dropped = getattr(corpus, "empty_pairs_dropped", {})
+
+    def explain(split: str) -> str:
+        c = counts.get(split, {})
+        read = c.get("before", 0) + empty_dropped.get(split, 0)
+        return (
+            f"{read} pairs read; {empty_dropped.get(split, 0)} dropped with an empty side, "
+            f"{c.get('source_too_long', 0)} with a source longer than max_source_length="
+            f"{config.max_source_length} tokens, {c.get('target_too_long', 0)} with a target "
+            f"longer than max_target_length={config.max_target_length} tokens "
+            f"({c.get('too_long_before_tokenizing', 0)} of the long ones by their length in "
+            "characters, before tokenizing)"
+        )
+
+    if counts["train"]["kept"] == 0:
+        raise ValueError(
+            f"the training split of {config.dataset!r} is empty after filtering: "
+            f"{explain('train')}. Raise --max_source_length / --max_target_length or check the "
+            "data."
+        )
+    if "validation" in counts and config.eval_steps > 0 and counts["validation"]["kept"] == 0:
+        raise ValueError(
+            f"the validation split of {config.dataset!r} is empty after filtering "
+            f"({explain('validation')}), and eval_steps={config.eval_steps} evaluates on it. "
+            "Pass --eval_steps 0, or fix the split."
+        )
+    for split in [s.strip() for s in config.final_eval_splits.split(",") if s.strip()]:
+        if split in corpus and len(corpus[split]) == 0:
+            raise ValueError(
+                f"the {split} split of {config.dataset!r} is empty, and final_eval_splits="
+                f"{config.final_eval_splits!r} scores it. Leave it out of --final_eval_splits."
+            )
+
+
+def train(config: TrainingConfig) -> dict:
+    """Run training as configured; returns the run summary (also written to summary.json).
+
+    The main process holds `output_dir/run.lock` throughout (`run_folder.RunLock`). SIGINT or
+    SIGTERM stops at the next update boundary with a checkpoint saved, raising
+    `TrainingInterrupted`."""
+    config.validate()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.output_dir)
-    world = PartialState(cpu=_cpu_only()).num_processes
+    state = PartialState(cpu=_cpu_only())
+    lock = RunLock(run_dir)
+    if state.is_main_process:
+        try:
+            lock.acquire()
+        except (NotADirectoryError, FileExistsError, PermissionError) as err:
+            raise OSError(err.errno, f"output_dir {run_dir} cannot be created ({err}).") from None
+        if lock.stale_holder:
+            logger.warning(f"{run_dir}: {describe_stale(lock.stale_holder)}")
+    stop_signals = _StopSignals()
+    try:
+        return _train_holding_lock(config, run_dir, state.num_processes, stop_signals)
+    finally:
+        stop_signals.__exit__()
+        lock.release()
+
+
+def _train_holding_lock(
+    config: TrainingConfig, run_dir: Path, world: int, stop_signals: _StopSignals
+) -> dict:
     grad_accum = config.gradient_accumulation_steps or max(
         1, math.ceil(config.update_tokens / (config.batch_tokens * world))
     )
     accelerator = make_accelerator(config, grad_accum)
     set_seed(config.seed)
+    if config.resume_from_checkpoint:
+        saved = load_run_config(run_dir)
+        if saved:
+            check_resume_options(config, saved, run_dir)
+        else:
+            logger.warning(f"{run_dir / RUN_CONFIG_FILE} is missing: resume options not checked")
     if complete_checkpoints(run_dir) and not config.resume_from_checkpoint:
         if not config.overwrite_output_dir:
             raise FileExistsError(
@@ -457,11 +703,12 @@ def train(config: TrainingConfig) -> dict:
             shutil.rmtree(run_dir / "checkpoints")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "training_config.json").write_text(
+        (run_dir / RUN_CONFIG_FILE).write_text(
             json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         )
 
     corpus, tokenizer, tokenized, counts = load_data(config, accelerator)
+    check_training_data(corpus, counts, config)
     train_set = tokenized["train"]
     model = build_model(config, len(tokenizer))
     collator = make_collator(tokenizer, model)
@@ -515,12 +762,34 @@ def train(config: TrainingConfig) -> dict:
         "train_seconds": 0.0,
         "skipped_updates": 0,
         "last_eval": None,
+        "num_processes": world,
+        # The tokenizer folder's path is a locked option; its content is checked by this.
+        "tokenizer_sha256": tokenizer_fingerprint(config.tokenizer),
     }
     if config.resume_from_checkpoint:
         path = resolve_checkpoint(run_dir, config.resume_from_checkpoint)
-        accelerator.load_state(str(path))
-        state.update(json.loads((path / STATE_FILE).read_text()))
-        scheduler.load_state_dict(state.pop("scheduler"))
+        saved_state = read_trainer_state(path)  # checked before any weight is loaded
+        saved_world = saved_state.get("num_processes", world)
+        if saved_world != world and not config.override_resume_options:
+            raise ValueError(
+                f"resuming {path} with another number of processes (num_processes: {saved_world} "
+                f"in the run, {world} now) would change the data order. Launch {saved_world} "
+                "process(es), or pass --override_resume_options."
+            )
+        saved_tokenizer = saved_state.get("tokenizer_sha256", state["tokenizer_sha256"])
+        if saved_tokenizer != state["tokenizer_sha256"] and not config.override_resume_options:
+            raise ValueError(
+                f"resuming {path}: {Path(config.tokenizer) / 'tokenizer.json'} changed since the "
+                f"run saved it (tokenizer sha256 {saved_tokenizer[:12]}... in the run, "
+                f"{state['tokenizer_sha256'][:12]}... now): the embeddings would not match its "
+                "ids. Restore the run's tokenizer, or pass --override_resume_options."
+            )
+        saved_state = load_checkpoint(accelerator, path)
+        state.update(saved_state, num_processes=world, tokenizer_sha256=state["tokenizer_sha256"])
+        try:
+            scheduler.load_state_dict(state.pop("scheduler"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path / STATE_FILE}: no valid scheduler state ({err!r}).") from None
         logger.info(f"resumed from {path} at update {state['step']}")
     sampler.load_state_dict(
         {"seed": config.seed, "epoch": state["epoch"], "batches_done": state["batches_done"]}
@@ -552,6 +821,7 @@ def train(config: TrainingConfig) -> dict:
     window_tokens, window_start, loss_ema = 0, time.time(), None
     stop_reason = "max_steps"
     model.train()
+    stop_signals.__enter__()  # from here on, SIGINT/SIGTERM stop at an update boundary
 
     def any_process(flag: bool) -> bool:
         return (
@@ -655,12 +925,23 @@ def train(config: TrainingConfig) -> dict:
             config.checkpoint_minutes
             and time.time() - last_checkpoint_time >= 60 * config.checkpoint_minutes
         )
-        if any_process(bool(due)) or out_of_time or state["step"] >= config.max_steps:
-            save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
+        interrupted = any_process(stop_signals.received is not None)
+        if (
+            any_process(bool(due))
+            or out_of_time
+            or interrupted
+            or state["step"] >= config.max_steps
+        ):
+            saved_to = save_checkpoint(accelerator, run_dir, snapshot(), config.keep_last)
             last_checkpoint_time = time.time()
+        if interrupted:
+            progress.close()
+            accelerator.end_training()
+            raise TrainingInterrupted(stop_signals.received or "a stop signal", saved_to)
         if out_of_time:
             stop_reason = "max_train_minutes"
             break
+    stop_signals.__exit__()
     progress.close()
     state["train_seconds"] = time.time() - start
     summary = finish(

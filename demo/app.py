@@ -1,0 +1,103 @@
+"""A page where a person types English and reads the model's translation (a Gradio app, ready to be
+a Hugging Face Space: the Space runs `python app.py`).
+
+The model is a folder or Hub id given by `--model`, else the `MODEL` environment variable, else the
+main job's folder `runs/cpu-small/hub`. Options on the page: the beam size (the paper's 4 by
+default; 1 is greedy) and a fast CPU path (int8 weights, `optimize_for_cpu_inference`).
+
+    python demo/app.py --model runs/cpu-small/hub        # then open http://127.0.0.1:7860
+
+With this package installed the model loads without remote code; without it (a Space that only
+installs transformers), the code saved beside the weights is used (`trust_remote_code=True`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import os
+import warnings
+
+import gradio as gr
+import torch
+
+DEFAULT_MODEL = "runs/cpu-small/hub"
+TITLE = "The original Transformer (Vaswani et al., 2017)"
+EXAMPLES = [
+    "In the beginning God created the heaven and the earth.",
+    "And God said, Let there be light: and there was light.",
+]
+
+
+def load_pipelines(model: str):
+    """(pipeline, fast pipeline): the float32 model and its int8 copy for the fast CPU path."""
+    try:
+        from vanilla_transformer import optimize_for_cpu_inference, translation_pipeline
+    except ImportError:  # a Space without the package: the code saved beside the weights
+        from transformers import pipeline
+
+        pipe = pipeline("translation", model=model, trust_remote_code=True)
+        with warnings.catch_warnings():
+            # torch deprecates its quantised tensor types in favour of torchao; the kernels ship.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            fast_model = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(pipe.model).eval(), {torch.nn.Linear}, dtype=torch.qint8
+            )
+    else:
+        pipe = translation_pipeline(model)
+        fast_model = optimize_for_cpu_inference(pipe.model, mode="int8")
+    pipe.model.eval()
+    fast = type(pipe)(model=fast_model, tokenizer=pipe.tokenizer)
+    return pipe, fast
+
+
+def translate(pipe, fast, text: str, beam_size: float, fast_path: bool) -> str:
+    if not text.strip():
+        return ""
+    chosen = fast if fast_path else pipe
+    return chosen(text, num_beams=int(beam_size))[0]["translation_text"]
+
+
+def build_demo(model: str | None = None) -> gr.Blocks:
+    model = model or os.environ.get("MODEL") or DEFAULT_MODEL
+    pipe, fast = load_pipelines(model)
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(
+            f"# {TITLE}\nType English, read the translation (model: `{model}`). The main job's "
+            "model learned from Bible verses (KJV -> Reina-Valera 1909) and knows little else."
+        )
+        source = gr.Textbox(label="English", lines=3, placeholder=EXAMPLES[0])
+        with gr.Row():
+            beam_size = gr.Slider(1, 8, value=4, step=1, label="Beam size")
+            fast_path = gr.Checkbox(value=False, label="Fast CPU path (int8 weights)")
+        button = gr.Button("Translate", variant="primary")
+        output = gr.Textbox(label="Translation", lines=3, interactive=False)
+        gr.Examples(EXAMPLES, inputs=source)
+        inputs = [source, beam_size, fast_path]
+        fn = functools.partial(translate, pipe, fast)
+        button.click(fn, inputs=inputs, outputs=output, api_name="translate")
+        source.submit(fn, inputs=inputs, outputs=output)
+    return demo
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"Model folder or Hub id (default: $MODEL or {DEFAULT_MODEL}).",
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="Address to serve on (default: Gradio's, 127.0.0.1 or a Space's).",
+    )
+    parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860).")
+    args = parser.parse_args(argv)
+    build_demo(args.model).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

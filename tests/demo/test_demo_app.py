@@ -1,0 +1,106 @@
+"""The demo page (demo/app.py) in a real browser: Debian's Chromium, headless, driven by
+playwright. On a small trained model the page shows exactly what the translation pipeline returns
+for the same input, with the paper's beam and with the fast CPU path."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import word_tokenizer
+from toy_translation import SENTENCES, trained_toy_model
+
+from vanilla_transformer import optimize_for_cpu_inference, translation_pipeline
+
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+CHROMIUM = "/usr/bin/chromium"
+MISSING = [m for m in ("gradio", "playwright") if importlib.util.find_spec(m) is None]
+needs_gradio = pytest.mark.skipif(
+    bool(MISSING), reason=f"{MISSING} not installed (pip install -e '.[demo,dev]')"
+)
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (scripts/setup.sh does it "
+    "when run as root)",
+)
+pytestmark = needs_gradio
+
+
+@pytest.fixture(scope="module")
+def demo_modules():
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    sys.path.insert(0, str(DEMO))
+    import app
+    import screenshot
+
+    yield app, screenshot
+    sys.path.remove(str(DEMO))
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo-model")
+    trained_toy_model().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def page(demo_modules, model_folder):
+    """The app served on 127.0.0.1 (a free port) and open in headless Chromium; closed after."""
+    app, screenshot = demo_modules
+    with screenshot.serve(app.build_demo(model_folder)) as url, screenshot.browser_page() as page:
+        screenshot.open_app(page, url)
+        yield page
+
+
+def expected_texts(pipe, texts, **kwargs):
+    expected = [pipe(text, **kwargs)[0]["translation_text"] for text in texts]
+    # The page is read when its output changes: consecutive outputs must differ and be non-empty.
+    consecutive = zip(expected, expected[1:], strict=False)
+    assert all(expected) and all(a != b for a, b in consecutive), expected
+    return expected
+
+
+@needs_browser
+def test_page_shows_exactly_what_the_pipeline_returns_with_the_paper_beam(
+    page, demo_modules, model_folder
+):
+    _, screenshot = demo_modules
+    texts = SENTENCES[:3]
+    expected = expected_texts(translation_pipeline(model_folder), texts, num_beams=4)
+    shown = [screenshot.translate_on_page(page, t, beam_size=4, fast=False) for t in texts]
+    assert shown == expected
+
+
+@needs_browser
+def test_fast_path_shows_what_the_int8_model_returns_greedily(page, demo_modules, model_folder):
+    _, screenshot = demo_modules
+    pipe = translation_pipeline(model_folder)
+    fast = translation_pipeline(optimize_for_cpu_inference(pipe.model, "int8"), pipe.tokenizer)
+    texts = [SENTENCES[1], SENTENCES[0]]
+    expected = expected_texts(fast, texts, num_beams=1)
+    shown = [screenshot.translate_on_page(page, t, beam_size=1, fast=True) for t in texts]
+    assert shown == expected
+
+
+def test_blank_input_is_not_translated(demo_modules, model_folder):
+    app, _ = demo_modules
+    pipe, fast = app.load_pipelines(model_folder)
+    assert app.translate(pipe, fast, "   ", 4, False) == ""
+
+
+def test_app_without_the_package_falls_back_to_transformers_and_translates_the_same(
+    demo_modules, model_folder, monkeypatch
+):
+    """A Space installs transformers, not this package: the app then builds transformers'
+    `pipeline(..., trust_remote_code=True)` and its own int8 copy, and translates the same on both
+    paths. (Loading the saved code in a process without the package: tests/test_modeling.py.)"""
+    app, _ = demo_modules
+    with_package = app.load_pipelines(model_folder)
+    monkeypatch.setitem(sys.modules, "vanilla_transformer", None)  # `import` now fails
+    without_package = app.load_pipelines(model_folder)
+    for fast_path in (False, True):
+        shown = [app.translate(*without_package, t, 1, fast_path) for t in SENTENCES]
+        assert shown == [app.translate(*with_package, t, 1, fast_path) for t in SENTENCES]

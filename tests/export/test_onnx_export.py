@@ -1,0 +1,135 @@
+"""ONNX export (encoder, decoder, decoder with past) run with ONNX Runtime: the same logits and the
+same greedy tokens as PyTorch. The export goes through the command line, as a user runs it."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from conftest import word_tokenizer
+from toy_translation import SENTENCES, trained_toy_model
+from transformers import AutoTokenizer
+
+from vanilla_transformer import translation_pipeline
+
+MISSING = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"{MISSING} not installed (pip install -e '.[export]')"
+)
+
+CONFIGS = {
+    "paper_post_ln_sinusoidal": {},
+    # Every option CTranslate2 cannot express exports to ONNX, key-norm scaling included.
+    "pre_ln_learned_key_norm_sum": pytest.param(
+        {"norm_first": True, "position_encoding": "learned", "attention_scaling": "key_norm_sum"},
+        marks=pytest.mark.slow,  # a second ~30 s export
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=CONFIGS.values(), ids=CONFIGS.keys())
+def exported(request, tmp_path_factory):
+    """(model, folder): the toy model saved, then exported with `scripts/export.py`'s main."""
+    from vanilla_transformer.cli.export import main
+
+    model = trained_toy_model(**request.param)
+    root = tmp_path_factory.mktemp("onnx")
+    model.save_pretrained(root / "model")
+    word_tokenizer().save_pretrained(root / "model")
+    torch.set_num_threads(1)
+    main([str(root / "model"), str(root / "onnx"), "--format", "onnx"])
+    return model, root / "onnx"
+
+
+def test_export_writes_the_three_graphs_config_and_tokenizer(exported):
+    _, folder = exported
+    for name in ("encoder.onnx", "decoder.onnx", "decoder_with_past.onnx", "config.json"):
+        assert (folder / name).is_file(), name
+    assert AutoTokenizer.from_pretrained(str(folder)).get_vocab() == word_tokenizer().get_vocab()
+
+
+def test_onnx_logits_equal_pytorch_with_and_without_past(exported):
+    """decoder.onnx over a whole target (teacher forcing) and decoder_with_past.onnx one token at
+    a time both give the PyTorch logits within 1e-4."""
+    from vanilla_transformer.export.onnx import OnnxTranslator, past_names
+
+    model, folder = exported
+    tokenizer = word_tokenizer()
+    ort = OnnxTranslator(folder, intra_op_num_threads=1)
+    source = tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
+    target = tokenizer(["el perro grande corre", "la gato"], padding=True, return_tensors="np")
+    start = np.full((2, 1), model.config.decoder_start_token_id)
+    decoder_input_ids = np.concatenate([start, target["input_ids"][:, :-1]], axis=1)
+    with torch.no_grad():
+        expected = model(
+            input_ids=torch.from_numpy(source["input_ids"]),
+            attention_mask=torch.from_numpy(source["attention_mask"]),
+            decoder_input_ids=torch.from_numpy(decoder_input_ids),
+            use_cache=False,
+        ).logits.numpy()
+    (encoder_hidden_states,) = ort.sessions["encoder"].run(None, dict(source))
+    full = ort.sessions["decoder"].run(
+        None,
+        {
+            "decoder_input_ids": decoder_input_ids,
+            "encoder_hidden_states": encoder_hidden_states,
+            "encoder_attention_mask": source["attention_mask"],
+        },
+    )
+    np.testing.assert_allclose(full[0], expected, atol=1e-4, rtol=0)
+
+    layers = model.config.decoder_layers
+    logits, *past = ort.sessions["decoder"].run(
+        None,
+        {
+            "decoder_input_ids": decoder_input_ids[:, :1],
+            "encoder_hidden_states": encoder_hidden_states,
+            "encoder_attention_mask": source["attention_mask"],
+        },
+    )
+    steps = [logits[:, -1]]
+    for t in range(1, decoder_input_ids.shape[1]):
+        feed = {
+            "decoder_input_ids": decoder_input_ids[:, t : t + 1],
+            "encoder_attention_mask": source["attention_mask"],
+            **dict(zip(past_names(layers, "past"), past, strict=True)),
+        }
+        logits, *new_self = ort.sessions["decoder_with_past"].run(None, feed)
+        for i in range(layers):
+            past[4 * i], past[4 * i + 1] = new_self[2 * i], new_self[2 * i + 1]
+        steps.append(logits[:, -1])
+    np.testing.assert_allclose(np.stack(steps, axis=1), expected, atol=1e-4, rtol=0)
+
+
+def test_onnx_greedy_tokens_equal_pytorch_greedy_generate(exported):
+    from vanilla_transformer.export.onnx import OnnxTranslator
+
+    model, folder = exported
+    batch = word_tokenizer()(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.generate(**batch, num_beams=1, do_sample=False).numpy()
+    tokens = OnnxTranslator(folder, intra_op_num_threads=1).generate(
+        batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+    )
+    np.testing.assert_array_equal(tokens, expected)
+
+
+def test_onnx_translator_text_equals_the_pipeline_text(exported):
+    from vanilla_transformer.export.onnx import OnnxTranslator
+
+    model, folder = exported
+    pipe = translation_pipeline(model, word_tokenizer())
+    expected = [pipe(s, num_beams=1)[0]["translation_text"] for s in SENTENCES]
+    assert OnnxTranslator(folder, intra_op_num_threads=1)(SENTENCES) == expected
+
+
+def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(exported):
+    from readme_examples import readme_python_example, run_example
+
+    model, folder = exported
+    verse = "In the beginning God created the heaven and the earth."
+    printed = run_example(
+        readme_python_example("Export to ONNX"), {"exported/onnx": str(folder), verse: SENTENCES[1]}
+    )
+    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1], num_beams=1)
+    assert printed.strip() == str([expected[0]["translation_text"]])

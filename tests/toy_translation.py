@@ -1,0 +1,50 @@
+"""A tiny model trained in a few seconds to translate word by word (English -> Spanish words of the
+conftest tokenizer), so that export and demo tests compare real, varied outputs that end in `</s>`
+rather than a random model's repeated token."""
+
+import functools
+import random
+
+import torch
+from conftest import tiny_config, word_tokenizer
+
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+DICTIONARY = {
+    "the": "el", "a": "la", "house": "casa", "dog": "perro", "cat": "gato", "is": "es",
+    "was": "era", "big": "grande", "small": "pequeño", "red": "rojo", "blue": "azul",
+    "green": "verde", "in": "en", "and": "y", "of": "de", "see": "ver", "saw": "vio",
+    "runs": "corre", "ran": "corrió",
+}  # fmt: skip
+SENTENCES = ["the big dog runs", "a red cat is in the house", "see the small blue house", "dog"]
+
+
+def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    words = sorted(DICTIONARY)
+    pairs = []
+    for _ in range(n):
+        sentence = [rng.choice(words) for _ in range(rng.randint(1, 7))]
+        pairs.append((" ".join(sentence), " ".join(DICTIONARY[w] for w in sentence)))
+    return pairs
+
+
+@functools.cache
+def trained_toy_model(steps: int = 250, **overrides) -> VanillaTransformerForConditionalGeneration:
+    """Trained once per configuration and shared between tests: do not modify it."""
+    torch.manual_seed(0)
+    tokenizer = word_tokenizer()
+    model = VanillaTransformerForConditionalGeneration(tiny_config(**overrides))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    pairs = toy_pairs(steps * 16)
+    model.train()
+    for step in range(steps):
+        batch = pairs[step * 16 : (step + 1) * 16]
+        inputs = tokenizer([s for s, _ in batch], padding=True, return_tensors="pt")
+        labels = tokenizer([t for _, t in batch], padding=True, return_tensors="pt").input_ids
+        labels[labels == tokenizer.pad_token_id] = -100
+        loss = model(**inputs, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

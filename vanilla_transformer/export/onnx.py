@@ -1,0 +1,273 @@
+"""Export to ONNX (encoder, decoder, decoder with past) and greedy decoding with ONNX Runtime.
+
+Three graphs, the layout of Hugging Face optimum's seq2seq exports:
+
+- `encoder.onnx`: (input_ids, attention_mask) -> encoder_hidden_states
+- `decoder.onnx`: the first decoding step(s): (decoder_input_ids, encoder_hidden_states,
+  encoder_attention_mask) -> logits and, per layer, the self-attention keys/values
+  (`present.{i}.self.key` ...) and the cross-attention keys/values (`present.{i}.cross.key` ...)
+- `decoder_with_past.onnx`: one token at a time: (decoder_input_ids, encoder_attention_mask,
+  `past.{i}.self.key` / `.value`, `past.{i}.cross.key` / `.value`) -> logits and the grown
+  self-attention keys/values; the cross-attention ones are computed once, by `decoder.onnx`.
+
+Key/value tensors are (batch, heads, length, d_k). Export uses torch's `torch.export`-based ONNX
+exporter (`torch.onnx.export(..., dynamo=True)`, the default and recommended route since torch
+2.9; it needs `onnxscript`). The wrappers below call the model's submodules with keyword arguments
+and build the key/value cache object themselves, so the graphs' inputs and outputs are plain
+tensors. Every config exports, `attention_scaling="key_norm_sum"` included.
+
+Usage::
+
+    export_onnx(model, tokenizer, "onnx-model")
+    translate = OnnxTranslator("onnx-model")
+    translate(["In the beginning God created the heaven and the earth."])
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+GRAPHS = ("encoder", "decoder", "decoder_with_past")
+OPSET = 18
+
+
+def _cache_keyword(decoder: nn.Module) -> str:
+    """The decoder's cache argument: `cache` from transformers 5.24 on, `past_key_values` before."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _flatten(cache: EncoderDecoderCache, num_layers: int, cross: bool) -> list[torch.Tensor]:
+    tensors = []
+    for i in range(num_layers):
+        self_layer = cache.self_attention_cache.layers[i]
+        tensors += [self_layer.keys, self_layer.values]
+        if cross:
+            cross_layer = cache.cross_attention_cache.layers[i]
+            tensors += [cross_layer.keys, cross_layer.values]
+    return tensors
+
+
+class EncoderForOnnx(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.get_encoder()
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class DecoderForOnnx(nn.Module):
+    """First step: no past; returns logits, then self and cross keys/values of every layer."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.decoder = model.get_decoder()
+        self.lm_head = model.lm_head
+        self.num_layers = model.config.decoder_layers
+        self.cache_keyword = _cache_keyword(self.decoder)
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask):
+        config = self.decoder.config
+        cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        hidden = self.decoder(
+            input_ids=decoder_input_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=True,
+            **{self.cache_keyword: cache},
+        ).last_hidden_state
+        return (self.lm_head(hidden), *_flatten(cache, self.num_layers, cross=True))
+
+
+class DecoderWithPastForOnnx(DecoderForOnnx):
+    """Later steps: past self keys/values and the cross ones in; logits and the grown self
+    keys/values out."""
+
+    def forward(self, decoder_input_ids, encoder_attention_mask, *past):
+        self_data = [(past[4 * i], past[4 * i + 1]) for i in range(self.num_layers)]
+        cross_data = [(past[4 * i + 2], past[4 * i + 3]) for i in range(self.num_layers)]
+        cache = EncoderDecoderCache(DynamicCache(self_data), DynamicCache(cross_data))
+        # The encoder output itself is not needed once its keys/values are cached; the attention
+        # mask helper reads only its batch size and length, which this zero-width view provides.
+        B, S = encoder_attention_mask.shape
+        encoder_shape = past[2].new_zeros(B, S, 0)
+        hidden = self.decoder(
+            input_ids=decoder_input_ids,
+            encoder_hidden_states=encoder_shape,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=True,
+            **{self.cache_keyword: cache},
+        ).last_hidden_state
+        return (self.lm_head(hidden), *_flatten(cache, self.num_layers, cross=False))
+
+
+def past_names(num_layers: int, prefix: str, cross: bool = True) -> list[str]:
+    kinds = ("self", "cross") if cross else ("self",)
+    return [
+        f"{prefix}.{i}.{kind}.{tensor}"
+        for i in range(num_layers)
+        for kind in kinds
+        for tensor in ("key", "value")
+    ]
+
+
+def _export(module, args, path, input_names, output_names, dynamic_shapes):
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notices from traced library code
+            program = torch.onnx.export(
+                module,
+                args,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        registration_log.setLevel(level)
+    program.save(str(path))
+
+
+def export_onnx(model, tokenizer, output_dir: str | os.PathLike) -> Path:
+    """Write `encoder.onnx`, `decoder.onnx`, `decoder_with_past.onnx`, the model's
+    `config.json`/`generation_config.json` and the tokenizer to `output_dir`. Returns it."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    config = model.config
+    layers = config.decoder_layers
+    batch, source = torch.export.Dim("batch"), torch.export.Dim("source")
+    dyn = torch.export.Dim.DYNAMIC
+    input_ids = torch.tensor([[5, 6, 7, 2], [8, 9, 2, config.pad_token_id]])
+    attention_mask = (input_ids != config.pad_token_id).long()
+    with torch.no_grad():
+        _export(
+            EncoderForOnnx(model),
+            (input_ids, attention_mask),
+            output_dir / "encoder.onnx",
+            ["input_ids", "attention_mask"],
+            ["encoder_hidden_states"],
+            ({0: batch, 1: source}, {0: batch, 1: source}),
+        )
+        encoder_hidden_states = model.get_encoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        # Two target positions: with one, torch.export would fix the length at 1 (it specialises
+        # sizes 0 and 1) and take the single-query path that needs no causal mask.
+        prefix = torch.tensor([[config.decoder_start_token_id, 5]] * 2)
+        decoder = DecoderForOnnx(model)
+        _export(
+            decoder,
+            (prefix, encoder_hidden_states, attention_mask),
+            output_dir / "decoder.onnx",
+            ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"],
+            ["logits", *past_names(layers, "present")],
+            ({0: batch, 1: dyn}, {0: batch, 1: source}, {0: batch, 1: source}),
+        )
+        logits, *present = decoder(prefix, encoder_hidden_states, attention_mask)
+        next_ids = logits[:, -1:].argmax(-1)
+        past_shapes = tuple({0: batch, 2: dyn if i % 4 < 2 else source} for i in range(4 * layers))
+        _export(
+            DecoderWithPastForOnnx(model),
+            (next_ids, attention_mask, *present),
+            output_dir / "decoder_with_past.onnx",
+            ["decoder_input_ids", "encoder_attention_mask", *past_names(layers, "past")],
+            ["logits", *past_names(layers, "present", cross=False)],
+            ({0: batch}, {0: batch, 1: source}, past_shapes),  # *past: one nested entry
+        )
+    config.save_pretrained(output_dir)
+    model.generation_config.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+class OnnxTranslator:
+    """Greedy translation with ONNX Runtime over an `export_onnx` folder; the graphs hold the whole
+    model (no PyTorch model is loaded): `OnnxTranslator(folder)(["Hello"])` -> list of strings."""
+
+    def __init__(self, folder: str | os.PathLike, intra_op_num_threads: int = 0):
+        import onnxruntime
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_num_threads
+        providers = ["CPUExecutionProvider"]
+        self.sessions = {
+            name: onnxruntime.InferenceSession(
+                str(folder / f"{name}.onnx"), options, providers=providers
+            )
+            for name in GRAPHS
+        }
+        self.config = json.loads((folder / "config.json").read_text())
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def generate(self, input_ids, attention_mask, max_new_tokens: int | None = None):
+        """Greedy decoding like `model.generate(num_beams=1, do_sample=False)`: (B, S) int64
+        numpy arrays in, (B, 1 + new tokens) ids out, starting with the decoder start token and
+        padded after `</s>`. `max_new_tokens` defaults to the source length + 50 (Section 6.1)."""
+        import numpy as np
+
+        config = self.config
+        eos, pad = config["eos_token_id"], config["pad_token_id"]
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        if max_new_tokens is None:
+            max_new_tokens = input_ids.shape[1] + 50
+        (encoder_hidden_states,) = self.sessions["encoder"].run(
+            None, {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        B = input_ids.shape[0]
+        tokens = np.full((B, 1), config["decoder_start_token_id"], dtype=np.int64)
+        logits, *past = self.sessions["decoder"].run(
+            None,
+            {
+                "decoder_input_ids": tokens,
+                "encoder_hidden_states": encoder_hidden_states,
+                "encoder_attention_mask": attention_mask,
+            },
+        )
+        layers = config["decoder_layers"]
+        past_inputs = past_names(layers, "past")
+        finished = np.zeros(B, dtype=bool)
+        for step in range(max_new_tokens):
+            next_ids = logits[:, -1].argmax(-1)
+            next_ids = np.where(finished, pad, next_ids)
+            tokens = np.concatenate([tokens, next_ids[:, None]], axis=1)
+            finished |= next_ids == eos
+            if finished.all() or step == max_new_tokens - 1:
+                break
+            feed = {
+                "decoder_input_ids": next_ids[:, None],
+                "encoder_attention_mask": attention_mask,
+            }
+            feed.update(zip(past_inputs, past, strict=True))
+            logits, *new_self = self.sessions["decoder_with_past"].run(None, feed)
+            # Replace the self-attention entries; the cross-attention ones stay.
+            for i in range(layers):
+                past[4 * i], past[4 * i + 1] = new_self[2 * i], new_self[2 * i + 1]
+        return tokens
+
+    def __call__(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        batch = self.tokenizer(texts, padding=True, return_tensors="np")
+        tokens = self.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens)
+        texts = self.tokenizer.batch_decode(
+            tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        return [text.strip() for text in texts]
