@@ -18,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import time
+import types
 from collections.abc import Callable, Iterable
 
 import torch
@@ -496,81 +497,36 @@ def ctranslate2_tokens(vocab_size: int) -> list[str]:
     return special + [f"t{i}" for i in range(len(special), vocab_size)]
 
 
+class RandomWeightsVocabulary:
+    """The little of a tokenizer that `vanilla_transformer.export.ctranslate2` reads, for a model
+    with random weights and no tokenizer: token strings in id order (CTranslate2 takes tokens, not
+    ids), and sources that already end as the model was given them (no `</s>` added)."""
+
+    eos_token, unk_token, eos_token_id = "</s>", "<unk>", EOS
+
+    def __init__(self, vocab_size: int):
+        self.tokens = ctranslate2_tokens(vocab_size)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+    def __call__(self, text: str):
+        # The exporter asks whether the tokenizer appends </s>; "yes" makes CTranslate2 feed the
+        # sources exactly as given, as generate() is fed them here.
+        return types.SimpleNamespace(input_ids=[4, EOS])
+
+
 def ctranslate2_translator(model, folder: str, quantization: str, threads: int):
-    """`model`'s weights converted to CTranslate2 (`quantization` "float32" or "int8") and loaded
-    as a `ctranslate2.Translator`. The mapping is the one CTranslate2's `TransformerSpec` needs for
-    this architecture (fused QKV in self-attention, fused KV in cross-attention, our own sinusoid
-    table); `vanilla_transformer.export.ctranslate2` is the maintained exporter once released,
-    and this small copy exists so that the benchmark does not depend on it."""
+    """`model`'s weights converted by the project's CTranslate2 exporter (`quantization`
+    "float32" or "int8") and loaded as a `ctranslate2.Translator` with `threads` threads."""
     import ctranslate2
-    from ctranslate2.specs import common_spec, transformer_spec
 
-    config = model.config
+    from vanilla_transformer.export.ctranslate2 import build_ctranslate2_spec
 
-    def array(*tensors):
-        return torch.cat([t.detach().float() for t in tensors]).clone().numpy()
-
-    def norm(spec, layer_norm):
-        spec.gamma, spec.beta = array(layer_norm.weight), array(layer_norm.bias)
-
-    def ffn(spec, layer):
-        spec.linear_0.weight, spec.linear_0.bias = (
-            array(layer.ffn.fc1.weight),
-            array(layer.ffn.fc1.bias),
-        )
-        spec.linear_1.weight, spec.linear_1.bias = (
-            array(layer.ffn.fc2.weight),
-            array(layer.ffn.fc2.bias),
-        )
-        norm(spec.layer_norm, layer.final_layer_norm)
-
-    spec = transformer_spec.TransformerSpec.from_config(
-        (config.encoder_layers, config.decoder_layers),
-        config.encoder_attention_heads,
-        pre_norm=config.norm_first,
-        activation=common_spec.Activation.RELU,
-    )
-    table = array(sinusoidal_table(config.max_position_embeddings, config.d_model))
-    for stack_spec, stack in (
-        (spec.encoder, model.model.encoder),
-        (spec.decoder, model.model.decoder),
-    ):
-        embeddings = stack_spec.embeddings
-        (embeddings[0] if isinstance(embeddings, list) else embeddings).weight = array(
-            stack.embed_tokens.weight
-        )
-        stack_spec.scale_embeddings = True
-        stack_spec.position_encodings.encodings = table
-        if config.norm_first:
-            norm(stack_spec.layer_norm, stack.layer_norm)
-    for layer_spec, layer in zip(spec.encoder.layer, model.model.encoder.layers, strict=True):
-        attention = layer.self_attn
-        layer_spec.self_attention.linear[0].weight = array(
-            attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight
-        )
-        layer_spec.self_attention.linear[1].weight = array(attention.out_proj.weight)
-        norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
-        ffn(layer_spec.ffn, layer)
-    for layer_spec, layer in zip(spec.decoder.layer, model.model.decoder.layers, strict=True):
-        attention, cross = layer.self_attn, layer.encoder_attn
-        layer_spec.self_attention.linear[0].weight = array(
-            attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight
-        )
-        layer_spec.self_attention.linear[1].weight = array(attention.out_proj.weight)
-        norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
-        layer_spec.attention.linear[0].weight = array(cross.q_proj.weight)
-        layer_spec.attention.linear[1].weight = array(cross.k_proj.weight, cross.v_proj.weight)
-        layer_spec.attention.linear[2].weight = array(cross.out_proj.weight)
-        norm(layer_spec.attention.layer_norm, layer.encoder_attn_layer_norm)
-        ffn(layer_spec.ffn, layer)
-    spec.decoder.projection.weight = array(model.lm_head.weight)
-    tokens = ctranslate2_tokens(config.vocab_size)
-    spec.register_source_vocabulary(tokens)
-    spec.register_target_vocabulary(tokens)
-    spec.config.bos_token, spec.config.eos_token, spec.config.unk_token = "<s>", "</s>", "<unk>"
-    spec.config.decoder_start_token = tokens[config.decoder_start_token_id]
-    spec.config.add_source_eos = False
-    spec.validate()
+    spec = build_ctranslate2_spec(model, RandomWeightsVocabulary(model.config.vocab_size))
     spec.optimize(quantization=quantization)
     os.makedirs(folder, exist_ok=True)
     spec.save(folder)
