@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     split = corpus_options.split(corpus_options.load(), args.split)
     model = load_model(args.model)  # a local folder loads strictly: every weight or an error
     if args.fast_cpu:
-        if default_device(decoding.device) != "cpu":
+        device = default_device(decoding.device)
+        if device != "cpu":
             raise SystemExit(
-                f"--fast_cpu is a CPU path: pass --device cpu (got {decoding.device!r})."
+                f"--fast_cpu is a CPU path: pass --device cpu (the device is {device!r})."
             )
         model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
     tokenizer = load_tokenizer(args.model)
