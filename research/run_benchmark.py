@@ -55,7 +55,7 @@ def parse_args():
         help="which benchmarks to run (default: training real decoding). reference: decoding "
         "at the reference shape on the same weights (ours default / fast fp32, int8, bf16 where "
         "native; Marian; CTranslate2 fp32 and int8), a training step vs Marian, the memory "
-        "bandwidth and GEMM peak, each path against its bandwidth floor (~5 min on 2 cores)",
+        "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
