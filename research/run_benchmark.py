@@ -4,7 +4,7 @@ batching, generate()), plus the opt-in int8 CPU inference path.
     python scripts/benchmark.py                      # full run (CPU: ~15-30 min on 2 cores)
     python scripts/benchmark.py --quick              # tiny shape, < 2 minutes
     python scripts/benchmark.py --device cuda        # bf16 autocast training, GPU decoding
-    python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs int8
+    python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs fast int8/bf16
 
     # The reference decoding comparison (base shape, every path on the same weights: ours,
     # Marian, CTranslate2, the fast CPU path; training vs Marian; bandwidth and GEMM peak):
@@ -44,8 +44,8 @@ def parse_args():
         nargs="?",
         default="run",
         choices=["run", "quantized-bleu"],
-        help="run: the benchmark (default); quantized-bleu: BLEU of a trained model "
-        "in float32 and int8 on the Bible test set",
+        help="run: the benchmark (default); quantized-bleu: BLEU of a trained model on the "
+        "Bible test set, default fp32 path vs the fast CPU path in int8 (and bf16 where native)",
     )
     parser.add_argument(
         "--parts",
