@@ -146,6 +146,8 @@ def test_int8_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile):
     pytest.importorskip("torchao")
     model = build()
     fast = optimize_for_cpu_inference(model, "int8")
+    # Eager: inductor miscompiles torchao's int8 linear (wrong tokens after the first).
+    assert "cache_implementation" not in fast.generation_config.to_diff_dict()
     batch = sources()
     with torch.inference_mode():
         expected = model.generate(**batch, **GREEDY)
