@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vanilla_transformer.inference as inference
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, word_tokenizer
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.inference import (
     cpu_features,
@@ -202,3 +202,25 @@ def test_translation_pipeline_fast_cpu_flag_translates_like_the_default_pipeline
     texts = ["the big dog", "a red house is small"]
     settings = dict(max_new_tokens=6, min_new_tokens=6)
     assert fast(texts, num_beams=2, **settings) == plain(texts, num_beams=2, **settings)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="inductor (torch 2.13, torchao 0.18) miscompiles torchao's int8 linear in the decode "
+    "step: tokens drift from the eager int8 model's after the first. When this passes, int8 can "
+    "be compiled again (optimize_for_cpu_inference skips _compile_decoding for int8).",
+    strict=False,
+)
+def test_inductor_compiled_int8_matches_eager_int8():
+    pytest.importorskip("torchao")
+    from tests.toy_translation import SENTENCES, trained_toy_model
+
+    tokenizer = word_tokenizer()
+    model = trained_toy_model()
+    eager = optimize_for_cpu_inference(model, "int8")
+    compiled = optimize_for_cpu_inference(model, "int8")
+    inference._compile_decoding(compiled)
+    batch = tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = eager.generate(**batch, num_beams=1, max_new_tokens=8)
+        assert torch.equal(compiled.generate(**batch, num_beams=1, max_new_tokens=8), expected)
