@@ -502,10 +502,11 @@ class RandomWeightsVocabulary:
     with random weights and no tokenizer: token strings in id order (CTranslate2 takes tokens, not
     ids), and sources that already end as the model was given them (no `</s>` added)."""
 
-    eos_token, unk_token, eos_token_id = "</s>", "<unk>", EOS
+    eos_token, unk_token = "</s>", "<unk>"
 
-    def __init__(self, vocab_size: int):
-        self.tokens = ctranslate2_tokens(vocab_size)
+    def __init__(self, vocab_size: int, eos_token_id: int):
+        self.tokens = ctranslate2_tokens(vocab_size)  # the project's ids: <pad> <s> </s> <unk>
+        self.eos_token_id = eos_token_id
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -516,7 +517,7 @@ class RandomWeightsVocabulary:
     def __call__(self, text: str):
         # The exporter asks whether the tokenizer appends </s>; "yes" makes CTranslate2 feed the
         # sources exactly as given, as generate() is fed them here.
-        return types.SimpleNamespace(input_ids=[4, EOS])
+        return types.SimpleNamespace(input_ids=[4, self.eos_token_id])
 
 
 def ctranslate2_translator(model, folder: str, quantization: str, threads: int):
@@ -526,7 +527,8 @@ def ctranslate2_translator(model, folder: str, quantization: str, threads: int):
 
     from vanilla_transformer.export.ctranslate2 import build_ctranslate2_spec
 
-    spec = build_ctranslate2_spec(model, RandomWeightsVocabulary(model.config.vocab_size))
+    vocabulary = RandomWeightsVocabulary(model.config.vocab_size, model.config.eos_token_id)
+    spec = build_ctranslate2_spec(model, vocabulary)
     spec.optimize(quantization=quantization)
     os.makedirs(folder, exist_ok=True)
     spec.save(folder)
