@@ -11,20 +11,24 @@ warm-up, so that a load spike on a shared machine hits both: the medians and, ab
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import time
+import types
 from collections.abc import Callable, Iterable
 
 import torch
 from transformers import MarianConfig, MarianMTModel
 
 from vanilla_transformer.configuration_vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer.inference import cpu_features, cpu_flags
 from vanilla_transformer.modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
+    sinusoidal_table,
 )
 
 # The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
@@ -409,6 +413,206 @@ def bench_decoding(
 
 
 # --------------------------------------------------------------------------------------------------
+# Decoding at the reference shape: every path on the same weights
+# --------------------------------------------------------------------------------------------------
+
+# Base dimensions, 8k shared vocabulary, random weights, 24-token sources, exactly 32 new tokens;
+# greedy at batch 1 and beam 4 at batch 8. ms per step = generate() time / new tokens (the encoder
+# pass is included, the same for every path).
+REFERENCE_SRC_LEN = 24
+REFERENCE_NEW_TOKENS = 32
+REFERENCE_SETTINGS = (("greedy, batch 1", 1, 1), ("beam 4, batch 8", 8, 4))
+# Bytes per weight of each path's decoder matrices (for its bandwidth floor).
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+def decoder_step_weights(config: VanillaTransformerConfig) -> int:
+    """Weights a decoding step reads once whatever the batch: per decoder layer W^Q W^K W^V W^O of
+    self-attention, W^Q and W^O of cross-attention (its keys and values are projected once per
+    source), W_1 and W_2; plus the output projection. (LayerNorms and biases: under 0.1%.)"""
+    d = config.d_model
+    layer = 4 * d * d + 2 * d * d + 2 * d * config.decoder_ffn_dim
+    return layer * config.decoder_layers + d * config.vocab_size
+
+
+def bandwidth_floor_ms(config: VanillaTransformerConfig, bytes_per_weight: int, gb_per_s: float):
+    """The least time a step can take: its weight bytes over the measured read bandwidth."""
+    return decoder_step_weights(config) * bytes_per_weight / (gb_per_s * 1e9) * 1e3
+
+
+def memory_bandwidth_run(megabytes: float = 512):
+    """A read of a float32 tensor of `megabytes` (`sum`, which streams it once) and its bytes: the
+    read bandwidth when timed, with the threads decoding uses. Run it at 512 MB (memory, beyond
+    any cache) and at the size of a step's weights: a CPU whose last-level cache holds those
+    (some server parts have hundreds of MB) serves a decoding step from the cache, and then the
+    second figure is the one that bounds a step."""
+    x = torch.ones(int(megabytes * 2**20) // 4)
+    return (lambda: x.sum()), x.numel() * 4
+
+
+def marian_like(ours: VanillaTransformerForConditionalGeneration) -> MarianMTModel:
+    """A MarianMTModel of the same shape holding the same weights: embeddings, projections, FFN and
+    LayerNorms copied, Marian's attention biases and `final_logits_bias` zero, and its position
+    table overwritten with ours (Marian's sinusoids are not interleaved), so that both compute the
+    same function (tests/research/test_benchmarking.py checks the logits)."""
+    _, marian_config = model_configs(
+        {
+            "vocab_size": ours.config.vocab_size,
+            "d_model": ours.config.d_model,
+            "layers": ours.config.encoder_layers,
+            "heads": ours.config.encoder_attention_heads,
+            "ffn_dim": ours.config.encoder_ffn_dim,
+        },
+        dropout=ours.config.dropout,
+    )
+    torch.manual_seed(0)
+    marian = MarianMTModel._from_config(
+        marian_config, attn_implementation=ours.config._attn_implementation
+    )
+    marian.generation_config.forced_eos_token_id = None
+    marian.generation_config.bad_words_ids = None
+    table = sinusoidal_table(marian_config.max_position_embeddings, ours.config.d_model)
+    with torch.no_grad():
+        marian.model.shared.weight.copy_(ours.model.shared.weight)
+        marian.final_logits_bias.zero_()
+        stacks = (
+            (marian.model.encoder, ours.model.encoder, ("self_attn",)),
+            (marian.model.decoder, ours.model.decoder, ("self_attn", "encoder_attn")),
+        )
+        for theirs, mine, attentions in stacks:
+            theirs.embed_positions.weight.copy_(table)
+            for their_layer, my_layer in zip(theirs.layers, mine.layers, strict=True):
+                for name in attentions:
+                    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                        their_linear = getattr(getattr(their_layer, name), proj)
+                        their_linear.weight.copy_(getattr(getattr(my_layer, name), proj).weight)
+                        their_linear.bias.zero_()
+                    getattr(their_layer, f"{name}_layer_norm").load_state_dict(
+                        getattr(my_layer, f"{name}_layer_norm").state_dict()
+                    )
+                their_layer.fc1.load_state_dict(my_layer.ffn.fc1.state_dict())
+                their_layer.fc2.load_state_dict(my_layer.ffn.fc2.state_dict())
+                their_layer.final_layer_norm.load_state_dict(my_layer.final_layer_norm.state_dict())
+    return marian.eval()
+
+
+def ctranslate2_tokens(vocab_size: int) -> list[str]:
+    """Token strings for a random-weights model: CTranslate2 takes tokens, not ids."""
+    special = ["<pad>", "<s>", "</s>", "<unk>"]
+    return special + [f"t{i}" for i in range(len(special), vocab_size)]
+
+
+class RandomWeightsVocabulary:
+    """The little of a tokenizer that `vanilla_transformer.export.ctranslate2` reads, for a model
+    with random weights and no tokenizer: token strings in id order (CTranslate2 takes tokens, not
+    ids), and sources that already end as the model was given them (no `</s>` added)."""
+
+    eos_token, unk_token = "</s>", "<unk>"
+
+    def __init__(self, vocab_size: int, eos_token_id: int):
+        self.tokens = ctranslate2_tokens(vocab_size)  # the project's ids: <pad> <s> </s> <unk>
+        self.eos_token_id = eos_token_id
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+    def __call__(self, text: str):
+        # The exporter asks whether the tokenizer appends </s>; "yes" makes CTranslate2 feed the
+        # sources exactly as given, as generate() is fed them here.
+        return types.SimpleNamespace(input_ids=[4, self.eos_token_id])
+
+
+def ctranslate2_translator(model, folder: str, quantization: str, threads: int):
+    """`model`'s weights converted by the project's CTranslate2 exporter (`quantization`
+    "float32" or "int8") and loaded as a `ctranslate2.Translator` with `threads` threads."""
+    import ctranslate2
+
+    from vanilla_transformer.export.ctranslate2 import build_ctranslate2_spec
+
+    vocabulary = RandomWeightsVocabulary(model.config.vocab_size, model.config.eos_token_id)
+    spec = build_ctranslate2_spec(model, vocabulary)
+    spec.optimize(quantization=quantization)
+    os.makedirs(folder, exist_ok=True)
+    spec.save(folder)
+    return ctranslate2.Translator(
+        folder, device="cpu", compute_type=quantization, intra_threads=threads, inter_threads=1
+    )
+
+
+def ctranslate2_generate_fn(
+    translator, input_ids: torch.Tensor, vocab_size: int, num_beams: int, new_tokens: int
+):
+    """translate_batch with exactly `new_tokens` output tokens, like `generate_fn`."""
+    tokens = ctranslate2_tokens(vocab_size)
+    sources = [[tokens[i] for i in row] for row in input_ids.tolist()]
+
+    def run():
+        return translator.translate_batch(
+            sources,
+            beam_size=num_beams,
+            min_decoding_length=new_tokens,
+            max_decoding_length=new_tokens,
+            length_penalty=1.0,
+        )
+
+    return run
+
+
+def legacy_int8(model):
+    """The int8 route this project used before torchao: `torch.ao.quantization.quantize_dynamic`
+    (fbgemm dynamic int8 Linear, eager), which torch 2.13 deprecates. Measured beside torchao's
+    route for the record only; its deprecation warnings are left visible."""
+    import copy
+
+    legacy = copy.deepcopy(model).eval()
+    return torch.ao.quantization.quantize_dynamic(
+        legacy,
+        {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+        dtype=torch.qint8,
+        inplace=True,
+    )
+
+
+def bench_reference_decoding(
+    paths: dict[str, Callable[[torch.Tensor, torch.Tensor, int, int], Callable[[], object]]],
+    vocab_size: int,
+    settings=REFERENCE_SETTINGS,
+    src_len: int = REFERENCE_SRC_LEN,
+    new_tokens: int = REFERENCE_NEW_TOKENS,
+    repeats: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """ms per decoding step of each path for each (label, batch, beams) setting: medians of
+    `repeats` interleaved rounds after one warm-up round (which also compiles the compiled paths).
+    `paths[name](input_ids, attention_mask, num_beams, new_tokens)` returns the call to time."""
+    rows = []
+    for label, batch, beams in settings:
+        data = random_batch(vocab_size, batch, src_len, 1, seed=batch)
+        runs = {
+            name: make(data["input_ids"], data["attention_mask"], beams, new_tokens)
+            for name, make in paths.items()
+        }
+        if progress:
+            progress(f"{label}: warm-up (compiles the compiled paths)")
+        times = alternate(runs, repeats=repeats, warmup=1)
+        for name in paths:
+            rows.append(
+                {
+                    "setting": label,
+                    "batch": batch,
+                    "num_beams": beams,
+                    "path": name,
+                    "ms_per_step": 1e3 * median(times[name]) / new_tokens,
+                    "runs_ms_per_step": [1e3 * t / new_tokens for t in times[name]],
+                }
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # Machine
 # --------------------------------------------------------------------------------------------------
 
@@ -421,16 +625,35 @@ def machine_info(device: str = "cpu") -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         for line in lscpu.splitlines():
             if line.startswith("Model name:"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
-        flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n", 1)[0].split()
-        info["cpu_simd"] = sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
-    except (OSError, IndexError):
+    except OSError:
         pass
+    flags = cpu_flags()
+    info["cpu_simd"] = sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
+    features = cpu_features(flags)
+    info["cpu_flags"] = " ".join(
+        f"{label} {'yes' if features[key] else 'no'}"
+        for label, key in (
+            ("AVX2", "avx2"),
+            ("AVX-512", "avx512"),
+            ("AVX-512 BF16", "avx512_bf16"),
+            ("VNNI", "vnni"),
+            ("AMX-BF16", "amx_bf16"),
+            ("AMX-INT8", "amx_int8"),
+        )
+    )
+    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    for package in ("transformers", "ctranslate2", "torchao"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
     try:
         info["load_average"] = os.getloadavg()
     except OSError:
@@ -567,13 +790,14 @@ def bench_compiled_training(
 
 
 def quantized_bleu(model_dir: str, corpus_dir: str, limit: int | None = None, batch_size: int = 16):
-    """BLEU on the Bible test split of a trained model in float32 and after int8 quantisation
-    (beam 4, the paper's length penalty: the model's generation config)."""
+    """BLEU on the Bible test split of a trained model in float32 (the default path) and on the
+    fast CPU path in int8 and, where the CPU has native bf16, bf16 (beam 4, the paper's length
+    penalty: the model's generation config). Each mode's drop from fp32 should stay within 0.5."""
     import datasets
     import sacrebleu
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from vanilla_transformer.inference import optimize_for_cpu_inference
+    from vanilla_transformer.inference import cpu_has_native_bf16, optimize_for_cpu_inference
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
@@ -582,7 +806,9 @@ def quantized_bleu(model_dir: str, corpus_dir: str, limit: int | None = None, ba
     sources = [r["en"] for r in rows]
     references = [r["es"] for r in rows]
     report = {"model": model_dir, "pairs": len(sources)}
-    for name, candidate in (("fp32", model), ("int8", optimize_for_cpu_inference(model, "int8"))):
+    modes = ["int8"] + (["bf16"] if cpu_has_native_bf16() else [])
+    candidates = [("fp32", model)] + [(m, optimize_for_cpu_inference(model, m)) for m in modes]
+    for name, candidate in candidates:
         hypotheses, start = [], time.perf_counter()
         for i in range(0, len(sources), batch_size):
             batch = tokenizer(sources[i : i + batch_size], return_tensors="pt", padding=True)
@@ -590,10 +816,89 @@ def quantized_bleu(model_dir: str, corpus_dir: str, limit: int | None = None, ba
                 out = candidate.generate(**batch)
             hypotheses += tokenizer.batch_decode(out, skip_special_tokens=True)
         report[f"{name}_bleu"] = sacrebleu.corpus_bleu(hypotheses, [references]).score
-        report[f"{name}_seconds"] = time.perf_counter() - start
-    report["bleu_drop"] = report["fp32_bleu"] - report["int8_bleu"]
-    report["int8_within_half_bleu"] = report["bleu_drop"] <= 0.5
+        report[f"{name}_seconds"] = time.perf_counter() - start  # compilation included
+    for mode in modes:
+        report[f"{mode}_bleu_drop"] = report["fp32_bleu"] - report[f"{mode}_bleu"]
+        report[f"{mode}_within_half_bleu"] = report[f"{mode}_bleu_drop"] <= 0.5
     return report
+
+
+def format_reference(ref: dict, machine: dict, command: str | None = None) -> str:
+    """The reference decoding comparison as markdown: ms per step of each path in each setting,
+    its distance to its bandwidth floor, the target ratios, and the training step vs Marian."""
+    rows = ref["decoding"]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    paths = list(dict.fromkeys(r["path"] for r in rows))
+    cell = {(r["setting"], r["path"]): r for r in rows}
+    flags = machine.get("cpu_flags", "?")
+    gb = ref["bandwidth_gb_per_s"]
+    weights = ref["decoder_step_weights"]
+    floors = ", ".join(
+        f"{name} {weights * size / gb / 1e6:.2f} ms" for name, size in WEIGHT_BYTES.items()
+    )
+    memory = ref.get("memory_bandwidth_gb_per_s")
+    lines = [
+        f"Decoding, base shape (6+6 layers, d_model 512, d_ff 2048, 8 heads, 8k shared vocabulary, "
+        f"random weights, the same in every path), {ref['src_len']}-token sources, exactly "
+        f"{ref['new_tokens']} new tokens; ms per step = generate time / {ref['new_tokens']}, "
+        "median of interleaved runs.",
+        f"CPU flags: {flags}. Measured in this run: read bandwidth {gb:.1f} GB/s over the size "
+        f"of a step's fp32 weights ({weights * 4 / 1e6:.0f} MB, read again and again as decoding "
+        "does)"
+        + (f", {memory:.1f} GB/s over 512 MB" if memory else "")
+        + f"; fp32 GEMM peak {ref['training'].get('peak_tflops', 0) * 1e3:.0f} GFLOP/s.",
+        f"Bandwidth floor per step ({weights / 1e6:.1f}M decoder + output-projection weights x "
+        f"bytes per weight / {gb:.1f} GB/s): {floors}.",
+    ]
+    if command:
+        lines.append(f"Command: `{command}`")
+    lines += [
+        "",
+        "| ms per step | "
+        + " | ".join(settings)
+        + " | "
+        + " | ".join(f"x floor, {s}" for s in settings)
+        + " |",
+        "|---|" + "---|" * (2 * len(settings)),
+    ]
+    for path in paths:
+        lines.append(
+            f"| {path} | "
+            + " | ".join(f"{cell[(s, path)]['ms_per_step']:.2f}" for s in settings)
+            + " | "
+            + " | ".join(f"{cell[(s, path)]['times_floor']:.1f}x" for s in settings)
+            + " |"
+        )
+
+    def ratio(slow: str, fast: str, setting: str) -> str:
+        if (setting, slow) not in cell or (setting, fast) not in cell:
+            return "-"
+        value = cell[(setting, slow)]["ms_per_step"] / cell[(setting, fast)]["ms_per_step"]
+        return f"**{value:.2f}x**"
+
+    fast_paths = [p for p in paths if p.startswith("ours fast")]
+    lines += [
+        "",
+        f"| speed ratio (CPU flags: {flags}) | " + " | ".join(settings) + " | target |",
+        "|---|" + "---|" * (len(settings) + 1),
+        "| ours default fp32 vs Marian fp32 | "
+        + " | ".join(ratio("Marian fp32", "ours default fp32", s) for s in settings)
+        + " | >= 1.3x |",
+    ]
+    for path in fast_paths:
+        lines.append(
+            f"| {path} vs CTranslate2 int8 | "
+            + " | ".join(ratio("CTranslate2 int8", path, s) for s in settings)
+            + " | >= 1.0x |"
+        )
+    t = ref["training"]
+    lines += [
+        f"| training step vs Marian (base, {t['batch']}x{t['src_len']}x{t['tgt_len']}, "
+        f"{1e3 * t['ours_step_s']:.0f} ms vs {1e3 * t['marian_step_s']:.0f} ms) | "
+        + " | ".join([f"**{t['ratio']:.2f}x**"] + [""] * (len(settings) - 1))
+        + " | >= 1.0x |",
+    ]
+    return "\n".join(lines)
 
 
 def _fmt(x: float) -> str:
@@ -606,14 +911,24 @@ def format_report(results: dict) -> str:
     where = m.get("gpu") or f"{m.get('cpu_model', '?')}, {m['cpu_count']} cores"
     lines = [
         f"Machine: {where}; torch {m['torch']} ({m['torch_threads']} threads, "
-        f"{m['cpu_capability']}); load average at start {m.get('load_average')}, "
+        f"{m['cpu_capability']}, OMP_WAIT_POLICY={m.get('omp_wait_policy')}), transformers "
+        f"{m.get('transformers')}, ctranslate2 {m.get('ctranslate2')}, torchao {m.get('torchao')}; "
+        f"{m.get('date', '')}; load average at start {m.get('load_average')}, "
         f"at end {m.get('load_average_end')}",
-        "",
-        "| training | batch x src x tgt | params ours / Marian | tokens/s ours | tokens/s Marian "
-        "| ours / Marian | matmul peak TFLOP/s | ours % of peak | Marian % of peak "
-        "| peak RSS MB ours / Marian |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"CPU flags: {m.get('cpu_flags', '?')}",
     ]
+    if results.get("reference"):
+        lines += ["", format_reference(results["reference"], m, results.get("command"))]
+    for note in results.get("notes", []):
+        lines.append(f"- note: {note}")
+    if results.get("training"):
+        lines += [
+            "",
+            "| training | batch x src x tgt | params ours / Marian | tokens/s ours "
+            "| tokens/s Marian | ours / Marian | matmul peak TFLOP/s | ours % of peak "
+            "| Marian % of peak | peak RSS MB ours / Marian |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in results["training"]:
         rss = (
             f"{r['ours_peak_rss_mb']:.0f} / {r['marian_peak_rss_mb']:.0f}"

@@ -4,7 +4,11 @@ batching, generate()), plus the opt-in int8 CPU inference path.
     python scripts/benchmark.py                      # full run (CPU: ~15-30 min on 2 cores)
     python scripts/benchmark.py --quick              # tiny shape, < 2 minutes
     python scripts/benchmark.py --device cuda        # bf16 autocast training, GPU decoding
-    python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs int8
+    python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs fast int8/bf16
+
+    # The reference decoding comparison (base shape, every path on the same weights: ours,
+    # Marian, CTranslate2, the fast CPU path; training vs Marian; bandwidth and GEMM peak):
+    python scripts/benchmark.py --parts reference --threads 2 --markdown reference.md
 
 Models are timed alternately (A B A B) after a warm-up: on a shared machine read the ratios.
 """
@@ -26,7 +30,7 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from research import benchmarking as bm  # noqa: E402
-from vanilla_transformer.inference import cpu_supports_bf16, optimize_for_cpu_inference  # noqa: E402
+from vanilla_transformer.inference import cpu_has_native_bf16, optimize_for_cpu_inference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,15 +44,18 @@ def parse_args():
         nargs="?",
         default="run",
         choices=["run", "quantized-bleu"],
-        help="run: the benchmark (default); quantized-bleu: BLEU of a trained model "
-        "in float32 and int8 on the Bible test set",
+        help="run: the benchmark (default); quantized-bleu: BLEU of a trained model on the "
+        "Bible test set, default fp32 path vs the fast CPU path in int8 (and bf16 where native)",
     )
     parser.add_argument(
         "--parts",
         nargs="+",
         default=["training", "real", "decoding"],
-        choices=["training", "real", "decoding"],
-        help="which benchmarks to run (default: all)",
+        choices=["training", "real", "decoding", "reference"],
+        help="which benchmarks to run (default: training real decoding). reference: decoding "
+        "at the reference shape on the same weights (ours default / fast fp32, int8, bf16 where "
+        "native; Marian; CTranslate2 fp32 and int8), a training step vs Marian, the memory "
+        "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
@@ -99,6 +106,14 @@ def parse_args():
         "--limit", type=int, default=None, help="quantized-bleu: first N test pairs"
     )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--markdown", default=None, help="also write the report (markdown tables) to this file"
+    )
+    parser.add_argument(
+        "--ctranslate2-dir",
+        default=None,
+        help="reference: where the converted CTranslate2 models go (default: a temporary folder)",
+    )
     return parser.parse_args()
 
 
@@ -153,8 +168,8 @@ def run_decoding(args, results):
     models = {"ours": ours.to(args.device), "marian": marian.to(args.device)}
     if not args.device.startswith("cuda"):
         models["ours_int8"] = optimize_for_cpu_inference(ours, "int8")
-        models["ours_colmajor"] = optimize_for_cpu_inference(ours, "fp32")
-        if cpu_supports_bf16():
+        models["ours_fast_fp32"] = optimize_for_cpu_inference(ours, "fp32")
+        if cpu_has_native_bf16():
             models["ours_bf16"] = optimize_for_cpu_inference(ours, "bf16")
     rows = bm.bench_decoding(
         models,
@@ -166,6 +181,107 @@ def run_decoding(args, results):
     for row in rows:
         row["shape"] = shape
     results["decoding"] = rows
+
+
+def run_reference(args, results):
+    """Every decoding path at the reference shape on one set of random base weights."""
+    import tempfile
+
+    from vanilla_transformer.inference import MODES
+
+    # Training first, while the process holds no compiled model and no CTranslate2 thread pool.
+    tqdm.write("training step, ours vs Marian (base)")
+    training = bm.bench_training(
+        "base", 8, bm.REFERENCE_SRC_LEN, bm.REFERENCE_NEW_TOKENS, args.repeats or 5
+    )
+    ours, _ = bm.build_models("base")
+    ours.eval()
+    marian = bm.marian_like(ours)
+    threads = torch.get_num_threads()
+    bytes_per_weight = {"ours default fp32": 4, "Marian fp32": 4}
+
+    def hf(model):
+        def make(input_ids, mask, beams, new_tokens):
+            inputs = {"input_ids": input_ids, "attention_mask": mask}
+            return bm.generate_fn(model, inputs, beams, new_tokens)
+
+        return make
+
+    def fast(mode):
+        def make(input_ids, mask, beams, new_tokens):
+            # A fresh copy per setting: each compiles for its own (static) shapes.
+            model = optimize_for_cpu_inference(ours, mode)
+            return hf(model)(input_ids, mask, beams, new_tokens)
+
+        return make
+
+    paths = {"ours default fp32": hf(ours), "Marian fp32": hf(marian)}
+    workdir = args.ctranslate2_dir or tempfile.mkdtemp(prefix="ct2-")
+    try:
+        import ctranslate2  # noqa: F401
+
+        for quantization in ("float32", "int8"):
+            translator = bm.ctranslate2_translator(
+                ours, str(Path(workdir) / quantization), quantization, threads
+            )
+            name = f"CTranslate2 {'fp32' if quantization == 'float32' else 'int8'}"
+            paths[name] = (
+                lambda t: (
+                    lambda ids, mask, beams, n: bm.ctranslate2_generate_fn(
+                        t, ids, ours.config.vocab_size, beams, n
+                    )
+                )
+            )(translator)
+            bytes_per_weight[name] = 4 if quantization == "float32" else 1
+    except ImportError:
+        results["notes"].append("CTranslate2 not installed (pip install ctranslate2): not measured")
+    for mode in MODES:
+        if mode == "bf16" and not cpu_has_native_bf16():
+            results["notes"].append("bf16: no native bf16 on this CPU (never emulated): skipped")
+            continue
+        try:
+            optimize_for_cpu_inference(ours, mode, compile=False)
+        except ImportError as error:
+            results["notes"].append(f"fast {mode}: {error}")
+            continue
+        name = f"ours fast {mode}"
+        paths[name] = fast(mode)
+        bytes_per_weight[name] = bm.WEIGHT_BYTES[mode]
+    paths["ours int8, torch.ao (deprecated, eager)"] = hf(bm.legacy_int8(ours))
+    bytes_per_weight["ours int8, torch.ao (deprecated, eager)"] = 1
+
+    weights = bm.decoder_step_weights(ours.config)
+    readers = {
+        "step": bm.memory_bandwidth_run(weights * 4 / 2**20),
+        "memory": bm.memory_bandwidth_run(512),
+    }
+
+    def bandwidth() -> dict[str, list[float]]:
+        times = bm.alternate({name: fn for name, (fn, _) in readers.items()}, 5)
+        return {name: [readers[name][1] / t for t in times[name]] for name in readers}
+
+    before = bandwidth()
+    rows = bm.bench_reference_decoding(
+        paths,
+        ours.config.vocab_size,
+        repeats=args.repeats or 5,
+        progress=lambda message: tqdm.write(message),
+    )
+    after = bandwidth()
+    gb_per_s = bm.median(before["step"] + after["step"]) / 1e9
+    for row in rows:
+        row["bytes_per_weight"] = bytes_per_weight[row["path"]]
+        row["floor_ms"] = bm.bandwidth_floor_ms(ours.config, row["bytes_per_weight"], gb_per_s)
+        row["times_floor"] = row["ms_per_step"] / row["floor_ms"]
+    results["reference"] = {
+        "decoding": rows,
+        "training": training,
+        "bandwidth_gb_per_s": gb_per_s,
+        "memory_bandwidth_gb_per_s": bm.median(before["memory"] + after["memory"]) / 1e9,
+        "decoder_step_weights": weights,
+        "src_len": bm.REFERENCE_SRC_LEN,
+        "new_tokens": bm.REFERENCE_NEW_TOKENS,
+    }
 
 
 def quantized_bleu(args):
@@ -183,15 +299,26 @@ def main():
         torch.set_num_threads(args.threads)
     if args.command == "quantized-bleu":
         return quantized_bleu(args)
-    results = {"machine": bm.machine_info(args.device), "quick": args.quick, "training": []}
+    results = {
+        "machine": bm.machine_info(args.device),
+        "quick": args.quick,
+        "training": [],
+        "notes": [],
+        "command": " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+    }
     if "training" in args.parts:
         run_training(args, results)
     if "real" in args.parts and not args.device.startswith("cuda"):
         run_real_data(args, results)
     if "decoding" in args.parts:
         run_decoding(args, results)
+    if "reference" in args.parts:
+        run_reference(args, results)
     results["machine"]["load_average_end"] = os.getloadavg()
-    print(bm.format_report(results))
+    report = bm.format_report(results)
+    print(report)
+    if args.markdown:
+        Path(args.markdown).write_text(report + "\n")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))
 

@@ -122,6 +122,29 @@ def test_every_generation_mode_gives_the_same_tokens_with_and_without_the_cache(
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_the_cross_attention_mask_is_built_once_per_generate_call_not_per_token(
+    num_beams, monkeypatch
+):
+    """Per-step work the default path no longer does (the padded-source tokens themselves are
+    checked against the uncached path in the test above)."""
+    from vanilla_transformer import modeling_vanilla_transformer as modeling
+
+    calls = []
+    real = modeling.create_bidirectional_mask
+
+    def counting(**kwargs):
+        calls.append(kwargs.get("encoder_hidden_states") is not None)
+        return real(**kwargs)
+
+    monkeypatch.setattr(modeling, "create_bidirectional_mask", counting)
+    model = build()
+    x, mask = batch()
+    model.generate(x, attention_mask=mask, **{**GREEDY, "num_beams": num_beams})
+    assert calls.count(True) == 1  # decoder (cross-attention), 12 tokens
+    assert calls.count(False) == 1  # encoder
+
+
 # transformers 5.24's candidate generator calls generate() with a generation_config plus
 # generation kwargs, which that release itself deprecates.
 @pytest.mark.transformers_internal_deprecation("Passing `generation_config` together with")

@@ -29,13 +29,18 @@ VanillaTransformerModel.register_for_auto_class("AutoModel")
 VanillaTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 
-def translation_pipeline(model, tokenizer=None, **kwargs) -> TranslationPipeline:
+def translation_pipeline(
+    model, tokenizer=None, fast_cpu: str | None = None, **kwargs
+) -> TranslationPipeline:
     """The translation pipeline without remote code: `model` is a loaded model or a folder / Hub
-    id; `tokenizer` defaults to the one saved with it. Extra kwargs go to the pipeline (e.g.
-    `device`, or generation defaults such as `num_beams`)."""
+    id; `tokenizer` defaults to the one saved with it. `fast_cpu` ("int8", "bf16" or "fp32")
+    decodes on the opt-in fast CPU path (`optimize_for_cpu_inference`, applied to a copy). Extra
+    kwargs go to the pipeline (e.g. `device`, or generation defaults such as `num_beams`)."""
     if isinstance(model, str):
         tokenizer = tokenizer if tokenizer is not None else model
         model = AutoModelForSeq2SeqLM.from_pretrained(model)
+    if fast_cpu is not None:
+        model = optimize_for_cpu_inference(model, fast_cpu)
     if tokenizer is None:
         tokenizer = model.name_or_path
     if isinstance(tokenizer, str):

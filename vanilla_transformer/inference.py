@@ -1,17 +1,36 @@
-"""Opt-in fast CPU inference: int8 dynamic quantisation or bfloat16 weights.
+"""Opt-in fast CPU decoding: a compiled decode step on a static cache, weights in int8, bf16 or fp32.
 
-Decoding on a CPU reads every decoder weight once per generated token, so at small batch sizes it
-is bound by memory bandwidth, not arithmetic (see docs/performance.md). Storing the linear layers'
-weights in int8 reads four times fewer bytes; bfloat16 reads half as many, but is only fast where
-the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX; elsewhere oneDNN emulates it and
-it is slower than float32).
-
-Usage::
+Decoding on a CPU reads every decoder weight once per generated token, so at small batch sizes a
+step is bound by memory bandwidth plus the per-step work around the matrix products (see
+docs/performance.md). This module cuts both, and leaves the API alone:
 
     from vanilla_transformer.inference import optimize_for_cpu_inference
 
-    model = optimize_for_cpu_inference(model, mode="int8")  # a quantised copy, in eval mode
-    model.generate(**batch)
+    fast = optimize_for_cpu_inference(model, mode="int8")  # a copy, in eval mode
+    fast.generate(**batch)                                 # plain generate(): greedy, beam, ...
+
+What `optimize_for_cpu_inference` changes:
+
+- **Weights.** `"int8"`: every `nn.Linear` through torchao's `quantize_` with
+  `Int8DynamicActivationInt8WeightConfig` (int8 weights with one scale per output channel,
+  activations quantised per token on the fly): four times fewer weight bytes per step. torchao is
+  what torch 2.13 names as the replacement of the deprecated `torch.ao.quantization.quantize_dynamic`
+  (optional dependency: `pip install vanilla-transformer[cpu-inference]`). Not compiled for now:
+  inductor miscompiles it (see `optimize_for_cpu_inference`), and eager it is slow on CPU (the
+  benchmark measures it beside the deprecated route). `"bf16"`: every weight
+  in bfloat16, only where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX, read from
+  /proc/cpuinfo); elsewhere it is refused, never emulated. `"fp32"`: the weights as they are.
+- **The decode step.** `generate()` keeps the decoder's keys and values in a static (preallocated)
+  cache, and every decoding step after the first runs one `torch.compile`d graph (fullgraph: the
+  decode path has no Python branch on tensor values, see tests/test_modeling_export.py): no
+  per-step mask building, cache bookkeeping or Python dispatch through the layers. The first
+  call for a new shape pays the compilation (about a minute on 2 cores); a second shape compiles
+  a graph with dynamic sizes that serves the later ones.
+
+In fp32 the tokens are those of the plain model (tests/test_inference.py). The result is for
+inference only: it cannot be trained, it cannot be saved with `save_pretrained` (keep the
+original for that), and its weights and settings must not be changed afterwards (the compiled
+step does not re-check them).
 
 Kept apart from the modeling file (which is saved beside checkpoints as remote code) because it
 transforms a loaded model rather than defining one, and is never needed to load weights.
@@ -20,91 +39,150 @@ transforms a loaded model rather than defining one, and is never needed to load 
 from __future__ import annotations
 
 import copy
-import warnings
+import functools
+import itertools
+import types
 
 import torch
 from torch import nn
 
-MODES = ("int8", "fp32", "bf16")
+MODES = ("int8", "bf16", "fp32")
+_compiled_models = itertools.count()
+# /proc/cpuinfo flags that decide which kernels run fast (x86 names).
+_FEATURE_FLAGS = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    "avx512_bf16": ("avx512_bf16",),
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "amx_bf16": ("amx_bf16",),
+    "amx_int8": ("amx_int8",),
+}
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels on this CPU (AVX-512 BF16 or AMX)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not Linux)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_features(flags: frozenset[str] | None = None) -> dict[str, bool]:
+    """AVX2, AVX-512, AVX-512 BF16, VNNI (AVX-512 or AVX) and AMX (bf16 / int8) present or not."""
+    flags = cpu_flags() if flags is None else flags
+    return {name: any(f in flags for f in names) for name, names in _FEATURE_FLAGS.items()}
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it oneDNN emulates
+    bf16 and a bf16 matmul is slower than a float32 one."""
+    features = cpu_features(flags)
+    return features["avx512_bf16"] or features["amx_bf16"]
 
 
 def optimize_for_cpu_inference(
-    model: nn.Module, mode: str = "int8", inplace: bool = False
+    model: nn.Module, mode: str = "int8", compile: bool = True, inplace: bool = False
 ) -> nn.Module:
-    """A copy of `model` (or the model itself with `inplace=True`) in eval mode, prepared for fast
-    CPU decoding.
+    """A copy of `model` (the model itself with `inplace=True`) in eval mode, prepared for fast CPU
+    decoding through its ordinary `generate()`.
 
     Args:
-        model: a `VanillaTransformerForConditionalGeneration` (any torch module works).
-        mode: `"int8"`: `torch.ao.quantization.quantize_dynamic` on every `nn.Linear`, weights
-            stored as int8 with one scale per output channel, activations quantised on the fly
-            (fbgemm's AVX2 / AVX-512 VNNI kernels). The embeddings stay float32; the tied output
-            projection gets its own int8 copy of them.
-            `"fp32"`: float32 weights, same values, stored column-major (see below).
-            `"bf16"`: all weights cast to bfloat16 (worth it only where `cpu_supports_bf16()`).
+        model: a `VanillaTransformerForConditionalGeneration`.
+        mode: `"int8"` (torchao int8 weights and dynamic int8 activations), `"bf16"` (bfloat16
+            weights; only on CPUs with native bf16, see `cpu_has_native_bf16`) or `"fp32"`.
+        compile: compile the decode step (fullgraph) and decode on a static cache (fp32 and bf16;
+            int8 runs eagerly, see below). `False` keeps the eager forward and the default cache
+            (the quantised or cast weights only).
         inplace: modify `model` instead of a deep copy.
-
-    The result is for inference only: it cannot be trained, and `save_pretrained` of an int8 model
-    does not produce a checkpoint this package can load (keep the float32 one).
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    target = model if inplace else copy.deepcopy(model)
-    target.eval()
-    if mode == "fp32":
-        return _column_major_linear_weights(target)
-    if mode == "bf16":
-        if not cpu_supports_bf16():
-            warnings.warn(
-                "This CPU has no native bf16 matrix instructions (AVX-512 BF16 / AMX): bf16 "
-                "matmuls are emulated and slower than float32. Use mode='int8'.",
-                stacklevel=2,
-            )
-        return target.to(torch.bfloat16)
-    with warnings.catch_warnings():
-        # torch deprecates the quantised tensor types in favour of torchao; the kernels still ship.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.backends.quantized.engine = _quantized_engine()
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        return torch.ao.quantization.quantize_dynamic(
-            target, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
+    if mode == "bf16" and not cpu_has_native_bf16():
+        raise ValueError(
+            "mode='bf16' needs a CPU that multiplies bf16 natively (AVX-512 BF16 or AMX flags in "
+            "/proc/cpuinfo); this one would emulate it, slower than float32. Use mode='int8'."
         )
+    target = model if inplace else copy.deepcopy(model)
+    target.eval().requires_grad_(False)
+    if mode in ("int8", "bf16"):
+        _untie_output_projection(target)
+    if mode == "int8":
+        _quantize_linear_int8(target)
+    elif mode == "bf16":
+        target.to(torch.bfloat16)
+    # Not for int8 (yet): inductor (torch 2.13 with torchao 0.18) miscompiles torchao's int8 linear
+    # in the decode step. The compiled step's tokens drift from the eager int8 model's after the
+    # first one, with or without freezing and torchao's inductor settings, while dynamo's
+    # `aot_eager` backend gives the eager tokens (but no speed). int8 therefore runs eagerly.
+    if compile and mode != "int8":
+        _compile_decoding(target)
+    target.cpu_inference_mode = mode  # read by the benchmark and by error messages
+    return target
 
 
-def _quantized_engine() -> str:
-    engines = torch.backends.quantized.supported_engines
-    for engine in ("x86", "fbgemm", "onednn", "qnnpack"):
-        if engine in engines:
-            return engine
-    return torch.backends.quantized.engine
-
-
-def _column_major_linear_weights(model: nn.Module) -> nn.Module:
-    """Store every `nn.Linear` weight (out, in) column-major, i.e. as the transposed matrix.
-
-    Why it pays: at batch 1 a decoding step multiplies one row vector by each weight. With the
-    usual row-major (out, in) storage MKL computes x W^T as one dot product per output (a GEMV
-    that streamed weights at about 10 GB/s on our 2-core EPYC); with (in, out) storage it adds
-    scaled rows of W^T, a pure stream that reached the machine's read bandwidth, about 16 GB/s.
-    Values are unchanged. The tied output projection gets its own copy, so that the embedding
-    lookups keep reading contiguous rows (+ vocab x d_model floats). Such a model cannot be saved
-    with `save_pretrained` (safetensors wants contiguous tensors): keep the original for that.
-    """
+def _untie_output_projection(model: nn.Module) -> None:
+    """Give the output projection its own copy of the shared embedding matrix, so that converting
+    it (to int8 or bf16 GEMM weights) leaves the embedding lookups as they are."""
     head = getattr(model, "lm_head", None)
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if head is not None and embeddings is not None and head.weight is embeddings.weight:
         head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            weight = module.weight.detach().t().contiguous().t()  # (out, in), strides (1, out)
-            module.weight = nn.Parameter(weight, requires_grad=False)
-    return model
+
+
+def _quantize_linear_int8(model: nn.Module) -> None:
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as error:
+        raise ImportError(
+            "mode='int8' quantises with torchao: pip install 'vanilla-transformer[cpu-inference]' "
+            "(or pip install torchao)."
+        ) from error
+    quantize_(
+        model,
+        Int8DynamicActivationInt8WeightConfig(),
+        filter_fn=lambda module, _name: isinstance(module, nn.Linear),
+    )
+
+
+def _compile_decoding(model: nn.Module) -> None:
+    """Static cache + compiled decode step, the way transformers compiles its own decoding loop
+    (the first step eager, every later one compiled) but for beam search too, which calls the
+    model directly. The first step fills the cross-attention cache and runs once per call: eager.
+    Every later step is one compiled graph, reused for every position; a new batch size or source
+    length compiles once more, with those sizes dynamic from then on."""
+    model.generation_config.cache_implementation = "static"
+    eager_forward = model.forward
+
+    def decode_step(*args, **kwargs):
+        return eager_forward(*args, **kwargs)
+
+    # Dynamo files compiled graphs, and its limit of 8 recompilations, under the code object of
+    # the function it compiles: shared by every model, one function would let a few fast models
+    # exhaust the limit for all. Each model gets its own copy of the code instead.
+    code = decode_step.__code__.replace(co_name=f"decode_step_{next(_compiled_models)}")
+    decode_step = types.FunctionType(code, decode_step.__globals__, closure=decode_step.__closure__)
+    # `freezing` lets inductor treat the weights as constants: it prepacks them for oneDNN / MKL
+    # and matches torchao's int8 pattern to oneDNN's quantised linear.
+    # Guards on the model's own attributes are dropped: evaluated at every step (in Python for
+    # torchao's int8 weights, about a millisecond), they would only guard weights and settings that
+    # this inference-only copy never changes. Guards on the inputs (shapes, the cache) remain.
+    options = {
+        "freezing": True,
+        "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+    }
+    compiled_step = torch.compile(decode_step, fullgraph=True, options=options)
+
+    @functools.wraps(eager_forward)  # generate() reads the forward's signature
+    def forward(*args, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        # `is_updated` is plain Python state: True once the cross-attention keys are cached.
+        if getattr(cache, "is_updated", {}).get(0, False):
+            return compiled_step(*args, **kwargs)
+        return eager_forward(*args, **kwargs)
+
+    model.forward = forward

@@ -733,12 +733,24 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 attention_mask=attention_mask,
                 **{CAUSAL_MASK_CACHE_ARG: self_attn_cache},
             )
-        encoder_attention_mask = create_bidirectional_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=encoder_attention_mask,
-            encoder_hidden_states=encoder_hidden_states,
-        )
+        # The cross-attention mask depends only on the source padding, which generate() passes
+        # unchanged (the same tensor) at every step: build it once per cache, i.e. once per
+        # generate() call, instead of once per token (the helper ends in a host sync, and with
+        # padding it builds a 4D mask). Not under torch.compile, which traces it once anyway.
+        reuse = cache is not None and not torch.compiler.is_compiling()
+        saved = getattr(cache, "_cross_attention_mask", None) if reuse else None
+        if saved is not None and saved[0] is encoder_attention_mask and saved[1] == T:
+            encoder_attention_mask = saved[2]
+        else:
+            source_padding = encoder_attention_mask
+            encoder_attention_mask = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=encoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+            )
+            if reuse:
+                cache._cross_attention_mask = (source_padding, T, encoder_attention_mask)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,

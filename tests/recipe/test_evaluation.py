@@ -198,3 +198,42 @@ def test_the_readme_metrics_example_runs():
         predictions=["the cat sat on the mat"], references=[["the cat sat on the mat"]]
     )
     assert result["score"] == pytest.approx(100.0) and result["signature"].startswith("nrefs:1")
+
+
+def test_evaluate_tool_fast_cpu_fp32_scores_exactly_like_the_default_path(
+    tmp_path, bpe_tokenizer, monkeypatch, capsys
+):
+    """`--fast_cpu MODE` is how each fast mode's BLEU is measured against fp32's on a test set;
+    in fp32 the translations, hence the scores, are the default path's. (Compiled with dynamo's
+    `eager` backend to keep the test fast; tests/test_inference.py runs inductor.)"""
+    import vanilla_transformer.inference as inference
+    from vanilla_transformer.cli import evaluate as evaluate_tool
+
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        inference.torch,
+        "compile",
+        lambda fn, fullgraph=False, options=None, **kw: real_compile(
+            fn, fullgraph=fullgraph, backend="eager"
+        ),
+    )
+    model_dir = tmp_path / "model"
+    tiny_model(len(bpe_tokenizer)).save_pretrained(model_dir)
+    bpe_tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.jsonl").write_text(
+        "".join(json.dumps({"translation": {"en": s, "es": s}}) + "\n" for s in SENTENCES)
+    )
+    records = {}
+    for name, extra in (("default", []), ("fast", ["--fast_cpu", "fp32"])):
+        results = tmp_path / f"{name}.json"
+        argv = [str(model_dir), "--dataset", str(data), "--split", "test", "--num_beams", "2"]
+        argv += ["--max_new_tokens", "6", "--batch_size", "3", "--device", "cpu"]
+        argv += ["--hypotheses_file", str(tmp_path / f"{name}.txt")]
+        assert evaluate_tool.main(argv + ["--results_json", str(results)] + extra) == 0
+        records[name] = json.loads(results.read_text())
+    assert "fast CPU path fp32" in capsys.readouterr().out
+    assert records["fast"]["fast_cpu"] == "fp32" and records["default"]["fast_cpu"] is None
+    assert (tmp_path / "fast.txt").read_text() == (tmp_path / "default.txt").read_text()
+    assert records["fast"]["bleu"] == records["default"]["bleu"]

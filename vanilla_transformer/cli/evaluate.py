@@ -9,6 +9,7 @@ Examples:
     vanilla-transformer-evaluate runs/cpu-small                       # the run's model and corpus
     python scripts/evaluate_model.py runs/base/final                       # Bible KJV->RV1909, test split
     python scripts/evaluate_model.py runs/base/final --split validation --num_beams 1
+    python scripts/evaluate_model.py runs/base/final --fast_cpu int8      # BLEU of the fast int8 path
     python scripts/evaluate_model.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
 
 Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
 from vanilla_transformer.recipe.evaluation import evaluate_translation
@@ -42,6 +44,13 @@ class EvaluateOptions:
         "Where to write the hypotheses (default: hypotheses.<split>.txt in the current folder).",
     )
     results_json: str | None = option(None, "Also write the scores and settings to this file.")
+    fast_cpu: str | None = option(
+        None,
+        "Decode on the opt-in fast CPU path (optimize_for_cpu_inference): int8, bf16 (CPUs with "
+        "native bf16 only) or fp32. Scores the same test set as the default path, so that the "
+        "BLEU of each mode can be compared with fp32's.",
+        choices=list(MODES),
+    )
 
 
 def parse_args(argv: list[str] | None = None):
@@ -83,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
     model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    if args.fast_cpu:
+        device = default_device(decoding.device)
+        if device != "cpu":
+            raise SystemExit(
+                f"--fast_cpu is a CPU path: pass --device cpu (the device is {device!r})."
+            )
+        model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
     tokenizer = load_tokenizer(folder)
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
@@ -98,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.model} on {args.dataset} [{args.split}], {scores['num_samples']} pairs, "
         f"beam {args.num_beams}, length penalty {args.length_penalty}"
+        + (f", fast CPU path {args.fast_cpu}" if args.fast_cpu else "")
     )
     print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")
