@@ -115,11 +115,7 @@ def optimize_for_cpu_inference(
         _quantize_linear_int8(target)
     elif mode == "bf16":
         target.to(torch.bfloat16)
-    # Not for int8 (yet): inductor (torch 2.13 with torchao 0.18) miscompiles torchao's int8 linear
-    # in the decode step. The compiled step's tokens drift from the eager int8 model's after the
-    # first one, with or without freezing and torchao's inductor settings, while dynamo's
-    # `aot_eager` backend gives the eager tokens (but no speed). int8 therefore runs eagerly.
-    if compile and mode != "int8":
+    if compile:
         _compile_decoding(target)
     target.cpu_inference_mode = mode  # read by the benchmark and by error messages
     return target
@@ -134,19 +130,83 @@ def _untie_output_projection(model: nn.Module) -> None:
         head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
 
 
+class Int8Linear(nn.Module):
+    """`y = x W^T + b` with W stored in int8 and x quantised to int8 on the fly, one int8 x int8
+    matrix product (`torch._int_mm`, oneDNN: VNNI / AMX-INT8 where the CPU has them) per call.
+
+    Weights: symmetric, one scale per output row (torchao's `choose_qparams_affine` /
+    `quantize_affine`), computed once. Activations: symmetric, one scale per row (token) of x,
+    computed at every call: the scheme of the deprecated `quantize_dynamic` route. Everything is a
+    plain tensor and an ordinary op, so the module runs eagerly without tensor-subclass dispatch and
+    compiles to the same arithmetic (`tests/test_inference.py` checks compiled against eager).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        from torchao.quantization.quant_primitives import (
+            MappingType,
+            choose_qparams_affine,
+            quantize_affine,
+        )
+
+        weight = linear.weight.detach().float()  # (out, in)
+        block = (1, weight.shape[1])  # one scale per output row
+        scale, zero_point = choose_qparams_affine(
+            weight, MappingType.SYMMETRIC, block, torch.int8, quant_min=-127, quant_max=127
+        )
+        qweight = quantize_affine(weight, block, scale, zero_point, torch.int8, -127, 127)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("qweight", qweight)  # (out, in) int8
+        self.register_buffer("weight_scale", scale.reshape(1, -1).float())  # (1, out)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()  # (M, in)
+        x_scale = rows.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / 127  # (M, 1)
+        x_int8 = torch.round(rows / x_scale).to(torch.int8)
+        y = torch._int_mm(x_int8, self.qweight.t())  # (M, out) int32, exact
+        y = y.float() * (x_scale * self.weight_scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
 def _quantize_linear_int8(model: nn.Module) -> None:
+    """Swap every `nn.Linear` for an `Int8Linear`, through torchao's `quantize_` (the replacement
+    torch 2.13 names for the deprecated `torch.ao.quantization.quantize_dynamic`)."""
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        from torchao.quantization import quantize_
     except ImportError as error:
         raise ImportError(
             "mode='int8' quantises with torchao: pip install 'vanilla-transformer[cpu-inference]' "
             "(or pip install torchao)."
         ) from error
-    quantize_(
-        model,
-        Int8DynamicActivationInt8WeightConfig(),
-        filter_fn=lambda module, _name: isinstance(module, nn.Linear),
-    )
+    config = _int8_decode_config()
+    quantize_(model, config, filter_fn=lambda module, _name: isinstance(module, nn.Linear))
+
+
+@functools.cache
+def _int8_decode_config():
+    """torchao's extension point: a config class and the handler `quantize_` calls per module.
+    Defined on first use, because torchao is an optional dependency."""
+    import dataclasses
+
+    from torchao.core.config import AOBaseConfig
+    from torchao.quantization import register_quantize_module_handler
+
+    @dataclasses.dataclass
+    class Int8DecodeConfig(AOBaseConfig):
+        """int8 weights (per output row) and int8 activations (per token), as `Int8Linear`."""
+
+    @register_quantize_module_handler(Int8DecodeConfig)
+    def _to_int8_linear(module: nn.Linear, config: Int8DecodeConfig) -> Int8Linear:
+        return Int8Linear(module)
+
+    return Int8DecodeConfig()
 
 
 def _compile_decoding(model: nn.Module) -> None:
