@@ -3,6 +3,10 @@ cache decode step gives the default path's tokens in fp32 and mostly the same to
 is refused where the CPU would emulate it. Correctness only: no timing is asserted."""
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +20,7 @@ from vanilla_transformer.inference import (
     optimize_for_cpu_inference,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 GREEDY = dict(num_beams=1, do_sample=False, max_new_tokens=10, min_new_tokens=10)
 BEAM = dict(num_beams=3, do_sample=False, max_new_tokens=10, min_new_tokens=10)
 EPYC_AVX2 = frozenset("fpu sse2 avx avx2 fma".split())
@@ -238,3 +243,41 @@ def test_inductor_compiled_int8_generates_the_eager_int8_tokens():
         for settings in (GREEDY, BEAM):
             expected = eager.generate(**batch, **settings)
             assert torch.equal(compiled.generate(**batch, **settings), expected)
+
+
+_OTHER_PROCESS = """
+import sys, torch
+from tests.test_inference import GREEDY, build, sources
+from vanilla_transformer.inference import optimize_for_cpu_inference
+
+model = build()
+with torch.no_grad():  # another model of the same architecture in each process
+    for parameter in model.parameters():
+        parameter.add_(float(sys.argv[1]) * 0.01)
+batch = sources()
+with torch.inference_mode():
+    for mode in ("fp32", "int8"):
+        eager = optimize_for_cpu_inference(model, mode, compile=False).generate(**batch, **GREEDY)
+        compiled = optimize_for_cpu_inference(model, mode).generate(**batch, **GREEDY)
+        assert torch.equal(compiled, eager), (mode, compiled, eager)
+"""
+
+
+@pytest.mark.slow
+def test_a_compiled_graph_from_inductors_disk_cache_never_brings_another_models_weights(tmp_path):
+    """Freezing turns the weights into constants of the compiled graph, and inductor keeps compiled
+    graphs in an on-disk cache shared by every process of the user. A second process compiling
+    another model of the same architecture must get its own weights (torch 2.13 got this wrong
+    with `max_autotune`, which the fast path therefore does not use)."""
+    pytest.importorskip("torchao")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}
+    for shift in ("1", "2"):  # the second process finds the first one's graphs in the cache
+        result = subprocess.run(
+            [sys.executable, "-c", _OTHER_PROCESS, shift],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]

@@ -11,15 +11,15 @@ docs/performance.md). This module cuts both, and leaves the API alone:
 
 What `optimize_for_cpu_inference` changes:
 
-- **Weights.** `"int8"`: every `nn.Linear` through torchao's `quantize_` with
-  `Int8DynamicActivationInt8WeightConfig` (int8 weights with one scale per output channel,
-  activations quantised per token on the fly): four times fewer weight bytes per step. torchao is
-  what torch 2.13 names as the replacement of the deprecated `torch.ao.quantization.quantize_dynamic`
-  (optional dependency: `pip install vanilla-transformer[cpu-inference]`). Not compiled for now:
-  inductor miscompiles it (see `optimize_for_cpu_inference`), and eager it is slow on CPU (the
-  benchmark measures it beside the deprecated route). `"bf16"`: every weight
-  in bfloat16, only where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX, read from
-  /proc/cpuinfo); elsewhere it is refused, never emulated. `"fp32"`: the weights as they are.
+- **Weights.** `"int8"`: every `nn.Linear` becomes an `Int8Linear`: int8 weights with one scale
+  per output row, activations quantised per token on the fly, one int8 x int8 product per call
+  (`torch._int_mm`, oneDNN's VNNI / AMX-INT8 kernels where the CPU has them): four times fewer
+  weight bytes per step. The swap goes through torchao's `quantize_` and its quantisation
+  primitives, the route torch 2.13 names as the replacement of the deprecated
+  `torch.ao.quantization.quantize_dynamic` (optional dependency:
+  `pip install vanilla-transformer[cpu-inference]`). `"bf16"`: every weight in bfloat16, only where
+  the CPU multiplies bf16 natively (AVX-512 BF16 or AMX, read from /proc/cpuinfo); elsewhere it is
+  refused, never emulated. `"fp32"`: the weights as they are.
 - **The decode step.** `generate()` keeps the decoder's keys and values in a static (preallocated)
   cache, and every decoding step after the first runs one `torch.compile`d graph (fullgraph: the
   decode path has no Python branch on tensor values, see tests/test_modeling_export.py): no
@@ -93,10 +93,10 @@ def optimize_for_cpu_inference(
 
     Args:
         model: a `VanillaTransformerForConditionalGeneration`.
-        mode: `"int8"` (torchao int8 weights and dynamic int8 activations), `"bf16"` (bfloat16
+        mode: `"int8"` (int8 weights and dynamic int8 activations, `Int8Linear`), `"bf16"` (bfloat16
             weights; only on CPUs with native bf16, see `cpu_has_native_bf16`) or `"fp32"`.
-        compile: compile the decode step (fullgraph) and decode on a static cache (fp32 and bf16;
-            int8 runs eagerly, see below). `False` keeps the eager forward and the default cache
+        compile: compile the decode step (fullgraph) and decode on a static cache (every mode).
+            `False` keeps the eager forward and the default cache
             (the quantised or cast weights only).
         inplace: modify `model` instead of a deep copy.
     """
@@ -226,11 +226,13 @@ def _compile_decoding(model: nn.Module) -> None:
     # exhaust the limit for all. Each model gets its own copy of the code instead.
     code = decode_step.__code__.replace(co_name=f"decode_step_{next(_compiled_models)}")
     decode_step = types.FunctionType(code, decode_step.__globals__, closure=decode_step.__closure__)
-    # `freezing` lets inductor treat the weights as constants: it prepacks them for oneDNN / MKL
-    # and matches torchao's int8 pattern to oneDNN's quantised linear.
-    # Guards on the model's own attributes are dropped: evaluated at every step (in Python for
-    # torchao's int8 weights, about a millisecond), they would only guard weights and settings that
-    # this inference-only copy never changes. Guards on the inputs (shapes, the cache) remain.
+    # `freezing` lets inductor treat the weights as constants: it prepacks the fp32 and bf16 ones
+    # for oneDNN / MKL. (Not `max_autotune`: with it, torch 2.13 fetched a compiled graph holding
+    # another model's prepacked weights from its on-disk cache, see docs/performance.md.)
+    # Guards on the model's own attributes are dropped: evaluated at every step, they would only
+    # guard weights and settings that this inference-only copy never changes (with torchao's int8
+    # tensor subclass they cost about a millisecond per step). Guards on the inputs (shapes, the
+    # cache) remain.
     options = {
         "freezing": True,
         "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
