@@ -8,19 +8,17 @@ default; 1 is greedy) and a fast CPU path (int8 weights, `optimize_for_cpu_infer
     python demo/app.py --model runs/cpu-small/hub        # then open http://127.0.0.1:7860
 
 With this package installed the model loads without remote code; without it (a Space that only
-installs transformers), the code saved beside the weights is used (`trust_remote_code=True`).
+installs transformers), the code saved beside the weights is used (`trust_remote_code=True`) and
+the fast path is not offered: its int8 layers are part of the package.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import os
-import warnings
 
 import gradio as gr
-import torch
 
 DEFAULT_MODEL = "runs/cpu-small/hub"
 TITLE = "The original Transformer (Vaswani et al., 2017)"
@@ -31,32 +29,27 @@ EXAMPLES = [
 
 
 def load_pipelines(model: str):
-    """(pipeline, fast pipeline): the float32 model and its int8 copy for the fast CPU path."""
+    """(pipeline, fast pipeline or None): the float32 model and, where this package is installed,
+    its int8 copy for the fast CPU path. A Space without the package loads the model through the
+    code saved beside its weights and offers no fast path (the int8 layers live in the package)."""
     try:
         from vanilla_transformer import optimize_for_cpu_inference, translation_pipeline
     except ImportError:  # a Space without the package: the code saved beside the weights
         from transformers import pipeline
 
         pipe = pipeline("translation", model=model, trust_remote_code=True)
-        with warnings.catch_warnings():
-            # torch deprecates its quantised tensor types in favour of torchao; the kernels ship.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            fast_model = torch.ao.quantization.quantize_dynamic(
-                copy.deepcopy(pipe.model).eval(), {torch.nn.Linear}, dtype=torch.qint8
-            )
-    else:
-        pipe = translation_pipeline(model)
-        fast_model = optimize_for_cpu_inference(pipe.model, mode="int8")
+        pipe.model.eval()
+        return pipe, None
+    pipe = translation_pipeline(model)
     pipe.model.eval()
-    fast = type(pipe)(model=fast_model, tokenizer=pipe.tokenizer)
-    return pipe, fast
+    fast_model = optimize_for_cpu_inference(pipe.model, mode="int8")
+    return pipe, type(pipe)(model=fast_model, tokenizer=pipe.tokenizer)
 
 
 def translate(pipe, fast, text: str, beam_size: float, fast_path: bool) -> str:
     if not text.strip():
         return ""
-    chosen = fast if fast_path else pipe
+    chosen = fast if fast_path and fast is not None else pipe
     return chosen(text, num_beams=int(beam_size))[0]["translation_text"]
 
 
@@ -71,7 +64,11 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         source = gr.Textbox(label="English", lines=3, placeholder=EXAMPLES[0])
         with gr.Row():
             beam_size = gr.Slider(1, 8, value=4, step=1, label="Beam size")
-            fast_path = gr.Checkbox(value=False, label="Fast CPU path (int8 weights)")
+            fast_path = gr.Checkbox(
+                value=False,
+                label="Fast CPU path (int8 weights; each new input shape compiles first)",
+                visible=fast is not None,
+            )
         button = gr.Button("Translate", variant="primary")
         output = gr.Textbox(label="Translation", lines=3, interactive=False)
         gr.Examples(EXAMPLES, inputs=source)

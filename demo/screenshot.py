@@ -63,17 +63,17 @@ def output_value(page) -> str:
 
 
 def translate_on_page(
-    page, text: str, beam_size: int | None = None, fast: bool | None = None, timeout_s: float = 60
+    page, text: str, beam_size: int | None = None, fast: bool | None = None, timeout_s: float = 300
 ) -> str:
     """Fill the form as a person would, click Translate, wait for the output to change; returns
-    the text the page shows."""
+    the text the page shows. (The wait allows for the fast path's first compilation.)"""
     before = output_value(page)
     page.get_by_label("English").fill(text)
     if beam_size is not None:
         page.get_by_label("number input for Beam size").fill(str(beam_size))
         page.get_by_label("number input for Beam size").press("Enter")
     if fast is not None:
-        page.get_by_label("Fast CPU path (int8 weights)").set_checked(fast)
+        page.get_by_label("Fast CPU path").set_checked(fast)
     page.get_by_role("button", name="Translate").click()
     deadline = time.monotonic() + timeout_s
     while output_value(page) == before:

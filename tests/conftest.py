@@ -139,6 +139,16 @@ def tiny_model(**overrides) -> VanillaTransformerForConditionalGeneration:
     return VanillaTransformerForConditionalGeneration(tiny_config(**overrides)).eval()
 
 
+def sharpened_tiny_model(**overrides) -> VanillaTransformerForConditionalGeneration:
+    """A seeded tiny model whose embeddings (tied to the output projection) are scaled up, so its
+    next-token choices have no near-ties: tests comparing tokens across paths stay deterministic."""
+    torch.manual_seed(0)
+    model = tiny_model(**overrides)
+    with torch.no_grad():
+        model.model.shared.weight.mul_(4.0)
+    return model
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """One saved tiny model (single safetensors file + tokenizer); tests copy it before harming it."""

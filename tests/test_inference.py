@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import vanilla_transformer.inference as inference
-from tests.conftest import tiny_config, word_tokenizer
-from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from tests.conftest import sharpened_tiny_model, word_tokenizer
 from vanilla_transformer.inference import (
     cpu_features,
     cpu_has_native_bf16,
@@ -27,12 +26,7 @@ EPYC_AVX2 = frozenset("fpu sse2 avx avx2 fma".split())
 XEON_AMX = frozenset("avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile".split())
 
 
-def build(**overrides) -> VanillaTransformerForConditionalGeneration:
-    torch.manual_seed(0)
-    model = VanillaTransformerForConditionalGeneration(tiny_config(**overrides)).eval()
-    with torch.no_grad():  # sharpen the random model's choices (no near-ties)
-        model.model.shared.weight.mul_(4.0)
-    return model
+build = sharpened_tiny_model
 
 
 def sources(batch: int = 3):

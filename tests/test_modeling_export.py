@@ -9,18 +9,12 @@ from torch._dynamo.testing import CompileCounter
 from torch.export import Dim
 from transformers import GenerationConfig
 
-from tests.conftest import tiny_config
-from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from tests.conftest import sharpened_tiny_model
 
 GREEDY = dict(num_beams=1, do_sample=False)
 
 
-def build(**overrides) -> VanillaTransformerForConditionalGeneration:
-    torch.manual_seed(0)
-    model = VanillaTransformerForConditionalGeneration(tiny_config(**overrides)).eval()
-    with torch.no_grad():  # sharpen the random model's choices (no near-ties)
-        model.model.shared.weight.mul_(4.0)
-    return model
+build = sharpened_tiny_model
 
 
 def sources():

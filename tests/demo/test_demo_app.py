@@ -95,12 +95,14 @@ def test_app_without_the_package_falls_back_to_transformers_and_translates_the_s
     demo_modules, model_folder, monkeypatch
 ):
     """A Space installs transformers, not this package: the app then builds transformers'
-    `pipeline(..., trust_remote_code=True)` and its own int8 copy, and translates the same on both
-    paths. (Loading the saved code in a process without the package: tests/test_modeling.py.)"""
+    `pipeline(..., trust_remote_code=True)`, translates as the package's pipeline does, and offers
+    no fast path (its int8 layers live in the package; no deprecated `torch.ao` stand-in). (Loading
+    the saved code in a process without the package: tests/test_modeling.py.)"""
     app, _ = demo_modules
     with_package = app.load_pipelines(model_folder)
     monkeypatch.setitem(sys.modules, "vanilla_transformer", None)  # `import` now fails
-    without_package = app.load_pipelines(model_folder)
-    for fast_path in (False, True):
-        shown = [app.translate(*without_package, t, 1, fast_path) for t in SENTENCES]
-        assert shown == [app.translate(*with_package, t, 1, fast_path) for t in SENTENCES]
+    pipe, fast = app.load_pipelines(model_folder)
+    assert fast is None
+    for fast_path in (False, True):  # the checkbox is hidden; a stray True falls back to float32
+        shown = [app.translate(pipe, fast, t, 1, fast_path) for t in SENTENCES]
+        assert shown == [app.translate(*with_package, t, 1, False) for t in SENTENCES]
