@@ -25,11 +25,11 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from vanilla_transformer.configuration_vanilla_transformer import VanillaTransformerConfig
-from vanilla_transformer.inference import cpu_features, cpu_flags
 from vanilla_transformer.modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     sinusoidal_table,
 )
+from vanilla_transformer.recipe.hardware import cpu_features_line, cpu_flags, cpu_name
 
 # The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
 # and a tiny shape where per-call overhead, not arithmetic, dominates.
@@ -627,27 +627,10 @@ def machine_info(device: str = "cpu") -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    info["cpu_model"] = cpu_name()
     flags = cpu_flags()
     info["cpu_simd"] = sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
-    features = cpu_features(flags)
-    info["cpu_flags"] = " ".join(
-        f"{label} {'yes' if features[key] else 'no'}"
-        for label, key in (
-            ("AVX2", "avx2"),
-            ("AVX-512", "avx512"),
-            ("AVX-512 BF16", "avx512_bf16"),
-            ("VNNI", "vnni"),
-            ("AMX-BF16", "amx_bf16"),
-            ("AMX-INT8", "amx_int8"),
-        )
-    )
+    info["cpu_flags"] = cpu_features_line(flags)
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "(unset)")
     for package in ("transformers", "ctranslate2", "torchao"):
         try:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import vanilla_transformer.inference as inference
+import vanilla_transformer.recipe.hardware as hardware
 from tests.conftest import sharpened_tiny_model, word_tokenizer
 from vanilla_transformer.inference import (
     cpu_features,
@@ -64,6 +65,10 @@ def test_cpu_features_are_read_from_the_flags():
     }
     assert all(cpu_features(XEON_AMX).values())
     assert cpu_features(frozenset({"avx_vnni"}))["vnni"]  # AVX-VNNI counts as VNNI
+    # The line printed with every benchmark result names each feature once, in a fixed order.
+    assert hardware.cpu_features_line(EPYC_AVX2) == (
+        "AVX2 yes AVX-512 no AVX-512 BF16 no VNNI no AMX-BF16 no AMX-INT8 no"
+    )
 
 
 def test_native_bf16_means_avx512_bf16_or_amx():
@@ -73,7 +78,7 @@ def test_native_bf16_means_avx512_bf16_or_amx():
 
 
 def test_bf16_is_refused_where_it_would_be_emulated(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_flags", lambda: EPYC_AVX2)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: EPYC_AVX2)
     with pytest.raises(ValueError, match="natively"):
         optimize_for_cpu_inference(build(), "bf16")
 

@@ -46,43 +46,18 @@ import types
 import torch
 from torch import nn
 
+from vanilla_transformer.recipe.hardware import cpu_features, cpu_flags, cpu_has_native_bf16
+
+__all__ = [
+    "Int8Linear",
+    "cpu_features",
+    "cpu_flags",
+    "cpu_has_native_bf16",
+    "optimize_for_cpu_inference",
+]
+
 MODES = ("int8", "bf16", "fp32")
 _compiled_models = itertools.count()
-# /proc/cpuinfo flags that decide which kernels run fast (x86 names).
-_FEATURE_FLAGS = {
-    "avx2": ("avx2",),
-    "avx512": ("avx512f",),
-    "avx512_bf16": ("avx512_bf16",),
-    "vnni": ("avx512_vnni", "avx_vnni"),
-    "amx_bf16": ("amx_bf16",),
-    "amx_int8": ("amx_int8",),
-}
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_features(flags: frozenset[str] | None = None) -> dict[str, bool]:
-    """AVX2, AVX-512, AVX-512 BF16, VNNI (AVX-512 or AVX) and AMX (bf16 / int8) present or not."""
-    flags = cpu_flags() if flags is None else flags
-    return {name: any(f in flags for f in names) for name, names in _FEATURE_FLAGS.items()}
-
-
-def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it oneDNN emulates
-    bf16 and a bf16 matmul is slower than a float32 one."""
-    features = cpu_features(flags)
-    return features["avx512_bf16"] or features["amx_bf16"]
 
 
 def optimize_for_cpu_inference(
@@ -109,25 +84,15 @@ def optimize_for_cpu_inference(
         )
     target = model if inplace else copy.deepcopy(model)
     target.eval().requires_grad_(False)
-    if mode in ("int8", "bf16"):
-        _untie_output_projection(target)
+    # int8: every Linear, the tied output projection included, becomes an Int8Linear holding its own
+    # int8 copy of the weights; the embedding lookups keep the float32 matrix.
     if mode == "int8":
         _quantize_linear_int8(target)
     elif mode == "bf16":
         target.to(torch.bfloat16)
     if compile:
         _compile_decoding(target)
-    target.cpu_inference_mode = mode  # read by the benchmark and by error messages
     return target
-
-
-def _untie_output_projection(model: nn.Module) -> None:
-    """Give the output projection its own copy of the shared embedding matrix, so that converting
-    it (to int8 or bf16 GEMM weights) leaves the embedding lookups as they are."""
-    head = getattr(model, "lm_head", None)
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if head is not None and embeddings is not None and head.weight is embeddings.weight:
-        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
 
 
 class Int8Linear(nn.Module):
