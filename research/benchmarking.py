@@ -11,6 +11,7 @@ warm-up, so that a load spike on a shared machine hits both: the medians and, ab
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -426,13 +427,72 @@ REFERENCE_SETTINGS = (("greedy, batch 1", 1, 1), ("beam 4, batch 8", 8, 4))
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
+def decoder_step_products(config: VanillaTransformerConfig) -> list[tuple[int, int, int]]:
+    """The matrix products of one decoding step as (out, in, calls): per decoder layer W^Q W^K W^V
+    W^O of self-attention, W^Q and W^O of cross-attention (its keys and values are projected once
+    per source), W_1 and W_2; plus the output projection."""
+    d, ffn, layers = config.d_model, config.decoder_ffn_dim, config.decoder_layers
+    return [(d, d, 6 * layers), (ffn, d, layers), (d, ffn, layers), (config.vocab_size, d, 1)]
+
+
 def decoder_step_weights(config: VanillaTransformerConfig) -> int:
-    """Weights a decoding step reads once whatever the batch: per decoder layer W^Q W^K W^V W^O of
-    self-attention, W^Q and W^O of cross-attention (its keys and values are projected once per
-    source), W_1 and W_2; plus the output projection. (LayerNorms and biases: under 0.1%.)"""
-    d = config.d_model
-    layer = 4 * d * d + 2 * d * d + 2 * d * config.decoder_ffn_dim
-    return layer * config.decoder_layers + d * config.vocab_size
+    """Weights a decoding step reads once whatever the batch (LayerNorms and biases: under 0.1%)."""
+    return sum(out * inp * calls for out, inp, calls in decoder_step_products(config))
+
+
+def int8_kernel_step_ms(
+    config: VanillaTransformerConfig, rows: int, repeats: int = 5, calls: int = 200
+) -> dict[str, float | None]:
+    """One decoding step's matrix products (`decoder_step_products`) through each CPU int8 kernel
+    torch offers, and fp32 `F.linear` beside them: per kernel, the sum over the step's products of
+    the median time of one call, in ms. Each product is timed alone, repeating one weight, so the
+    weights stay in cache: a lower bound on what the kernel costs inside a real step. `rows` is
+    batch x beams (1: greedy batch 1; 32: beam 4, batch 8). None where the build lacks a kernel."""
+    kernels: dict[str, float | None] = {
+        "fp32 F.linear": 0.0,
+        "int8 torch._int_mm (Int8Linear)": 0.0,
+        "int8 oneDNN qlinear_pointwise, prepacked (PT2E)": 0.0,
+        "int8 weight-only _weight_int8pack_mm, bf16 activations": 0.0,
+    }
+    generator = torch.Generator().manual_seed(0)
+    for out, inp, count in decoder_step_products(config):
+        weight = torch.randn(out, inp, generator=generator)
+        scale = weight.abs().amax(dim=1) / 127
+        qweight = torch.round(weight / scale[:, None]).to(torch.int8)
+        x = torch.randn(rows, inp, generator=generator)
+        x_scale = float(x.abs().amax() / 127)
+        x_int8 = torch.round(x / x_scale).to(torch.int8)
+        candidates = {
+            "fp32 F.linear": functools.partial(torch.nn.functional.linear, x, weight),
+            "int8 torch._int_mm (Int8Linear)": functools.partial(
+                torch._int_mm, x_int8, qweight.t()
+            ),
+            "int8 weight-only _weight_int8pack_mm, bf16 activations": functools.partial(
+                torch._weight_int8pack_mm, x.bfloat16(), qweight, scale.bfloat16()
+            ),
+        }
+        try:
+            packed = torch.ops.onednn.qlinear_prepack(qweight, [rows, inp])
+            zero_points = torch.zeros(out, dtype=torch.int64)
+            qlinear_args = (x_int8, x_scale, 0, packed, scale, zero_points, None, 1.0, 0)
+            candidates["int8 oneDNN qlinear_pointwise, prepacked (PT2E)"] = functools.partial(
+                torch.ops.onednn.qlinear_pointwise, *qlinear_args, torch.float32, "none", [], ""
+            )
+        except (AttributeError, RuntimeError):
+            kernels["int8 oneDNN qlinear_pointwise, prepacked (PT2E)"] = None
+        for name, fn in candidates.items():
+            if kernels[name] is None:  # missing for an earlier product: no partial sums
+                continue
+            for _ in range(5):
+                fn()
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                runs.append((time.perf_counter() - start) / calls)
+            kernels[name] += median(runs) * count * 1e3
+    return kernels
 
 
 def bandwidth_floor_ms(config: VanillaTransformerConfig, bytes_per_weight: int, gb_per_s: float):
@@ -884,6 +944,26 @@ def format_reference(ref: dict, machine: dict, command: str | None = None) -> st
     return "\n".join(lines)
 
 
+def format_int8_kernels(kernels: dict[int, dict[str, float | None]]) -> str:
+    """The `int8-kernels` part: ms per step of matrix products, by kernel and rows."""
+    rows = sorted(kernels)
+    lines = [
+        "One decoding step's matrix products (base shape: 6 layers x 8 + the output projection), "
+        "each timed alone with its weight cache-resident, summed: ms per step, products only.",
+        "",
+        "| kernel | " + " | ".join(f"{r} row(s)" for r in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
+    for name in kernels[rows[0]]:
+        cells = [kernels[r][name] for r in rows]
+        lines.append(
+            f"| {name} | "
+            + " | ".join("not in this build" if c is None else f"{c:.2f}" for c in cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
@@ -902,6 +982,8 @@ def format_report(results: dict) -> str:
     ]
     if results.get("reference"):
         lines += ["", format_reference(results["reference"], m, results.get("command"))]
+    if results.get("int8_kernels"):
+        lines += ["", format_int8_kernels(results["int8_kernels"])]
     for note in results.get("notes", []):
         lines.append(f"- note: {note}")
     if results.get("training"):

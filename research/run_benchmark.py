@@ -51,11 +51,13 @@ def parse_args():
         "--parts",
         nargs="+",
         default=["training", "real", "decoding"],
-        choices=["training", "real", "decoding", "reference"],
+        choices=["training", "real", "decoding", "reference", "int8-kernels"],
         help="which benchmarks to run (default: training real decoding). reference: decoding "
         "at the reference shape on the same weights (ours default / fast fp32, int8, bf16 where "
         "native; Marian; CTranslate2 fp32 and int8), a training step vs Marian, the memory "
-        "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores)",
+        "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores). "
+        "int8-kernels: one reference-shape step's matrix products through each CPU int8 kernel "
+        "(and fp32), each product timed alone (under a minute)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
@@ -314,6 +316,12 @@ def main():
         run_decoding(args, results)
     if "reference" in args.parts:
         run_reference(args, results)
+    if "int8-kernels" in args.parts:
+        config, _ = bm.model_configs("base")
+        results["int8_kernels"] = {
+            rows: bm.int8_kernel_step_ms(config, rows, repeats=args.repeats or 5)
+            for rows in (1, 8 * 4)  # greedy batch 1; beam 4, batch 8
+        }
     results["machine"]["load_average_end"] = os.getloadavg()
     report = bm.format_report(results)
     print(report)

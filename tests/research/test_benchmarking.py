@@ -134,6 +134,25 @@ def test_decoder_step_weights_and_bandwidth_floor_by_hand():
     assert bm.bandwidth_floor_ms(config, 1, 10.0) == pytest.approx(10.45 / 4, abs=0.01)
 
 
+def test_int8_kernel_part_sums_each_kernel_over_one_steps_products():
+    config, _ = bm.model_configs(TINY)
+    # 49 products per step at base: 6 layers x (6 of d x d + W_1 + W_2) + the output projection.
+    base, _ = bm.model_configs("base")
+    assert sum(calls for *_, calls in bm.decoder_step_products(base)) == 6 * 8 + 1
+    for rows in (1, 4):
+        step = bm.int8_kernel_step_ms(config, rows, repeats=1, calls=2)
+        assert set(step) == {
+            "fp32 F.linear",
+            "int8 torch._int_mm (Int8Linear)",
+            "int8 oneDNN qlinear_pointwise, prepacked (PT2E)",
+            "int8 weight-only _weight_int8pack_mm, bf16 activations",
+        }
+        assert all(ms is None or ms > 0 for ms in step.values())
+        assert step["int8 torch._int_mm (Int8Linear)"] > 0  # the kernel the fast path uses
+    report = bm.format_int8_kernels({1: step, 32: step})
+    assert "| int8 torch._int_mm (Int8Linear) |" in report and "| kernel | 1 row(s) | 32" in report
+
+
 def test_reference_decoding_times_every_path_in_every_setting():
     calls = []
 
