@@ -127,22 +127,36 @@ def test_the_cross_attention_mask_is_built_once_per_generate_call_not_per_token(
     num_beams, monkeypatch
 ):
     """Per-step work the default path no longer does (the padded-source tokens themselves are
-    checked against the uncached path in the test above)."""
+    checked against the uncached path in the test above). A build turns the 2D source padding into
+    the attention mask; later steps receive that prepared mask, which the helper passes through."""
     from vanilla_transformer import modeling_vanilla_transformer as modeling
 
-    calls = []
+    builds = []
     real = modeling.create_bidirectional_mask
 
     def counting(**kwargs):
-        calls.append(kwargs.get("encoder_hidden_states") is not None)
+        padding = kwargs.get("attention_mask")
+        if isinstance(padding, torch.Tensor) and padding.dim() == 2:
+            builds.append(kwargs.get("encoder_hidden_states") is not None)
         return real(**kwargs)
 
     monkeypatch.setattr(modeling, "create_bidirectional_mask", counting)
     model = build()
     x, mask = batch()
     model.generate(x, attention_mask=mask, **{**GREEDY, "num_beams": num_beams})
-    assert calls.count(True) == 1  # decoder (cross-attention), 12 tokens
-    assert calls.count(False) == 1  # encoder
+    # encoder once; cross-attention at the first step and once for the later 11 tokens
+    assert builds.count(False) == 1
+    assert builds.count(True) == 2
+
+
+def test_the_cache_holds_only_what_transformers_puts_in_it():
+    """Nothing of the model's is stored on transformers' cache object: torch.export and
+    transformers' exporters flatten the cache by its attributes, inputs and outputs alike."""
+    model = build()
+    x, mask = batch()
+    out = model(input_ids=x, attention_mask=mask, decoder_input_ids=x[:, :3], use_cache=True)
+    fresh = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    assert set(vars(getattr(out, CACHE_OUTPUT_FIELD))) == set(vars(fresh))
 
 
 # transformers 5.24's candidate generator calls generate() with a generation_config plus
