@@ -48,19 +48,32 @@ def test_forward_takes_cache_and_returns_it_under_the_installed_release_field_na
     assert cache.get_seq_length() == 1  # the passed cache was used, not a fresh one
 
 
-def test_the_old_past_key_values_name_still_works_with_a_deprecation_notice():
+@pytest.mark.parametrize("part", ["translation_model", "bare_model", "decoder"])
+def test_the_old_past_key_values_name_warns_as_transformers_does_and_gives_the_same_outputs(part):
+    """transformers 5.24 renamed the cache argument: the old name still works, with the notice
+    transformers' own models give (a FutureWarning naming `past_key_values` as deprecated)."""
     model = build()
     x, mask = batch()
     y = torch.full((3, 1), model.config.decoder_start_token_id)
-    cache = fresh_cache(model.config)
+    if part == "decoder":
+        module = model.get_decoder()
+        encoder_states = model.get_encoder()(input_ids=x, attention_mask=mask).last_hidden_state
+        inputs = dict(input_ids=y, encoder_hidden_states=encoder_states)
+        inputs["encoder_attention_mask"] = mask
+    else:
+        module = model if part == "translation_model" else model.model
+        inputs = dict(input_ids=x, attention_mask=mask, decoder_input_ids=y)
+    old_name_cache, new_name_cache = fresh_cache(model.config), fresh_cache(model.config)
+    expected = module(**inputs, cache=new_name_cache, use_cache=True)
     if CACHE_OUTPUT_FIELD == "cache":  # 5.24+: our forwards announce the rename
-        with pytest.warns(FutureWarning, match="past_key_values"):
-            model(input_ids=x, attention_mask=mask, decoder_input_ids=y, past_key_values=cache)
+        with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):
+            got = module(**inputs, past_key_values=old_name_cache, use_cache=True)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model(input_ids=x, attention_mask=mask, decoder_input_ids=y, past_key_values=cache)
-    assert cache.get_seq_length() == 1
+            got = module(**inputs, past_key_values=old_name_cache, use_cache=True)
+    assert old_name_cache.get_seq_length() == 1  # the cache passed under the old name was used
+    assert torch.equal(got[0], expected[0])
 
 
 @pytest.mark.parametrize(
