@@ -263,13 +263,14 @@ def eager_attention_forward(
 
 
 def visible_keys(
-    attention_mask, is_causal: bool, query_length: int, key_length: int
+    attention_mask, is_causal: bool, query_length: int, key_length: int, device: torch.device
 ) -> torch.Tensor | None:
     """Which keys each query may attend to, read from the mask the attention kernel receives: bool,
     broadcastable to (B, 1, T, S), True where attending is allowed; None when every key is visible.
     The mask is whatever transformers' mask helpers built for the attention implementation: a 4D
-    bool (SDPA) or additive (eager) mask, a 2D padding mask (flash attention), a `BlockMask` (flex
-    attention), or None (no padding; a causal module then relies on the kernel's causal flag)."""
+    bool (SDPA) or additive (eager) mask, a `BlockMask` (flex attention), a 2D key padding mask
+    (flash attention), or None (no padding; a causal module then relies on the kernel's causal
+    flag)."""
     if isinstance(attention_mask, BlockMask):
         B, _, T, S = attention_mask.shape
         return create_mask(attention_mask.mask_mod, B, 1, T, S, attention_mask.kv_indices.device)
@@ -277,16 +278,18 @@ def visible_keys(
         if attention_mask.dtype == torch.bool:
             return attention_mask
         return attention_mask > torch.finfo(attention_mask.dtype).min / 2  # additive: 0 = attend
-    visible = None
+    if attention_mask is None and not is_causal:
+        return None
+    visible = torch.ones(1, 1, 1, key_length, dtype=torch.bool, device=device)
     if attention_mask is not None:  # 2D key padding (B, S)
         visible = attention_mask.bool()[:, None, None, :]
     if is_causal:
-        # The T queries are the last T of the S keys' positions: query i sees keys j <= S - T + i.
-        device = attention_mask.device if attention_mask is not None else None
+        # The T queries are the last T of the S keys: query i sees keys j <= S - T + i. (A static
+        # cache's 2D mask under flash attention spans the whole buffer: exact for one query, the
+        # decoding step, while a longer prompt's queries would see each other's keys.)
         key_pos = torch.arange(key_length, device=device)
         query_pos = torch.arange(query_length, device=device) + (key_length - query_length)
-        causal = (key_pos[None, :] <= query_pos[:, None])[None, None]  # (1, 1, T, S)
-        visible = causal if visible is None else visible & causal
+        visible = visible & (key_pos[None, :] <= query_pos[:, None])  # (B or 1, 1, T, S)
     return visible
 
 
@@ -373,7 +376,7 @@ class VanillaTransformerAttention(nn.Module):
 
         if self.key_norm_sum:
             # The keys each query may attend to are those its attention mask leaves visible.
-            visible = visible_keys(attention_mask, self.is_causal, T, key.shape[-2])
+            visible = visible_keys(attention_mask, self.is_causal, T, key.shape[-2], key.device)
             query = query / key_norm_sum_denominator(key, visible).to(query.dtype)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
