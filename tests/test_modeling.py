@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers.cache_utils import DynamicCache
 
 from tests.conftest import incremental_logits, tiny_config
 from vanilla_transformer import (
@@ -535,3 +536,43 @@ def test_translation_pipeline_returns_translation_text(tmp_path, tokenizer):
         assert len(short.split()) <= 1
     with pytest.raises(ValueError, match="string"):
         pipe(123)
+
+
+@pytest.mark.parametrize("past", [0, 3])
+def test_key_norm_sum_reads_the_same_visible_keys_from_every_mask_form(past):
+    """The attention module derives the keys a query may attend to from the mask its kernel gets:
+    flash attention's 2D padding mask (queries aligned with the last kept keys), SDPA's and eager's
+    4D masks, and no mask at all (causal by position) name the same keys."""
+    from transformers.masking_utils import create_causal_mask
+
+    from vanilla_transformer.modeling_vanilla_transformer import (
+        CAUSAL_MASK_CACHE_ARG,
+        visible_keys,
+    )
+
+    B, T = 3, 4
+    padding = torch.ones(B, past + T, dtype=torch.long)
+    padding[1, -1:] = 0  # a right-padded target
+    padding[2, :2] = 0  # a left-padded one
+    cache = DynamicCache()
+    if past:
+        cache.update(torch.zeros(B, 1, past, 2), torch.zeros(B, 1, past, 2), 0)
+    forms = {}
+    for attn in ("sdpa", "eager"):
+        config = tiny_config()
+        config._attn_implementation = attn
+        mask = create_causal_mask(
+            config=config,
+            inputs_embeds=torch.zeros(B, T, 8),
+            attention_mask=padding,
+            **{CAUSAL_MASK_CACHE_ARG: cache},
+        )
+        forms[attn] = visible_keys(mask, True, T, past + T, mask.device)
+    forms["flash (2D padding)"] = visible_keys(padding, True, T, past + T, padding.device)
+    for name, visible in forms.items():
+        assert torch.equal(visible.expand(B, 1, T, past + T), forms["sdpa"]), name
+    unpadded = visible_keys(None, True, T, past + T, padding.device)
+    expected = torch.ones(T, past + T, dtype=torch.bool).tril(past)
+    assert torch.equal(unpadded[0, 0], expected)
+    cross = visible_keys(padding, False, T, past + T, padding.device)
+    assert torch.equal(cross.expand(B, 1, T, -1), padding.bool()[:, None, None].expand(B, 1, T, -1))

@@ -17,9 +17,12 @@ GREEDY = dict(num_beams=1, do_sample=False)
 build = sharpened_tiny_model
 
 
-def sources():
+def sources(padded=False):
     x = torch.randint(4, 30, (2, 7))
-    return x, torch.ones_like(x)
+    mask = torch.ones_like(x)
+    if padded:  # the second source is right-padded: the masks are real 4D masks, not None
+        x[1, 5:], mask[1, 5:] = 0, 0
+    return x, mask
 
 
 @pytest.mark.parametrize("scaling", ["sqrt_dk", "key_norm_sum"])
@@ -75,21 +78,63 @@ def _exporters():
     try:
         from transformers.exporters.configs import DynamoConfig
         from transformers.exporters.exporter_dynamo import DynamoExporter
-        from transformers.exporters.utils import decompose_for_generation
+        from transformers.exporters.utils import decompose_for_generation, get_leaf_tensors
     except ImportError:
         pytest.skip("this transformers release has no transformers.exporters (added in 5.24)")
-    return DynamoExporter, DynamoConfig, decompose_for_generation
+    return DynamoExporter, DynamoConfig, decompose_for_generation, get_leaf_tensors
+
+
+def run_program(program, inputs):
+    """The exporter turns flags (use_cache, return_dict) into constants of the program."""
+    tensors = {k: v for k, v in inputs.items() if k not in ("use_cache", "return_dict")}
+    return program.module()(**copy.deepcopy(tensors))
+
+
+def assert_same_outputs(got, expected, get_leaf_tensors):
+    """Every tensor of the output by its dotted path, the cache's keys and values included: the
+    comparison transformers' own export tests make (a cache carrying anything more than transformers
+    puts in it shows up here as missing keys)."""
+    torch.testing.assert_close(
+        get_leaf_tensors(got), get_leaf_tensors(expected), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("scaling", ["sqrt_dk", "key_norm_sum"])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static_shapes", "dynamic_shapes"])
+def test_exported_forward_returns_what_eager_returns_cache_included(dynamic, scaling):
+    """transformers' `DynamoExporter.export` of `forward`, with the cache it builds and returns."""
+    DynamoExporter, DynamoConfig, _, get_leaf_tensors = _exporters()
+    model = build(attention_scaling=scaling)
+    x, mask = sources(padded=True)
+    inputs = dict(input_ids=x, attention_mask=mask, decoder_input_ids=torch.randint(4, 30, (2, 5)))
+    inputs["use_cache"] = True
+    exported = DynamoExporter().export(model, copy.deepcopy(inputs), DynamoConfig(dynamic=dynamic))
+    program = exported.components["model"].program
+    assert_same_outputs(
+        run_program(program, inputs), model(**copy.deepcopy(inputs)), get_leaf_tensors
+    )
+    if dynamic:  # other batch, source and target lengths through the same program
+        x2 = torch.randint(4, 30, (3, 9))
+        other = dict(inputs, input_ids=x2, attention_mask=torch.ones_like(x2))
+        other["decoder_input_ids"] = torch.randint(4, 30, (3, 4))
+        assert_same_outputs(
+            run_program(program, other), model(**copy.deepcopy(other)), get_leaf_tensors
+        )
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scaling", ["sqrt_dk", "key_norm_sum"])
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static_shapes", "dynamic_shapes"])
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_torch_export_of_generate_matches_eager_for_each_cache_and_shape_mode(cache, dynamic):
+def test_torch_export_of_generate_matches_eager_for_each_cache_and_shape_mode(
+    cache, dynamic, scaling
+):
     """transformers' own export route (`DynamoExporter.export_for_generation`): it captures the
-    prefill and decode forwards of a real `generate()` and exports each."""
-    DynamoExporter, DynamoConfig, decompose_for_generation = _exporters()
-    model = build()
-    x, mask = sources()
+    prefill and decode forwards of a real `generate()` and exports each; each program returns
+    what the eager forward returns for the same inputs, logits and cache alike."""
+    DynamoExporter, DynamoConfig, decompose_for_generation, get_leaf_tensors = _exporters()
+    model = build(attention_scaling=scaling)
+    x, mask = sources(padded=True)
     generation_config = GenerationConfig(**{**model.generation_config.to_dict(), **GREEDY})
     if cache == "static":
         generation_config.cache_implementation = "static"
@@ -101,10 +146,6 @@ def test_torch_export_of_generate_matches_eager_for_each_cache_and_shape_mode(ca
     stages = decompose_for_generation(model, inputs, generation_config=generation_config)
     assert set(exported.components) == set(stages) == {"prefill", "decode"}
     for name, (submodel, stage_inputs) in stages.items():
-        expected = submodel(**copy.deepcopy(stage_inputs)).logits
-        program = exported.components[name].program
-        # The exporter turns flags (use_cache, return_dict) into constants of the program.
-        tensors = {k: v for k, v in stage_inputs.items() if k not in ("use_cache", "return_dict")}
-        got = program.module()(**copy.deepcopy(tensors))
-        got = got.logits if hasattr(got, "logits") else got[0]
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        expected = submodel(**copy.deepcopy(stage_inputs))
+        got = run_program(exported.components[name].program, stage_inputs)
+        assert_same_outputs(got, expected, get_leaf_tensors)

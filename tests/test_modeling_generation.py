@@ -48,19 +48,32 @@ def test_forward_takes_cache_and_returns_it_under_the_installed_release_field_na
     assert cache.get_seq_length() == 1  # the passed cache was used, not a fresh one
 
 
-def test_the_old_past_key_values_name_still_works_with_a_deprecation_notice():
+@pytest.mark.parametrize("part", ["translation_model", "bare_model", "decoder"])
+def test_the_old_past_key_values_name_warns_as_transformers_does_and_gives_the_same_outputs(part):
+    """transformers 5.24 renamed the cache argument: the old name still works, with the notice
+    transformers' own models give (a FutureWarning naming `past_key_values` as deprecated)."""
     model = build()
     x, mask = batch()
     y = torch.full((3, 1), model.config.decoder_start_token_id)
-    cache = fresh_cache(model.config)
+    if part == "decoder":
+        module = model.get_decoder()
+        encoder_states = model.get_encoder()(input_ids=x, attention_mask=mask).last_hidden_state
+        inputs = dict(input_ids=y, encoder_hidden_states=encoder_states)
+        inputs["encoder_attention_mask"] = mask
+    else:
+        module = model if part == "translation_model" else model.model
+        inputs = dict(input_ids=x, attention_mask=mask, decoder_input_ids=y)
+    old_name_cache, new_name_cache = fresh_cache(model.config), fresh_cache(model.config)
+    expected = module(**inputs, cache=new_name_cache, use_cache=True)
     if CACHE_OUTPUT_FIELD == "cache":  # 5.24+: our forwards announce the rename
-        with pytest.warns(FutureWarning, match="past_key_values"):
-            model(input_ids=x, attention_mask=mask, decoder_input_ids=y, past_key_values=cache)
+        with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):
+            got = module(**inputs, past_key_values=old_name_cache, use_cache=True)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model(input_ids=x, attention_mask=mask, decoder_input_ids=y, past_key_values=cache)
-    assert cache.get_seq_length() == 1
+            got = module(**inputs, past_key_values=old_name_cache, use_cache=True)
+    assert old_name_cache.get_seq_length() == 1  # the cache passed under the old name was used
+    assert torch.equal(got[0], expected[0])
 
 
 @pytest.mark.parametrize(
@@ -127,22 +140,36 @@ def test_the_cross_attention_mask_is_built_once_per_generate_call_not_per_token(
     num_beams, monkeypatch
 ):
     """Per-step work the default path no longer does (the padded-source tokens themselves are
-    checked against the uncached path in the test above)."""
+    checked against the uncached path in the test above). A build turns the 2D source padding into
+    the attention mask; later steps receive that prepared mask, which the helper passes through."""
     from vanilla_transformer import modeling_vanilla_transformer as modeling
 
-    calls = []
+    builds = []
     real = modeling.create_bidirectional_mask
 
     def counting(**kwargs):
-        calls.append(kwargs.get("encoder_hidden_states") is not None)
+        padding = kwargs.get("attention_mask")
+        if isinstance(padding, torch.Tensor) and padding.dim() == 2:
+            builds.append(kwargs.get("encoder_hidden_states") is not None)
         return real(**kwargs)
 
     monkeypatch.setattr(modeling, "create_bidirectional_mask", counting)
     model = build()
     x, mask = batch()
     model.generate(x, attention_mask=mask, **{**GREEDY, "num_beams": num_beams})
-    assert calls.count(True) == 1  # decoder (cross-attention), 12 tokens
-    assert calls.count(False) == 1  # encoder
+    # encoder once; cross-attention at the first step and once for the later 11 tokens
+    assert builds.count(False) == 1
+    assert builds.count(True) == 2
+
+
+def test_the_cache_holds_only_what_transformers_puts_in_it():
+    """Nothing of the model's is stored on transformers' cache object: torch.export and
+    transformers' exporters flatten the cache by its attributes, inputs and outputs alike."""
+    model = build()
+    x, mask = batch()
+    out = model(input_ids=x, attention_mask=mask, decoder_input_ids=x[:, :3], use_cache=True)
+    fresh = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    assert set(vars(getattr(out, CACHE_OUTPUT_FIELD))) == set(vars(fresh))
 
 
 # transformers 5.24's candidate generator calls generate() with a generation_config plus

@@ -128,9 +128,10 @@ class VanillaTransformerConfig(PreTrainedConfig):
         activation_function (`str`, defaults to `"relu"`):
             Activation of the feed-forward network: one of `ACTIVATIONS`.
         max_position_embeddings (`int`, defaults to 1024):
-            Size of the learned position table, and of the precomputed sinusoid table. Sinusoidal
-            encodings extend beyond it (the table is recomputed for longer inputs); learned ones
-            cannot, and longer inputs raise a `ValueError`.
+            Size of the learned position table (`position_encoding="learned"`): longer inputs
+            raise a `ValueError`, and `generate()` caps its output length at it. Sinusoidal
+            encodings keep no table (they are computed from the positions themselves) and extend
+            to any length; for them this only sizes tables that exporters write (e.g. CTranslate2).
         scale_embedding (`bool`, defaults to `True`):
             Multiply embeddings by sqrt(d_model) (Section 3.4).
         tie_word_embeddings (`bool`, defaults to `True`):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention.flex_attention import BlockMask, create_mask
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -261,15 +262,45 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+def visible_keys(
+    attention_mask, is_causal: bool, query_length: int, key_length: int, device: torch.device
+) -> torch.Tensor | None:
+    """Which keys each query may attend to, read from the mask the attention kernel receives: bool,
+    broadcastable to (B, 1, T, S), True where attending is allowed; None when every key is visible.
+    The mask is whatever transformers' mask helpers built for the attention implementation: a 4D
+    bool (SDPA) or additive (eager) mask, a `BlockMask` (flex attention), a 2D key padding mask
+    (flash attention), or None (no padding; a causal module then relies on the kernel's causal
+    flag)."""
+    if isinstance(attention_mask, BlockMask):
+        B, _, T, S = attention_mask.shape
+        return create_mask(attention_mask.mask_mod, B, 1, T, S, attention_mask.kv_indices.device)
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if attention_mask.dtype == torch.bool:
+            return attention_mask
+        return attention_mask > torch.finfo(attention_mask.dtype).min / 2  # additive: 0 = attend
+    if attention_mask is None and not is_causal:
+        return None
+    visible = torch.ones(1, 1, 1, key_length, dtype=torch.bool, device=device)
+    if attention_mask is not None:  # 2D key padding (B, S)
+        visible = attention_mask.bool()[:, None, None, :]
+    if is_causal:
+        # The T queries are the last T of the S keys: query i sees keys j <= S - T + i. (A static
+        # cache's 2D mask under flash attention spans the whole buffer: exact for one query, the
+        # decoding step, while a longer prompt's queries would see each other's keys.)
+        key_pos = torch.arange(key_length, device=device)
+        query_pos = torch.arange(query_length, device=device) + (key_length - query_length)
+        visible = visible & (key_pos[None, :] <= query_pos[:, None])  # (B or 1, 1, T, S)
+    return visible
+
+
 def key_norm_sum_denominator(key: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """Bernhard (2023): the scale of q.k_j is 1 / sum_j ||k_j||_2, the sum running over the keys that
     query may attend to. key (B, h, S, d_k); key_mask bool, broadcastable to (B, 1, T, S), True where
     attending is allowed (None: all keys). Returns (B, h, T or 1, 1)."""
     norms = key.float().norm(dim=-1).unsqueeze(-1)  # (B, h, S, 1)
-    if key_mask is None:
-        denominator = norms.sum(dim=-2, keepdim=True)  # (B, h, 1, 1)
-    else:
-        denominator = torch.matmul(key_mask.to(norms.dtype), norms)  # (B, h, T, 1)
+    if key_mask is None:  # every key: one (1, S) row of ones, the same reduction as with a mask
+        key_mask = norms.new_ones((1, 1, 1, norms.shape[-2]))
+    denominator = torch.matmul(key_mask.to(norms.dtype), norms)  # (B, h, T or 1, 1)
     # A query with no visible key would divide by zero (0/0 after the mask): keep it finite. The
     # encoder refuses all-padding sources, so this only guards internal corner cases.
     return torch.where(denominator > 0, denominator, torch.ones_like(denominator))
@@ -315,7 +346,6 @@ class VanillaTransformerAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-        key_norm_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, T, d_model); key_value_states (B, S, d_model) for cross-attention.
@@ -345,7 +375,9 @@ class VanillaTransformerAttention(nn.Module):
                     cache.is_updated[self.layer_idx] = True
 
         if self.key_norm_sum:
-            query = query / key_norm_sum_denominator(key, key_norm_mask).to(query.dtype)
+            # The keys each query may attend to are those its attention mask leaves visible.
+            visible = visible_keys(attention_mask, self.is_causal, T, key.shape[-2], key.device)
+            query = query / key_norm_sum_denominator(key, visible).to(query.dtype)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -421,15 +453,12 @@ class VanillaTransformerEncoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        key_norm_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         hidden_states = self.residual(
             hidden_states,
             self.self_attn_layer_norm,
-            lambda x: self.self_attn(
-                x, attention_mask=attention_mask, key_norm_mask=key_norm_mask, **kwargs
-            )[0],
+            lambda x: self.self_attn(x, attention_mask=attention_mask, **kwargs)[0],
         )
         return self.residual(hidden_states, self.final_layer_norm, self.ffn)
 
@@ -457,20 +486,12 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-        self_key_norm_mask: torch.Tensor | None = None,
-        cross_key_norm_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         hidden_states = self.residual(
             hidden_states,
             self.self_attn_layer_norm,
-            lambda x: self.self_attn(
-                x,
-                attention_mask=attention_mask,
-                cache=cache,
-                key_norm_mask=self_key_norm_mask,
-                **kwargs,
-            )[0],
+            lambda x: self.self_attn(x, attention_mask=attention_mask, cache=cache, **kwargs)[0],
         )
         hidden_states = self.residual(
             hidden_states,
@@ -480,7 +501,6 @@ class VanillaTransformerDecoderLayer(GradientCheckpointingLayer):
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
                 cache=cache,
-                key_norm_mask=cross_key_norm_mask,
                 **kwargs,
             )[0],
         )
@@ -534,11 +554,6 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, SinusoidalPositionalEncoding):
             init.copy_(module.inv_freq, sinusoid_frequencies(module.d_model))
-
-
-def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """2D padding mask (B, S) -> bool (B, 1, 1, S), True where a key may be attended."""
-    return None if attention_mask is None else attention_mask.bool()[:, None, None, :]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,16 +622,11 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
             inputs_embeds + positions, p=self.config.dropout, training=self.training
         )
 
-        key_norm_mask = None
-        if self.config.attention_scaling == "key_norm_sum":
-            key_norm_mask = key_padding_mask(attention_mask)
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
         )
         for layer in self.layers:
-            hidden_states = layer(
-                hidden_states, attention_mask, key_norm_mask=key_norm_mask, **kwargs
-            )
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutput(last_hidden_state=hidden_states)
@@ -670,21 +680,11 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 "VanillaTransformerDecoder needs encoder_hidden_states (B, S, d_model): every layer "
                 "attends over the encoder output. Run the encoder first, or call the full model."
             )
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and cache is None:
-            cache = EncoderDecoderCache(
-                DynamicCache(config=self.config), DynamicCache(config=self.config)
-            )
-        if cache is not None and not isinstance(cache, EncoderDecoderCache):
-            raise TypeError(
-                f"cache must be an EncoderDecoderCache (self- and cross-attention), got "
-                f"{type(cache).__name__}."
-            )
+        cache = self._prepare_cache(cache, use_cache)
         # An int for a dynamic cache; a 0-d tensor for a static one, used only in tensor arithmetic
         # below, so the decode step has no Python branch on it (torch.compile / torch.export).
         past_length = cache.get_seq_length() if cache is not None else 0
-        self_attn_cache = cache.self_attention_cache if cache is not None else None
-        is_static = self_attn_cache is not None and self_attn_cache.is_compileable
+        is_static = cache is not None and cache.self_attention_cache.is_compileable
         B, T = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         if cache is not None and not is_static:
             check_cache_batch(cache, B)
@@ -705,52 +705,15 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
             inputs_embeds + positions, p=self.config.dropout, training=self.training
         )
 
-        self_key_norm_mask = cross_key_norm_mask = None
-        if self.config.attention_scaling == "key_norm_sum":
-            # Keys visible to each query: positions <= its own, minus padded ones. A static cache
-            # returns its whole preallocated buffer, whose unwritten slots the causal test excludes.
-            # (B or 1, 1, T, key_length)
-            key_length = self_attn_cache.layers[0].max_cache_len if is_static else past_length + T
-            key_pos = torch.arange(key_length, device=inputs_embeds.device)
-            self_key_norm_mask = (key_pos[None, :] <= query_positions[:, None])[None, None]
-            if attention_mask is not None and attention_mask.dim() == 2:
-                padding = F.pad(attention_mask.bool(), (0, key_length - attention_mask.shape[1]))
-                self_key_norm_mask = self_key_norm_mask & key_padding_mask(padding)
-            cross_key_norm_mask = key_padding_mask(encoder_attention_mask)
-
-        if attention_mask is None and T == 1 and not is_static:
-            # An incremental decoding step without decoder padding: its one query may see every
-            # cached key, so there is nothing to mask (and no attention kernel treats a single
-            # query as causal). Skipping the mask helpers saves their per-token Python work. A
-            # static cache still needs its mask, which hides the unwritten slots.
-            causal_mask = None
-        else:
-            if attention_mask is None and not is_static:
-                attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
-            causal_mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                **{CAUSAL_MASK_CACHE_ARG: self_attn_cache},
-            )
-        # The cross-attention mask depends only on the source padding, which generate() passes
-        # unchanged (the same tensor) at every step: build it once per cache, i.e. once per
-        # generate() call, instead of once per token (the helper ends in a host sync, and with
-        # padding it builds a 4D mask). Not under torch.compile, which traces it once anyway.
-        reuse = cache is not None and not torch.compiler.is_compiling()
-        saved = getattr(cache, "_cross_attention_mask", None) if reuse else None
-        if saved is not None and saved[0] is encoder_attention_mask and saved[1] == T:
-            encoder_attention_mask = saved[2]
-        else:
-            source_padding = encoder_attention_mask
-            encoder_attention_mask = create_bidirectional_mask(
-                config=self.config,
-                inputs_embeds=inputs_embeds,
-                attention_mask=encoder_attention_mask,
-                encoder_hidden_states=encoder_hidden_states,
-            )
-            if reuse:
-                cache._cross_attention_mask = (source_padding, T, encoder_attention_mask)
+        causal_mask = self._causal_mask(attention_mask, inputs_embeds, cache, past_length)
+        # A prepared 4D mask (what generate() passes after its first step, see
+        # `_update_model_kwargs_for_generation`) is returned as it is, without rebuilding it.
+        encoder_attention_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+        )
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
@@ -758,14 +721,48 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
                 encoder_hidden_states,  # positional, as gradient checkpointing requires
                 encoder_attention_mask=encoder_attention_mask,
                 cache=cache,
-                self_key_norm_mask=self_key_norm_mask,
-                cross_key_norm_mask=cross_key_norm_mask,
                 **kwargs,
             )
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states, **{CACHE_OUTPUT_FIELD: cache}
+        )
+
+    def _prepare_cache(
+        self, cache: EncoderDecoderCache | None, use_cache: bool | None
+    ) -> EncoderDecoderCache | None:
+        """The cache this call reads and fills: the caller's, or a new dynamic one."""
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(
+                DynamicCache(config=self.config), DynamicCache(config=self.config)
+            )
+        if cache is not None and not isinstance(cache, EncoderDecoderCache):
+            raise TypeError(
+                f"cache must be an EncoderDecoderCache (self- and cross-attention), got "
+                f"{type(cache).__name__}."
+            )
+        return cache
+
+    def _causal_mask(self, attention_mask, inputs_embeds, cache, past_length):
+        """The self-attention mask: position i sees positions <= i, minus padded ones."""
+        B, T = inputs_embeds.shape[:2]
+        self_attn_cache = cache.self_attention_cache if cache is not None else None
+        is_static = self_attn_cache is not None and self_attn_cache.is_compileable
+        if attention_mask is None and T == 1 and not is_static:
+            # An incremental decoding step without decoder padding: its one query may see every
+            # cached key, so there is nothing to mask (and no attention kernel treats a single
+            # query as causal). Skipping the mask helpers saves their per-token Python work. A
+            # static cache still needs its mask, which hides the unwritten slots.
+            return None
+        if attention_mask is None and not is_static:
+            attention_mask = torch.ones(B, past_length + T, device=inputs_embeds.device)
+        return create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            **{CAUSAL_MASK_CACHE_ARG: self_attn_cache},
         )
 
 
@@ -956,6 +953,29 @@ class VanillaTransformerForConditionalGeneration(
         return shift_tokens_right(
             labels, self.config.pad_token_id, self.config.decoder_start_token_id
         )
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        """generate()'s hook after each step. The cross-attention mask depends only on the source
+        padding, which generate() passes unchanged at every step (as `attention_mask`): it is built
+        here once per generate() call, after the first step, and handed to the later steps as the
+        prepared mask the decoder passes through, instead of being rebuilt per token (the mask
+        helper ends in a host sync, and with padding it builds a (B, 1, 1, S) mask)."""
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, *args, **kwargs
+        )
+        source_padding = model_kwargs.get("attention_mask")
+        encoder_outputs = model_kwargs.get("encoder_outputs")
+        if isinstance(source_padding, torch.Tensor) and source_padding.dim() == 2:
+            encoder_hidden_states = encoder_outputs[0]  # (B, S, d_model)
+            # One decoder query per step: only the batch size, dtype and device are read.
+            step = encoder_hidden_states.new_empty((encoder_hidden_states.shape[0], 1, 0))
+            model_kwargs["attention_mask"] = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=step,
+                attention_mask=source_padding,
+                encoder_hidden_states=encoder_hidden_states,
+            )
+        return model_kwargs
 
     def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
         """Called by beam search after every step to follow the surviving beams. Only the
