@@ -13,6 +13,11 @@
   `dry_run_dir` nothing is sent: the exact files that would be uploaded and the calls that would be
   made are written there and checked.
 
+Publishing safety (docs/reliability.md): `push_folder` uploads a staged copy. The folder it
+publishes is never written (nor, through a symlink, anything else; nor a huggingface_hub cache),
+and nothing outside it is read: a symlink leaving it is refused, naming the link and its target
+(`readable_model_files`). A cache snapshot's links are read from that cache repo's blobs.
+
 Tokens: only huggingface_hub's own resolution (`hf auth login`, or the `HF_TOKEN` environment
 variable) or an explicit `token=` argument. A token is never logged, printed, or written to a
 card or a dry-run plan, and a folder whose text files contain one is refused.
