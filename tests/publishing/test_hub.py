@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 import vanilla_transformer
-from tests.conftest import run_script, tiny_config
-from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from tests.conftest import run_script
+from tests.publishing.conftest import EXPECTED_FILES, FAKE_TOKEN, FakeApi, card_info
+from vanilla_transformer.errors import UserError
 from vanilla_transformer.publishing.hub import (
     EVALUATION_FIELDS,
     REMOTE_CODE_FILES,
@@ -23,76 +23,6 @@ from vanilla_transformer.publishing.hub import (
     save_hub_folder,
     upload_file_list,
 )
-from vanilla_transformer.recipe.bible import bible_card_info
-from vanilla_transformer.recipe.evaluation import compute_bleu
-from vanilla_transformer.recipe.tokenization import train_tokenizer
-
-FAKE_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
-EXPECTED_FILES = {
-    "README.md",
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "configuration_vanilla_transformer.py",
-    "modeling_vanilla_transformer.py",
-    "pipeline_vanilla_transformer.py",
-}
-
-
-@pytest.fixture(autouse=True)
-def _no_hub_credentials(monkeypatch, tmp_path):
-    """No real token or network: an empty HF_HOME, no HF_TOKEN, offline mode."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(
-        [
-            "In the beginning God created the heaven and the earth.",
-            "En el principio crió Dios los cielos y la tierra.",
-        ]
-        * 3,
-        vocab_size=280,
-        min_frequency=1,
-    )
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    config = tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128)
-    return VanillaTransformerForConditionalGeneration(config)
-
-
-def card_info(model, **overrides) -> dict:
-    scores = compute_bleu(["la casa es roja y grande"], ["la casa es roja y pequeña"])
-    info = {
-        **bible_card_info("kjv", data_card="# Bible EN-ES\n\n| split | pairs |\n|---|---|\n"),
-        "model_name": "vanilla-transformer-bible-en-es",
-        "repo_id": "someone/vanilla-transformer-bible-en-es",
-        "train_samples": 29_500,
-        "train_steps": 1_568,
-        "train_tokens": 3_900_000,
-        "hardware": "2 CPU cores",
-        "training_time": 1_500.0,
-        "hyperparameters": {"peak_lr": 1e-3, "warmup_steps": 400, "max_tokens": 2500},
-        "test_bleu": scores["bleu"],
-        "test_chrf": scores["chrf"],
-        "test_samples": 760,
-        "bleu_signature": scores["bleu_signature"],
-        "chrf_signature": scores["chrf_signature"],
-        "num_beams": 4,
-        "length_penalty": 0.6,
-        "config": model.config.to_dict(),
-        "num_parameters": model.num_parameters(),
-    }
-    info.update(overrides)
-    return info
 
 
 def test_card_has_translation_metadata_model_index_and_signatures(model):
@@ -219,21 +149,6 @@ def test_dry_run_writes_exactly_the_files_to_upload_and_a_loadable_card(tmp_path
     assert card.data.eval_results[0].metric_type == "bleu"
 
 
-class FakeApi:
-    """Stands in for `huggingface_hub.HfApi`: records the calls."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, **kwargs):
-        self.calls.append(("create_repo", kwargs))
-        return f"https://huggingface.co/{kwargs['repo_id']}"
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        return type("CommitInfo", (), {"commit_url": "https://huggingface.co/x/commit/1"})()
-
-
 def test_push_makes_one_create_repo_and_one_upload_and_never_exposes_the_token(
     tmp_path, model, tokenizer, monkeypatch, caplog
 ):
@@ -245,7 +160,10 @@ def test_push_makes_one_create_repo_and_one_upload_and_never_exposes_the_token(
     assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
     create, upload = api.calls[0][1], api.calls[1][1]
     assert create["exist_ok"] is True and create["private"] is False
-    assert upload["folder_path"] == str(folder.resolve()) and upload["commit_message"] == "first"
+    assert upload["commit_message"] == "first"
+    # The upload is a staged copy holding exactly the model files, byte for byte.
+    assert api.uploaded.keys() == EXPECTED_FILES
+    assert all(data == (folder / name).read_bytes() for name, data in api.uploaded.items())
     assert plan["commit_url"].endswith("/commit/1")
     assert FAKE_TOKEN not in repr(api.calls) + caplog.text + json.dumps(plan)
     for path in folder.rglob("*"):
@@ -256,21 +174,21 @@ def test_push_refuses_a_folder_that_contains_a_token(tmp_path, model, tokenizer)
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "hub_token": FAKE_TOKEN}))
-    with pytest.raises(ValueError, match="contains a Hugging Face access token") as error:
+    with pytest.raises(UserError, match="contains a Hugging Face access token") as error:
         push_folder(folder, "someone/vt", api=FakeApi())
     assert FAKE_TOKEN not in str(error.value)
 
 
 def test_push_without_a_token_explains_how_to_log_in(tmp_path, model, tokenizer):
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
-    with pytest.raises(RuntimeError, match="HF_TOKEN"):
+    with pytest.raises(UserError, match="HF_TOKEN"):
         push_folder(folder, "someone/vt")
 
 
 def test_push_refuses_an_incomplete_folder(tmp_path, model, tokenizer):
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
     (folder / "pipeline_vanilla_transformer.py").unlink()
-    with pytest.raises(ValueError, match="missing pipeline_vanilla_transformer.py"):
+    with pytest.raises(UserError, match="missing pipeline_vanilla_transformer.py"):
         push_folder(folder, "someone/vt", api=FakeApi())
 
 
@@ -306,7 +224,7 @@ def test_a_token_in_any_uploaded_file_is_refused_naming_the_file(tmp_path, model
     folder = save_hub_folder(model, tokenizer, tmp_path / "hub", card_info(model))
     with open(folder / "model.safetensors", "ab") as f:  # a binary file, not only text ones
         f.write(b"\x00" + FAKE_TOKEN.encode())
-    with pytest.raises(ValueError, match="model.safetensors contains a Hugging Face access token"):
+    with pytest.raises(UserError, match="model.safetensors contains a Hugging Face access token"):
         push_folder(folder, "someone/vt", api=FakeApi())
 
 
@@ -337,5 +255,5 @@ def test_any_model_folder_gets_a_card_with_base_model_and_the_target_repo_id(tmp
 def test_a_folder_without_card_values_is_an_error_naming_them_and_the_flag(tmp_path, model):
     folder = tmp_path / "bare"
     model.save_pretrained(folder)
-    with pytest.raises(ValueError, match=r"src_lang.*--card_info"):
+    with pytest.raises(UserError, match=r"src_lang.*--card_info"):
         prepare_model_folder(folder, "me/bare")

@@ -1,7 +1,8 @@
 """Publish any model folder (the final model of a run, an averaged or a fine-tuned model) to the
 Hugging Face Hub in one commit: `create_repo(exist_ok=True)` then one `upload_folder`.
 
-Before uploading, the folder is made current, and each change is printed:
+The folder itself is never changed: its model files are copied into a staging folder (in a dry
+run, DIR/repo/), and the staged copy is made current, each change printed:
 - its remote code (configuration_/modeling_/pipeline_vanilla_transformer.py) is replaced by the
   installed package's copies: checkpoints saved by earlier releases carry a modeling file that
   silently decodes wrongly on transformers >= 5.24;
@@ -9,7 +10,9 @@ Before uploading, the folder is made current, and each change is printed:
   training, averaging and fine-tuning; --card_info adds or overrides values), with REPO_ID in the
   usage code. A model without test scores gets a card that says "Not evaluated".
 Only model files are uploaded (an allow-list: weights, configs, tokenizer, remote code, card; never
-pickles such as training_args.bin), and every one is scanned for an access token.
+pickles such as training_args.bin), and every one is scanned for an access token. Nothing outside
+the folder is read: a symlink to a file outside it is refused (a huggingface_hub cache snapshot is
+read from its cache, which is never written). See docs/reliability.md, "Publishing safety".
 
 Authentication (never pass a token on the command line, where shells and logs keep it):
     hf auth login                   # once; stores a token with write access locally
@@ -25,7 +28,7 @@ list (sizes, sha256) to /tmp/push_preview/upload_plan.json, and validates the ca
 The folder is checked before anything is sent: weights, config with auto_map and the
 `translation` custom pipeline, tokenizer, remote code, and a card whose metadata has
 `pipeline_tag: translation` and a model-index with BLEU and chrF. Files containing an access token
-are refused.
+are refused. Errors are one or two lines; --debug shows the traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vanilla_transformer.publishing.hub import prepare_model_folder, push_folder
+from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.publishing.hub import push_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 
 
@@ -71,24 +75,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         extra_arguments=[
             ("folder", {"help": "The model folder to publish (Hub, averaged or fine-tuned)."}),
             ("repo_id", {"help": "Target model repo, 'owner/name'."}),
+            (DEBUG_FLAG, {"action": "store_true", "help": DEBUG_HELP}),  # read by run_tool
         ],
     )
     return argparse.Namespace(**vars(options), **vars(positional))
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_tool(push, argv)
+
+
+def read_card_overrides(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        values = json.loads(Path(path).read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"--card_info {path} is not valid JSON ({err}).") from None
+    if not isinstance(values, dict):
+        raise UserError(f"--card_info {path} must hold a JSON object of card values.")
+    return values
+
+
+def push(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = json.loads(Path(args.card_info).read_text("utf-8")) if args.card_info else None
-    for change in prepare_model_folder(args.folder, args.repo_id, overrides):
-        print(f"{args.folder}: {change}")
     plan = push_folder(
         args.folder,
         args.repo_id,
         private=args.private,
         commit_message=args.commit_message,
         dry_run_dir=args.dry_run,
+        prepare=True,
+        card_overrides=read_card_overrides(args.card_info),
     )
+    if plan["changes"]:
+        staged = f"{args.dry_run}/repo" if args.dry_run else "the uploaded copy"
+        print(f"{args.folder} is left as it is; in {staged}:")
+        for change in plan["changes"]:
+            print(f"  {change}")
     files = plan["files"]
     if args.dry_run:
         print(

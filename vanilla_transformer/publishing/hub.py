@@ -13,6 +13,11 @@
   `dry_run_dir` nothing is sent: the exact files that would be uploaded and the calls that would be
   made are written there and checked.
 
+Publishing safety (docs/reliability.md): `push_folder` uploads a staged copy. The folder it
+publishes is never written (nor, through a symlink, anything else; nor a huggingface_hub cache),
+and nothing outside it is read: a symlink leaving it is refused, naming the link and its target
+(`readable_model_files`). A cache snapshot's links are read from that cache repo's blobs.
+
 Tokens: only huggingface_hub's own resolution (`hf auth login`, or the `HF_TOKEN` environment
 variable) or an explicit `token=` argument. A token is never logged, printed, or written to a
 card or a dry-run plan, and a folder whose text files contain one is refused.
@@ -25,16 +30,25 @@ import importlib.resources
 import json
 import logging
 import math
+import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.utils import (
+    DEFAULT_IGNORE_PATTERNS,
+    HFValidationError,
+    filter_repo_objects,
+    validate_repo_id,
+)
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -625,8 +639,21 @@ def write_card_info(folder: str | Path, card_info: Mapping) -> Path:
     push tool can re-render the card later, e.g. for another repo id."""
     values = {k: v for k, v in card_info.items() if k not in _FROM_FOLDER and v is not None}
     path = Path(folder) / CARD_INFO_FILE
-    path.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
+    _replace_file(path, json.dumps(values, indent=2, default=str) + "\n")
     return path
+
+
+def _replace_file(path: Path, data: str | bytes) -> None:
+    """Write `path` as a new file (written beside it, then renamed over it): never through a
+    symlink or a hard link that `path` may be, so no other file ever changes."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with tmp.open("xb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_card_info(folder: str | Path) -> dict:
@@ -656,14 +683,14 @@ def refresh_remote_code(folder: str | Path) -> list[str]:
             changes.append(f"replaced {name} with the current package's copy")
         else:
             continue
-        target.write_bytes(current)
+        _replace_file(target, current)
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     auto_map = {**(config.get("auto_map") or {}), **AUTO_MAP}
     pipelines = config.get("custom_pipelines") or TRANSLATION_PIPELINE
     if auto_map != config.get("auto_map") or pipelines != config.get("custom_pipelines"):
         config.update(auto_map=auto_map, custom_pipelines=pipelines)
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+        _replace_file(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
         changes.append("config.json: auto_map and custom_pipelines name the remote code")
     return changes
 
@@ -684,18 +711,24 @@ def _count_parameters(folder: Path) -> int:
 _REPO_ID_IN_USAGE = re.compile(r'((?:from_pretrained|translation_pipeline)\(|model=)"[^"\n]*"')
 
 
-def prepare_model_folder(folder: str | Path, repo_id: str, overrides: Mapping | None = None):
-    """Make any model folder (trained, averaged or fine-tuned) ready to publish as `repo_id`:
-    refresh its remote code, then write or refresh its card (`README.md`) with `repo_id` in the
-    usage code. The card values come from the folder's `card_info.json` (written by training,
-    averaging and fine-tuning) updated with `overrides`; a folder without one but with a card
-    keeps its card, with the repo id in its usage code replaced.
+def prepare_model_folder(
+    folder: str | Path, repo_id: str, overrides: Mapping | None = None, shown_as: str | None = None
+):
+    """Make a model folder (trained, averaged or fine-tuned) ready to publish as `repo_id`, in
+    place: refresh its remote code, then write or refresh its card (`README.md`) with `repo_id`
+    in the usage code. The card values come from the folder's `card_info.json` (written by
+    training, averaging and fine-tuning) updated with `overrides`; a folder without one but with
+    a card keeps its card, with the repo id in its usage code replaced. Files are replaced, never
+    written through (`_replace_file`). `push_folder(..., prepare=True)` calls this on its staged
+    copy, never on the folder it publishes.
 
-    Returns one line per change. Raises `ValueError` naming the card values still missing."""
+    Returns one line per change. Raises `UserError` naming the card values still missing (and
+    the folder, as `shown_as` when given)."""
     folder = Path(folder)
-    validate_repo_id(repo_id)
+    shown = Path(shown_as) if shown_as is not None else folder
+    _check_repo_id(repo_id)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} has no config.json: not a model folder.")
+        raise UserError(f"{shown} has no config.json: not a model folder.")
     changes = refresh_remote_code(folder)
     info = {**read_card_info(folder), **(overrides or {})}
     readme = folder / "README.md"
@@ -703,7 +736,7 @@ def prepare_model_folder(folder: str | Path, repo_id: str, overrides: Mapping | 
         text = readme.read_text(encoding="utf-8")
         new = _REPO_ID_IN_USAGE.sub(lambda m: f'{m.group(1)}"{repo_id}"', text)
         if new != text:
-            readme.write_text(new, encoding="utf-8")
+            _replace_file(readme, new)
             changes.append(f"README.md: usage code names {repo_id}")
         return changes
     info["repo_id"] = repo_id
@@ -720,11 +753,11 @@ def prepare_model_folder(folder: str | Path, repo_id: str, overrides: Mapping | 
     try:
         card = render_model_card(info)
     except ValueError as err:
-        raise ValueError(
-            f"cannot write the card of {folder}: {err} Give the values with --card_info FILE "
-            f"(a JSON object), or keep them in {folder / CARD_INFO_FILE}."
+        raise UserError(
+            f"cannot write the card of {shown}: {err} Give the values with --card_info FILE "
+            f"(a JSON object), or keep them in {shown / CARD_INFO_FILE}."
         ) from None
-    card.save(readme)
+    _replace_file(readme, str(card))
     write_card_info(folder, info)
     changes.append(f"README.md: card written for {repo_id}")
     return changes
@@ -739,15 +772,22 @@ def upload_file_list(folder: str | Path) -> list[str]:
     """The paths (relative, POSIX) that `upload_folder(..., allow_patterns=ALLOWED_FILES,
     ignore_patterns=IGNORE_PATTERNS)` sends, by huggingface_hub's own filter: the allow-list of a
     model repo's file kinds only."""
-    folder = Path(folder)
-    paths = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
-    return list(
-        filter_repo_objects(
-            paths,
-            allow_patterns=ALLOWED_FILES,
-            ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS,
-        )
-    )
+    return _matching(_files_under(Path(folder)), ALLOWED_FILES)
+
+
+def _files_under(root: Path) -> list[str]:
+    """Every file name under `root` (relative, POSIX), symlinks included as names; a linked
+    folder is not entered (`os.walk` without `followlinks`)."""
+    names = []
+    for dirpath, _, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        names += [(rel / name).as_posix() for name in filenames]
+    return sorted(names)
+
+
+def _matching(names: list[str], allow_patterns: list[str]) -> list[str]:
+    ignore = IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS
+    return list(filter_repo_objects(names, allow_patterns=allow_patterns, ignore_patterns=ignore))
 
 
 def _file_contains(path: Path, needles: list[bytes], pattern: re.Pattern) -> bool:
@@ -767,14 +807,17 @@ def _file_contains(path: Path, needles: list[bytes], pattern: re.Pattern) -> boo
 _TOKEN_BYTES_RE = re.compile(_TOKEN_RE.pattern.encode())
 
 
-def _check_no_token(folder: Path, files: list[str], token: str | None) -> None:
+def _check_no_token(
+    folder: Path, files: list[str], token: str | None, shown_as: Path | None = None
+) -> None:
     """Refuse to upload if ANY file about to be sent, whatever its name or kind, contains the
-    token in use or anything token-shaped; the error names the file, never the token."""
+    token in use or anything token-shaped; the error names the file (in `shown_as`, the folder
+    the user gave), never the token."""
     secrets = [t.encode() for t in (token, get_token()) if isinstance(t, str) and t]
     for name in files:
         if _file_contains(folder / name, secrets, _TOKEN_BYTES_RE):
-            raise ValueError(
-                f"{folder / name} contains a Hugging Face access token; refusing to upload. "
+            raise UserError(
+                f"{(shown_as or folder) / name} contains a Hugging Face access token; refusing to upload. "
                 "Remove it from the file (and revoke the token if it was ever shared)."
             )
 
@@ -787,20 +830,128 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_dry_run(folder: Path, files: list[str], dry_run_dir: Path, plan: dict) -> dict:
+# ------------------------------------------------------------------------------------------------
+# The folder to publish: read only inside it, never written
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise UserError(f"{repo_id!r} is not a valid repo id ('owner/name'): {err}") from None
+
+
+def hub_cache_blobs(folder: Path) -> Path | None:
+    """The `blobs` folder of the huggingface_hub cache repo that `folder` (resolved) is a snapshot
+    of, or lies in (`<repo>/snapshots/<revision>/...` with `<repo>/blobs` beside); else None.
+    A snapshot's files are symlinks to `../../blobs/<hash>`: they are read there, never written."""
+    for path in (folder, *folder.parents):
+        if path.parent.name == "snapshots" and (path.parent.parent / "blobs").is_dir():
+            return path.parent.parent / "blobs"
+    return None
+
+
+def _in_hub_cache(path: Path) -> bool:
+    cache = Path(constants.HF_HUB_CACHE).expanduser().resolve()
+    return path == cache or path.is_relative_to(cache) or hub_cache_blobs(path) is not None
+
+
+def readable_model_files(folder: str | Path) -> dict[str, Path]:
+    """The files of `folder` the push tool reads (the model files it may upload and
+    `card_info.json`), each with the real path it is read from.
+
+    Nothing outside the folder is ever read: a symlink is resolved and its target must lie in the
+    folder (in a huggingface_hub cache snapshot: in the folder or its cache repo's `blobs`);
+    otherwise `UserError` names the link and its target. A broken link or anything that is not a
+    regular file (a FIFO, a device) is refused the same way. Linked sub-folders are not entered."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder} is not a folder (expected a model folder: a run's hub/ folder, an "
+            "averaged or a fine-tuned model)."
+        )
+    root = folder.resolve()
+    roots = [root, *filter(None, [hub_cache_blobs(root)])]
+    sources = {}
+    for name in _matching(_files_under(root), ALLOWED_FILES + [CARD_INFO_FILE]):
+        target = (root / name).resolve()
+        if not any(target == r or target.is_relative_to(r) for r in roots):
+            raise UserError(
+                f"{folder / name} is a symlink to {target}, outside {folder}; refusing to publish "
+                "a file from outside the folder. Copy the file into the folder instead."
+            )
+        if not target.is_file():
+            raise UserError(
+                f"{folder / name} is not a regular file (it resolves to {target}); only regular "
+                "files are published. Replace it with the file itself."
+            )
+        sources[name] = target
+    if "config.json" not in sources:
+        raise UserError(
+            f"{folder} has no config.json: not a model folder (expected a run's hub/ folder, an "
+            "averaged or a fine-tuned model)."
+        )
+    return sources
+
+
+def _stage(sources: Mapping[str, Path], staging: Path) -> None:
+    """Copy each source into `staging` as a new regular file (the staging folder is new: nothing
+    is written through a link, and the source is opened without following one)."""
+    for name, source in sources.items():
+        destination = staging / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(source, flags), "rb") as src, destination.open("xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _check_output_dir(dry_run_dir: Path, folder: Path) -> Path:
+    """The dry-run folder neither holds nor lies in the folder to publish or a Hub cache."""
+    out, source = dry_run_dir.resolve(), folder.resolve()
+    if out == source or out.is_relative_to(source) or source.is_relative_to(out):
+        raise UserError(
+            f"dry_run_dir {dry_run_dir} overlaps the folder to publish {folder}; the push tool "
+            "never writes into its input. Choose a folder outside it."
+        )
+    if _in_hub_cache(out):
+        raise UserError(
+            f"dry_run_dir {dry_run_dir} lies in a huggingface_hub cache; choose a folder outside "
+            "it (the cache is never written)."
+        )
+    return dry_run_dir
+
+
+def _check_token_available(token: str | None) -> None:
+    if token is None and get_token() is None:
+        raise UserError(
+            "no Hugging Face token found: run `hf auth login` or set HF_TOKEN (a token with "
+            "write access); or check the upload first with --dry_run DIR (needs no token)."
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Upload
+# ------------------------------------------------------------------------------------------------
+
+
+def _write_dry_run(staging: Path, files: list[str], dry_run_dir: Path, plan: dict) -> dict:
     if dry_run_dir.exists() and any(dry_run_dir.iterdir()):
         leftovers = {p.name for p in dry_run_dir.iterdir()} - {DRY_RUN_FILES, DRY_RUN_PLAN}
         if leftovers:
-            raise FileExistsError(
+            raise UserError(
                 f"dry_run_dir {dry_run_dir} holds other files ({sorted(leftovers)}); use a new or "
                 "empty folder."
             )
-        shutil.rmtree(dry_run_dir / DRY_RUN_FILES, ignore_errors=True)
     repo = dry_run_dir / DRY_RUN_FILES
-    repo.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(folder / name, repo / name)
+    for path in (repo, dry_run_dir / DRY_RUN_PLAN):  # replaced, never written through
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    repo.mkdir(parents=True)
+    _stage({name: staging / name for name in files}, repo)
+    plan["calls"][1]["kwargs"]["folder_path"] = str(repo.resolve())
     plan["files"] = [
         {"path": name, "size": (repo / name).stat().st_size, "sha256": _sha256(repo / name)}
         for name in files
@@ -808,7 +959,7 @@ def _write_dry_run(folder: Path, files: list[str], dry_run_dir: Path, plan: dict
     problems = [f"README.md: {p}" for p in validate_model_card(repo / "README.md")]
     if problems:
         raise ValueError(f"dry run: the card that would be uploaded is invalid: {problems}")
-    (dry_run_dir / DRY_RUN_PLAN).write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    _replace_file(dry_run_dir / DRY_RUN_PLAN, json.dumps(plan, indent=2) + "\n")
     logger.info("Dry run: %d files for %s written to %s", len(files), plan["repo_id"], repo)
     return plan
 
@@ -821,16 +972,22 @@ def push_folder(
     commit_message: str = "Upload vanilla-transformer model",
     api=None,
     dry_run_dir: str | Path | None = None,
+    prepare: bool = False,
+    card_overrides: Mapping | None = None,
 ) -> dict:
-    """Upload a Hub folder (see `save_hub_folder`) in one commit.
+    """Upload a model folder (see `save_hub_folder`) in one commit, from a staged copy.
 
-    Calls `api.create_repo(repo_id=..., repo_type="model", private=..., exist_ok=True)` then one
-    `api.upload_folder(repo_id=..., folder_path=..., repo_type="model", commit_message=...,
-    allow_patterns=ALLOWED_FILES, ignore_patterns=IGNORE_PATTERNS)`. `private` only applies when the repo is created.
+    The folder is never written and nothing outside it is read: its model files are copied
+    (`readable_model_files`: symlinks leaving the folder refused) into a new temporary staging
+    folder; with `prepare` the staged copy gets the current remote code and a card for `repo_id`
+    (`prepare_model_folder`, card values from the folder's card_info.json and `card_overrides`).
+    The staged copy is checked (`check_hub_folder`), scanned for tokens, and uploaded: one
+    `api.create_repo(repo_id=..., repo_type="model", private=..., exist_ok=True)` and one
+    `api.upload_folder(repo_id=..., folder_path=<staging>, repo_type="model", commit_message=...,
+    allow_patterns=ALLOWED_FILES, ignore_patterns=IGNORE_PATTERNS)`. `private` only applies when
+    the repo is created. A huggingface_hub cache snapshot publishes like any folder.
 
     Args:
-        folder: the folder to upload; it is checked first (`check_hub_folder`).
-        repo_id: 'owner/name'.
         token: an access token; default: huggingface_hub's (`HF_TOKEN`, or `hf auth login`).
             Never logged or written anywhere.
         api: an object with `create_repo` and `upload_folder` (default `HfApi(token=token)`); a
@@ -838,47 +995,66 @@ def push_folder(
         dry_run_dir: send nothing; write the files that would be uploaded to
             `dry_run_dir/repo/` and the calls and file list (size, sha256) to
             `dry_run_dir/upload_plan.json`, and validate the copied card with `ModelCard.load`.
+            It may not overlap `folder` or lie in a Hub cache.
 
     Returns:
-        The plan: `repo_id`, `private`, `commit_message`, `calls` (method + arguments), `files`;
-        after a real upload also `repo_url` and `commit_url`.
+        The plan: `repo_id`, `private`, `commit_message`, `calls` (method + arguments), `files`,
+        `changes` (what `prepare` changed in the staged copy); after an upload also `repo_url`
+        and `commit_url`. User errors raise `UserError`.
     """
     folder = Path(folder)
-    validate_repo_id(repo_id)
-    problems = check_hub_folder(folder)
+    _check_repo_id(repo_id)
+    if dry_run_dir is not None:
+        dry_run_dir = _check_output_dir(Path(dry_run_dir), folder)
+    elif api is None:
+        _check_token_available(token)
+    sources = readable_model_files(folder)
+    with tempfile.TemporaryDirectory(prefix="vanilla-transformer-push-") as tmp:
+        staging = Path(tmp) / DRY_RUN_FILES
+        _stage(sources, staging)
+        changes = []
+        if prepare:
+            changes = prepare_model_folder(staging, repo_id, card_overrides, shown_as=folder)
+        (staging / CARD_INFO_FILE).unlink(missing_ok=True)  # read for the card, never uploaded
+        plan = {
+            "repo_id": repo_id,
+            "private": private,
+            "commit_message": commit_message,
+            "changes": changes,
+        }
+        return _upload_staged(staging, folder, plan, token, api, dry_run_dir)
+
+
+def _upload_staged(staging: Path, folder: Path, plan: dict, token, api, dry_run_dir) -> dict:
+    """Check, scan and upload the staged copy (or write the dry run); `plan` gains the calls."""
+    problems = check_hub_folder(staging)
     if problems:
-        raise ValueError(f"{folder} is not ready to upload: {'; '.join(problems)}.")
-    files = upload_file_list(folder)
-    _check_no_token(folder, files, token)
-    create_kwargs = {"repo_id": repo_id, "repo_type": "model", "private": private, "exist_ok": True}
+        raise UserError(f"{folder} is not ready to upload: {'; '.join(problems)}.")
+    files = upload_file_list(staging)
+    _check_no_token(staging, files, token, shown_as=folder)
+    repo_id = plan["repo_id"]
+    create_kwargs = {
+        "repo_id": repo_id,
+        "repo_type": "model",
+        "private": plan["private"],
+        "exist_ok": True,
+    }
     upload_kwargs = {
         "repo_id": repo_id,
-        "folder_path": str(folder.resolve()),
+        "folder_path": str(staging),
         "repo_type": "model",
-        "commit_message": commit_message,
+        "commit_message": plan["commit_message"],
         "allow_patterns": list(ALLOWED_FILES),
         "ignore_patterns": list(IGNORE_PATTERNS),
     }
-    plan = {
-        "repo_id": repo_id,
-        "private": private,
-        "commit_message": commit_message,
-        "calls": [
-            {"method": "create_repo", "kwargs": create_kwargs},
-            {"method": "upload_folder", "kwargs": upload_kwargs},
-        ],
-        "files": files,
-    }
+    plan["calls"] = [
+        {"method": "create_repo", "kwargs": create_kwargs},
+        {"method": "upload_folder", "kwargs": upload_kwargs},
+    ]
+    plan["files"] = files
     if dry_run_dir is not None:
-        return _write_dry_run(folder, files, Path(dry_run_dir), plan)
-
-    if api is None:
-        if token is None and get_token() is None:
-            raise RuntimeError(
-                "No Hugging Face token found: run `hf auth login` or set the HF_TOKEN environment "
-                "variable (a token with write access), or use a dry run."
-            )
-        api = HfApi(token=token)
+        return _write_dry_run(staging, files, dry_run_dir, plan)
+    api = api if api is not None else HfApi(token=token)
     logger.info("Uploading %d files from %s to %s", len(files), folder, repo_id)
     repo_url = api.create_repo(**create_kwargs)
     commit = api.upload_folder(**upload_kwargs)
