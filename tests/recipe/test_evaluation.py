@@ -253,3 +253,15 @@ def test_evaluation_decodes_through_the_one_batched_translate_function(bpe_token
     assert (
         not hasattr(evaluation, "_pad") and "generate(" not in Path(evaluation.__file__).read_text()
     )
+
+
+def test_evaluate_tool_refuses_a_tokenizer_that_is_not_the_models(tmp_path, bpe_tokenizer):
+    model_dir = save_tiny_model(tmp_path / "model", bpe_tokenizer)
+    other = train_tokenizer(["one two three four five"] * 3, vocab_size=280, min_frequency=1)
+    other.save_pretrained(model_dir)  # the model's folder now holds another vocabulary
+    write_jsonl(tmp_path / "data" / "test.jsonl", [(s, s) for s in SENTENCES])
+    proc = run_script(
+        "evaluate_model.py", str(model_dir), "--dataset", str(tmp_path / "data"), cwd=tmp_path
+    )
+    assert proc.returncode != 0
+    assert "the tokenizer does not match the model" in proc.stderr
