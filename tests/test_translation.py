@@ -328,3 +328,11 @@ def test_ctrl_c_in_the_middle_of_a_file_keeps_every_finished_window(tmp_path, mo
     assert 16 <= len(written) < len(lines) and len(written) % 8 == 0
     expected = translate_lines(*loaded, lines[:16], DecodingOptions(num_beams=1))
     assert written[:16] == [o[0] for o in expected]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"length_penalty": float("nan")}, {"batch_size": 0}, {"max_tokens": 0}]
+)
+def test_decoding_options_refuse_a_nan_penalty_or_an_empty_batch(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        DecodingOptions(**bad)
