@@ -46,11 +46,32 @@ def load_pipelines(model: str):
     return pipe, type(pipe)(model=fast_model, tokenizer=pipe.tokenizer)
 
 
-def translate(pipe, fast, text: str, beam_size: float, fast_path: bool) -> str:
+def translate(pipe, fast, text, beam_size: float, fast_path: bool) -> str:
+    """The translation of `text` line by line: output line i translates input line i (a blank line
+    stays blank); anything but a string (None from an empty box) reads as its text."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
     if not text.strip():
         return ""
     chosen = fast if fast_path and fast is not None else pipe
-    return chosen(text, num_beams=int(beam_size))[0]["translation_text"]
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return "\n".join(translate_lines(chosen, lines, int(beam_size)))
+
+
+def translate_lines(pipe, lines: list[str], beam_size: int) -> list[str]:
+    """The best translation of each line: the package's one batched decoder
+    (`vanilla_transformer.translation.translate_lines`), or the pipeline line by line in a Space
+    without the package."""
+    try:
+        from vanilla_transformer.translation import DecodingOptions
+        from vanilla_transformer.translation import translate_lines as batched
+    except ImportError:
+        return [
+            pipe(line, num_beams=beam_size)[0]["translation_text"] if line.strip() else ""
+            for line in lines
+        ]
+    options = DecodingOptions(num_beams=beam_size)
+    return [texts[0] for texts in batched(pipe.model, pipe.tokenizer, lines, options)]
 
 
 def build_demo(model: str | None = None) -> gr.Blocks:

@@ -4,9 +4,18 @@ Importing the package registers the model with the Auto classes (`AutoConfig`, `
 `AutoModelForSeq2SeqLM`) and marks the classes so that `save_pretrained` writes their code and
 `auto_map` beside the weights: a saved folder or Hub repo then loads with `trust_remote_code=True`
 where this package is not installed.
+
+Pipelines: transformers v5 removed the `translation` task and refuses the name before looking at any
+registry. Importing the package registers the task `vanilla-translation` (`PIPELINE_REGISTRY`, the
+supported way to add a task), so `pipeline("vanilla-translation", model=folder_or_model,
+tokenizer=...)` needs no remote code; `translation_pipeline(model)` builds the same pipeline.
+`pipeline("translation", model=folder, trust_remote_code=True)` uses the code saved beside the
+weights; without `trust_remote_code` transformers refuses it, and its "task translation has been
+removed" message is extended to name these two ways.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import pipelines as _pipelines
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .inference import optimize_for_cpu_inference
@@ -27,6 +36,18 @@ AutoModelForSeq2SeqLM.register(
 VanillaTransformerConfig.register_for_auto_class()
 VanillaTransformerModel.register_for_auto_class("AutoModel")
 VanillaTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+PIPELINE_TASK = "vanilla-translation"
+if PIPELINE_TASK not in _pipelines.PIPELINE_REGISTRY.get_supported_tasks():
+    _pipelines.PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK, pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM
+    )
+_ADVICE = (
+    " For vanilla-transformer models: vanilla_transformer.translation_pipeline(model) or "
+    f"pipeline({PIPELINE_TASK!r}, model=...) after `import vanilla_transformer`."
+)
+if _ADVICE not in _pipelines.REMOVED_TASKS.get("translation", _ADVICE):  # the message only
+    _pipelines.REMOVED_TASKS["translation"] += _ADVICE
 
 
 def translation_pipeline(
@@ -57,6 +78,7 @@ __all__ = [
     "VanillaTransformerPreTrainedModel",
     "TranslationPipeline",
     "translation_pipeline",
+    "PIPELINE_TASK",
     "optimize_for_cpu_inference",
     "__version__",
 ]

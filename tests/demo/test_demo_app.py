@@ -106,3 +106,23 @@ def test_app_without_the_package_falls_back_to_transformers_and_translates_the_s
     for fast_path in (False, True):  # the checkbox is hidden; a stray True falls back to float32
         shown = [app.translate(pipe, fast, t, 1, fast_path) for t in SENTENCES]
         assert shown == [app.translate(*with_package, t, 1, False) for t in SENTENCES]
+
+
+def test_each_input_line_gets_its_own_output_line(demo_modules, model_folder):
+    app, _ = demo_modules
+    pipe, fast = app.load_pipelines(model_folder)
+    one_by_one = [app.translate(pipe, fast, t, 4, False) for t in SENTENCES[:2]]
+    text = f"{SENTENCES[0]}\r\n\n{SENTENCES[1]}"  # a CRLF and a blank line between
+    assert app.translate(pipe, fast, text, 4, False).split("\n") == [
+        one_by_one[0],
+        "",
+        one_by_one[1],
+    ]
+
+
+@pytest.mark.parametrize("value", [None, 42, ["a list"]])
+def test_non_string_input_is_read_as_text_not_an_attribute_error(demo_modules, model_folder, value):
+    app, _ = demo_modules
+    pipe, fast = app.load_pipelines(model_folder)
+    expected = "" if value is None else app.translate(pipe, fast, str(value), 1, False)
+    assert app.translate(pipe, fast, value, 1, False) == expected

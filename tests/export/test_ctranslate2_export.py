@@ -236,3 +236,20 @@ def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(tm
     # Beam 4, length penalty 0.6 on both sides.
     expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1])[0]["translation_text"]
     assert printed.strip() == expected
+
+
+def test_translator_decodes_with_the_models_beam_and_length_penalty_like_the_pipeline(tmp_path):
+    """Beam 4 and the model's length penalty (saved with the export), not CTranslate2's default 1."""
+    from vanilla_transformer.export.ctranslate2 import CTranslate2Translator, export_ctranslate2
+
+    model = trained_toy_model()
+    folder = export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2")
+    translate = CTranslate2Translator(folder, intra_threads=1)
+    assert translate.generation["num_beams"] == model.generation_config.num_beams == 4
+    assert translate.generation["length_penalty"] == model.generation_config.length_penalty
+    pipe = translation_pipeline(model, word_tokenizer())
+    # Inputs where the length penalty (or an immediate </s>) changes the best beam.
+    sources = [*SENTENCES, "and blue see cat", "big big cat cat", "and is red and dog ran", "gato"]
+    expected = [pipe(s)[0]["translation_text"] for s in sources]  # the model's own settings
+    assert translate(sources) == expected
+    assert translate(sources, length_penalty=1.0) != expected  # the setting matters here

@@ -10,8 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import write_jsonl
+from vanilla_transformer.errors import UserError
 from vanilla_transformer.recipe import data
 from vanilla_transformer.recipe.data import (
+    TranslationCorpus,
     load_translation_dataset,
     make_collator,
     tokenize_translation_dataset,
@@ -387,3 +389,52 @@ def test_tsv_quoting_is_an_option_of_every_corpus_tool(tmp_path):
     (plain,) = parse_cli([CorpusOptions], ["--dataset", str(path)], None)
     with pytest.raises(ValueError, match=r"train\.tsv:1: expected 2 tab-separated columns"):
         plain.load()
+
+
+def test_moses_pairs_stay_aligned_when_a_line_holds_a_lone_carriage_return(tmp_path):
+    # Only "\n" ends a line: a lone "\r" (or U+2028) inside a sentence is text, "\r\n" is "\n".
+    (tmp_path / "train.en").write_bytes("one\rtwo\nthree\u2028x\r\nfour\n".encode())
+    (tmp_path / "train.es").write_bytes(b"uno dos\r\ntres\ncuatro\n")
+    ds = load_translation_dataset(tmp_path / "train", "en", "es", cache_dir=str(tmp_path / "c"))
+    assert [r["translation"] for r in ds["train"]] == [
+        {"en": "one\rtwo", "es": "uno dos"},
+        {"en": "three\u2028x", "es": "tres"},
+        {"en": "four", "es": "cuatro"},
+    ]
+
+
+def test_a_byte_order_mark_before_moses_files_is_stripped(tmp_path):
+    write_moses(tmp_path / "train", PAIRS)
+    for name in ("train.en", "train.es"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    ds = load_translation_dataset(tmp_path / "train", "en", "es", cache_dir=str(tmp_path / "c"))
+    assert [r["translation"] for r in ds["train"]] == [{"en": e, "es": s} for e, s in PAIRS]
+
+
+def test_an_unpaired_moses_file_in_a_folder_is_an_error_naming_the_missing_file(tmp_path):
+    write_moses(tmp_path / "train", PAIRS)
+    (tmp_path / "valid.en").write_text("And there was light.\n")
+    with pytest.raises(UserError, match=r"valid\.en has no valid\.es beside it"):
+        load_translation_dataset(tmp_path, "en", "es")
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "corpus/train", "./pairs.tsv"])
+def test_a_missing_local_data_file_is_no_such_file_not_a_hub_error(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    with pytest.raises(UserError, match=f"no such file or folder: {name.removeprefix('./')}"):
+        load_translation_dataset(name, "en", "es")
+
+
+def test_half_a_moses_pair_names_the_missing_file(tmp_path):
+    (tmp_path / "train.en").write_text("a\n")
+    with pytest.raises(UserError, match=rf"no such file: {tmp_path / 'train'}\.es"):
+        load_translation_dataset(tmp_path / "train", "en", "es")
+
+
+def test_the_empty_pairs_dropped_are_a_declared_field_of_the_loaded_corpus(tmp_path):
+    rows = [{"translation": {"en": e, "es": s}} for e, s in [("a", "b"), ("", "c"), ("d", "  ")]]
+    ds = load_translation_dataset(write_jsonl(tmp_path / "x.jsonl", rows), "en", "es")
+    assert isinstance(ds, TranslationCorpus) and isinstance(ds, datasets.DatasetDict)
+    assert ds.empty_pairs_dropped == {"train": 2}

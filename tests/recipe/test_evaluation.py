@@ -237,3 +237,31 @@ def test_evaluate_tool_fast_cpu_fp32_scores_exactly_like_the_default_path(
     assert records["fast"]["fast_cpu"] == "fp32" and records["default"]["fast_cpu"] is None
     assert (tmp_path / "fast.txt").read_text() == (tmp_path / "default.txt").read_text()
     assert records["fast"]["bleu"] == records["default"]["bleu"]
+
+
+def test_evaluation_decodes_through_the_one_batched_translate_function(bpe_tokenizer):
+    from vanilla_transformer.recipe import evaluation
+    from vanilla_transformer.translation import DecodingOptions, translate_lines
+
+    model = tiny_model(len(bpe_tokenizer))
+    model.generation_config.max_new_tokens = 6
+    options = DecodingOptions(num_beams=2, batch_size=3)
+    best = [texts[0] for texts in translate_lines(model, bpe_tokenizer, SENTENCES, options)]
+    assert translate(model, bpe_tokenizer, SENTENCES, num_beams=2, batch_size=3) == best
+    assert translate(model, bpe_tokenizer, SENTENCES, options) == best
+    # No second decoder: the module keeps no padding or generate loop of its own.
+    assert (
+        not hasattr(evaluation, "_pad") and "generate(" not in Path(evaluation.__file__).read_text()
+    )
+
+
+def test_evaluate_tool_refuses_a_tokenizer_that_is_not_the_models(tmp_path, bpe_tokenizer):
+    model_dir = save_tiny_model(tmp_path / "model", bpe_tokenizer)
+    other = train_tokenizer(["one two three four five"] * 3, vocab_size=280, min_frequency=1)
+    other.save_pretrained(model_dir)  # the model's folder now holds another vocabulary
+    write_jsonl(tmp_path / "data" / "test.jsonl", [(s, s) for s in SENTENCES])
+    proc = run_script(
+        "evaluate_model.py", str(model_dir), "--dataset", str(tmp_path / "data"), cwd=tmp_path
+    )
+    assert proc.returncode != 0
+    assert "the tokenizer does not match the model" in proc.stderr

@@ -34,6 +34,7 @@ from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
+from vanilla_transformer.translation import check_tokenizer_matches
 
 
 @dataclass
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
     tokenizer = load_tokenizer(folder)
+    check_tokenizer_matches(model.config, tokenizer)  # a UserError naming both sizes / ids
     hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
     scores = evaluate_translation(
         model,

@@ -5,12 +5,16 @@ Examples:
         | vanilla-transformer-translate runs/cpu-small/hub
     vanilla-transformer-translate runs/cpu-small/hub --input verses.en --output verses.es
     vanilla-transformer-translate runs/cpu-small --num_beams 1              # a run folder: its model
+    vanilla-transformer-translate runs/cpu-small/hub --fast_cpu int8 --input verses.en
     vanilla-transformer-translate MODEL --do_sample --top_p 0.9 --num_return_sequences 3
 
 MODEL is a save_pretrained folder (a Hub folder, a checkpoint), a training run folder (its final
-model, else its newest checkpoint) or a Hub id. Output line i translates input line i; with
+model, else its newest checkpoint) or a Hub id. Lines (docs/translate.md): only "\\n" ends a line (a
+"\\r" before it is dropped); the input must be UTF-8. Output line i translates input line i; with
 --num_return_sequences N each input gives N consecutive lines (best first with beam search).
-Sentences are sorted by length and batched by --max_tokens; a progress bar is shown for files.
+Streaming: lines are read a window at a time (stdin: one batch, --batch_size lines; a file: 8
+batches), sorted by length within the window, batched by --batch_size and --max_tokens, translated
+and written in input order before the next window is read; Ctrl-C keeps every window written.
 """
 
 from __future__ import annotations
@@ -19,94 +23,163 @@ import argparse
 import contextlib
 import logging
 import sys
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.options import option, parse_cli
-from vanilla_transformer.translation import GenerationOptions, translate_lines
+from vanilla_transformer.translation import (
+    DecodingOptions,
+    check_tokenizer_matches,
+    translate_stream,
+)
 
 logger = logging.getLogger("vanilla_transformer.translate")
+
+FILE_WINDOW_BATCHES = 8  # a file is read 8 batches at a time: more to sort by length
 
 
 @dataclass
 class TranslateOptions:
-    input: str = option("-", "File to translate, one sentence per line ('-': stdin).")
+    input: str = option("-", "File to translate, one sentence per line, UTF-8 ('-': stdin).")
     output: str = option("-", "Where the translations go ('-': stdout).")
-    num_beams: int = option(4, "Beam size (the paper: 4; 1: greedy).")
-    length_penalty: float = option(0.6, "Beam-search length penalty alpha (the paper: 0.6).")
-    do_sample: bool = option(False, "Sample instead of searching.")
-    temperature: float = option(1.0, "Sampling temperature.")
-    top_k: int | None = option(None, "Sample from the k most likely tokens (default: all).")
-    top_p: float | None = option(None, "Nucleus sampling mass (default: 1.0, off).")
-    num_return_sequences: int = option(
-        1, "Translations per input line, written as consecutive lines."
-    )
-    max_new_tokens: int | None = option(
-        None, "Output limit in tokens (default: the model's, source length + 50)."
-    )
-    max_tokens: int = option(4096, "Padded source tokens per batch.")
     device: str | None = option(None, "cpu, cuda, ... (default: cuda if available).")
-    seed: int = option(0, "Random seed (sampling).")
+    fast_cpu: str | None = option(
+        None,
+        "Decode on the opt-in fast CPU path (optimize_for_cpu_inference): int8, bf16 (CPUs with "
+        "native bf16 only) or fp32; needs the cpu device.",
+        choices=list(MODES),
+    )
+    seed: int = option(0, "Random seed of sampling (default: %(default)s).")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    options, positional = parse_cli(
-        [TranslateOptions],
+    decoding, options, positional = parse_cli(
+        [DecodingOptions, TranslateOptions],
         argv,
         __doc__,
-        extra_arguments=[("model", {"help": "Model folder, run folder or Hub id."})],
+        extra_arguments=[
+            ("model", {"help": "Model folder, run folder or Hub id."}),
+            (DEBUG_FLAG, {"action": "store_true", "help": DEBUG_HELP}),
+        ],
     )
-    return argparse.Namespace(**vars(options), **vars(positional))
+    return decoding, argparse.Namespace(**vars(options), **vars(positional))
 
 
-def load_model_and_tokenizer(name: str, device: str):
-    """The model and tokenizer of `name` in eval mode on `device`. The fast CPU inference path
-    (deployment issue) hooks in here, as a flag that transforms the loaded model."""
-    folder = resolve_model_folder(name)
+def model_folder(name: str) -> str:
+    """The folder (or Hub id) to load for `name`, refusing what is not one of our models."""
+    path = Path(name)
+    if path.is_dir() and (path / "model.bin").is_file() and not (path / "config.json").is_file():
+        raise UserError(
+            f"{name} is a CTranslate2 export (model.bin, no config.json): translate with "
+            "vanilla_transformer.export.ctranslate2.CTranslate2Translator(folder).translate(lines), "
+            "or pass the model folder it was exported from."
+        )
+    looks_local = path.is_absolute() or name.startswith(".") or name.count("/") != 1
+    if not path.exists() and looks_local:
+        raise UserError(f"no model at {name}: pass a model folder, a run folder or a Hub id.")
+    try:
+        return resolve_model_folder(name)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from err
+
+
+def load_model_and_tokenizer(name: str, device: str, fast_cpu: str | None = None):
+    """The model and tokenizer of `name` in eval mode on `device` (the fast CPU path with
+    `fast_cpu`), the tokenizer checked against the model."""
+    folder = model_folder(name)
     model = load_model(folder).to(device).eval()  # a local folder loads strictly
     tokenizer = load_tokenizer(folder)
+    check_tokenizer_matches(model.config, tokenizer)
+    if fast_cpu:
+        if device != "cpu":
+            raise UserError(
+                f"--fast_cpu is a CPU path: pass --device cpu (the device is {device})."
+            )
+        model = optimize_for_cpu_inference(model, fast_cpu, inplace=True)
     return model, tokenizer
 
 
+def decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    """The lines of a byte stream as text: only b"\\n" ends a line, a "\\r" before it and a UTF-8 BOM
+    at the start are dropped; a line that is not UTF-8 (or holds a NUL byte, binary data) is a
+    UserError naming `name` and the line."""
+    for number, raw in enumerate(stream, start=1):
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if b"\0" in raw:
+            raise UserError(
+                f"{name}, line {number}: a NUL byte, binary data and not text; the lines before "
+                "it were translated. Pass a UTF-8 text file, one sentence per line."
+            )
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{name}, line {number}: not UTF-8 ({err.reason} at byte {err.start}); the "
+                "lines before it were translated. Convert the input to UTF-8 (e.g. iconv)."
+            ) from None
+
+
+def count_lines(path: str) -> int:
+    """Lines in a file by the tool's rule (only b"\\n" ends one; a last line without it counts)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The console tool: `translate` with the one error style (`run_tool`); returns the exit code."""
+    return run_tool(translate, argv)
+
+
+def translate(argv: list[str]) -> int:
+    decoding, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The decoding flags are named after GenerationOptions' fields.
-    generation = GenerationOptions(
-        **{f.name: getattr(args, f.name) for f in fields(GenerationOptions)}
-    )
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    is_file = args.input != "-"
+    if is_file and not Path(args.input).is_file():
+        raise UserError(f"no input file {args.input}.")
+    model, tokenizer = load_model_and_tokenizer(args.model, device, args.fast_cpu)
+    name = args.input if is_file else "stdin"
+    window = decoding.batch_size * (FILE_WINDOW_BATCHES if is_file else 1)
     with contextlib.ExitStack() as stack:
-        if args.input == "-":
-            source = sys.stdin
-        else:
-            source = stack.enter_context(open(args.input, encoding="utf-8"))
-        lines = source.read().splitlines()
-        translations = translate_lines(
-            model,
-            tokenizer,
-            lines,
-            generation,
-            max_tokens=args.max_tokens,
-            device=device,
-            show_progress=args.input != "-",
+        source = stack.enter_context(open(args.input, "rb")) if is_file else sys.stdin.buffer
+        sink = sys.stdout
+        if args.output != "-":
+            sink = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
+        total = count_lines(args.input) if is_file else None
+        bar = stack.enter_context(
+            tqdm(total=total, desc="translate", unit="line", disable=not is_file, file=sys.stderr)
         )
-        if args.output == "-":
-            sink = sys.stdout
-        else:
-            sink = stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        for outputs in translations:
-            for text in outputs:
-                sink.write(text.replace("\n", " ") + "\n")
+        outputs = translate_stream(
+            model, tokenizer, decoded_lines(source, name), decoding, window, device, bar
+        )
+        for done, texts in enumerate(outputs, start=1):
+            for text in texts:  # a line end inside a translation would shift the next lines
+                sink.write(text.replace("\r", " ").replace("\n", " ") + "\n")
+            if done % window == 0:
+                sink.flush()
         sink.flush()
     if args.output != "-":
-        logger.info("%d lines translated into %s", len(lines), args.output)
+        logger.info("%d lines translated into %s", bar.n, args.output)
     return 0
 
 

@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {
@@ -246,16 +248,26 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def _moses_lines(path: str) -> Iterator[str]:
+    """The lines of a Moses-style file by the one line rule: only "\n" ends a line (a lone "\r"
+    or U+2028 inside a line is text, as `_count_lines` counts), a "\r" before it and a UTF-8 BOM at
+    the start are dropped."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for number, line in enumerate(f):
+            if line.endswith("\n"):
+                line = line[:-1]
+            if line.endswith("\r"):
+                line = line[:-1]
+            yield line[1:] if number == 0 and line.startswith("\ufeff") else line
+
+
 def _moses_rows(
     src_path: str, tgt_path: str, src_lang: str, tgt_lang: str, mtime_ns: int
 ) -> Iterator[dict]:
     """Rows of Moses-style parallel files: line i of `src_path` translates line i of `tgt_path`."""
     del mtime_ns
-    with open(src_path, encoding="utf-8") as src, open(tgt_path, encoding="utf-8") as tgt:
-        for source, target in zip(src, tgt, strict=True):
-            yield {
-                "translation": {src_lang: source.rstrip("\r\n"), tgt_lang: target.rstrip("\r\n")}
-            }
+    for source, target in zip(_moses_lines(src_path), _moses_lines(tgt_path), strict=True):
+        yield {"translation": {src_lang: source, tgt_lang: target}}
 
 
 def moses_pair(prefix: str | Path, src_lang: str, tgt_lang: str) -> tuple[Path, Path] | None:
@@ -299,21 +311,41 @@ def _load_moses(
 
 
 def _moses_prefixes(folder: Path, src_lang: str, tgt_lang: str) -> list[Path]:
-    """`<folder>/<name>` for every `<name>.<src_lang>` with a `<name>.<tgt_lang>` beside it."""
-    return sorted(
-        p.with_suffix("")
-        for p in folder.glob(f"*.{src_lang}")
-        if p.is_file() and moses_pair(p.with_suffix(""), src_lang, tgt_lang)
-    )
+    """`<folder>/<name>` for every `<name>.<src_lang>` with a `<name>.<tgt_lang>` beside it; a file
+    of either language without its partner is an error naming the missing file."""
+    prefixes = set()
+    for lang, other in ((src_lang, tgt_lang), (tgt_lang, src_lang)):
+        for p in folder.glob(f"*.{lang}"):
+            if not p.is_file():
+                continue
+            partner = p.with_suffix(f".{other}")
+            if not partner.is_file():
+                raise UserError(
+                    f"{p} has no {partner.name} beside it: Moses-style files come in pairs, line i "
+                    f"of <name>.{src_lang} translating line i of <name>.{tgt_lang}. Add "
+                    f"{partner}, or move {p.name} out of {folder}."
+                )
+            prefixes.add(p.with_suffix(""))
+    return sorted(prefixes)
 
 
 def _split_of_file(path: Path) -> str | None:
     return SPLIT_ALIASES.get(path.name.split(".")[0].lower())
 
 
+class TranslationCorpus(datasets.DatasetDict):
+    """What `load_translation_dataset` returns: its splits, and `empty_pairs_dropped`, the pairs
+    dropped per split for an empty side (training says what each filter removed when a split ends
+    up empty). A `DatasetDict` in every other way; its transformations return plain ones."""
+
+    def __init__(self, splits: dict, empty_pairs_dropped: dict[str, int] | None = None):
+        super().__init__(splits)
+        self.empty_pairs_dropped: dict[str, int] = dict(empty_pairs_dropped or {})
+
+
 def _drop_empty(
     ds: datasets.DatasetDict, src_lang: str, tgt_lang: str, num_proc: int | None
-) -> datasets.DatasetDict:
+) -> TranslationCorpus:
     """Drop pairs with an empty or whitespace-only side, logging how many per split."""
 
     def keep(batch: dict) -> list[bool]:
@@ -337,10 +369,32 @@ def _drop_empty(
             )
         logger.info("%s: %d pairs with both sides non-empty", split, len(kept))
         out[split] = kept
-    result = datasets.DatasetDict(out)
-    # Read by training to say what each filter removed when a split ends up empty.
-    result.empty_pairs_dropped = dropped_per_split
-    return result
+    return TranslationCorpus(out, empty_pairs_dropped=dropped_per_split)
+
+
+def _refuse_missing_local_path(path: Path, src_lang: str, tgt_lang: str) -> None:
+    """A UserError when `path`, which exists neither as a file nor as a folder, names a local file
+    rather than a Hub id: a data file suffix, an absolute or ./ path, a folder that exists, or half
+    of a Moses pair. Otherwise `datasets` would report a Hub connection error."""
+    for lang, other in ((src_lang, tgt_lang), (tgt_lang, src_lang)):
+        if Path(f"{path}.{lang}").is_file():
+            raise UserError(
+                f"no such file: {path}.{other} (Moses-style files come in pairs: {path}.{lang} "
+                f"needs {path}.{other} beside it)."
+            )
+    local = (
+        path.suffix in JSONL_SUFFIXES + TSV_SUFFIXES
+        or path.is_absolute()
+        or str(path).startswith(".")
+        or len(path.parts) > 2
+        or (path.parent != Path(".") and path.parent.is_dir())
+    )
+    if local:
+        raise UserError(
+            f"no such file or folder: {path} (a JSONL/TSV file, a folder of them, Moses-style "
+            f"<prefix>.{src_lang}/.{tgt_lang} files or a save_to_disk folder; a Hub id is "
+            "owner/name)."
+        )
 
 
 def load_translation_dataset(
@@ -352,8 +406,8 @@ def load_translation_dataset(
     num_proc: int | None = None,
     tsv_quoting: bool = False,
     **hub_kwargs,
-) -> datasets.DatasetDict:
-    """Load a parallel corpus as a ``DatasetDict`` of ``{"translation": {src, tgt}}`` rows.
+) -> TranslationCorpus:
+    """Load a parallel corpus as a ``DatasetDict`` (a `TranslationCorpus`) of ``{"translation": {src, tgt}}`` rows.
 
     ``name_or_path`` may be:
 
@@ -419,6 +473,7 @@ def load_translation_dataset(
             {"train": _load_file(path, src_lang, tgt_lang, cache_dir, tsv_quoting)}
         )
     else:
+        _refuse_missing_local_path(path, src_lang, tgt_lang)
         loaded = datasets.load_dataset(
             str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs
         )

@@ -5,13 +5,15 @@ corpus-level score on detokenised text with its default 13a tokenisation, comput
 package's `evaluate` metric modules (`vanilla_transformer.metrics`), and the sacrebleu signature
 is returned beside the number so a score can be reproduced and compared.
 
-`translate` sorts the sources by length so that each batch holds sentences of similar length:
-less padding, and a tighter output limit (the model caps a batch at its longest source + 50
+`translate` decodes with `vanilla_transformer.translation.translate_lines`, the package's one
+batched decoder: sources sorted by length, so that each batch holds sentences of similar length
+(less padding, and a tighter output limit: the model caps a batch at its longest source + 50
 tokens, Section 6.1). The outputs come back in the order of the inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..metrics import corpus_scores
+from ..translation import DecodingOptions, translate_lines
 
 logger = logging.getLogger(__name__)
 
@@ -30,107 +33,30 @@ __all__ = [
 ]
 
 
-def _generating_model(model):
-    """The model that has `generate`: unwrap DDP-style wrappers (`model.module`)."""
-    while not hasattr(model, "generate") and hasattr(model, "module"):
-        model = model.module
-    if not hasattr(model, "generate"):
-        raise TypeError(f"model must have a `generate` method, got {type(model).__name__}.")
-    return model
-
-
-def _pad_token_id(model, tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = getattr(model.config, "pad_token_id", None)
-    if pad is None:
-        raise ValueError("Neither the tokenizer nor model.config defines a pad token id.")
-    return pad
-
-
 def translate(
     model,
     tokenizer,
     sources: list[str],
-    batch_size: int = 32,
-    num_beams: int = 4,
-    length_penalty: float = 0.6,
-    max_new_tokens: int | None = None,
+    options: DecodingOptions | None = None,
     device: str | torch.device | None = None,
     show_progress: bool = False,
+    **decoding,
 ) -> list[str]:
-    """Translate `sources` with `model.generate`; returns one detokenised string per source, in the
-    order of `sources`.
+    """The best translation of each source, in the order of `sources`: `translate_lines`
+    (`vanilla_transformer.translation`, the one batched decoder) with its first output per line.
 
-    Args:
-        model: a seq2seq model with `generate` (a DDP-style wrapper is unwrapped). It is put in eval
-            mode for the call and restored to its previous mode afterwards.
-        tokenizer: encodes the sources (with its special tokens, e.g. the final `</s>`) and decodes
-            the outputs with `skip_special_tokens=True`.
-        sources: the source sentences.
-        batch_size: sentences per `generate` call; batches are formed after sorting by length.
-        num_beams, length_penalty: beam search (the paper: 4 and 0.6). `length_penalty` is only
-            passed when `num_beams > 1`.
-        max_new_tokens: output limit; `None` keeps the model's own (ours: longest source in the
-            batch + 50 tokens).
-        device: where to decode; the model is moved there if it is elsewhere. Default: the
-            model's device.
-        show_progress: a tqdm bar over batches.
+    `options` or `decoding` (`DecodingOptions` fields, e.g. `batch_size`, `num_beams`,
+    `length_penalty`, `max_new_tokens`) say how to decode; `show_progress`: a tqdm bar over lines.
     """
-    if isinstance(sources, str):
-        raise TypeError("sources must be a list of strings, got a single str.")
-    sources = list(sources)
-    if not all(isinstance(s, str) for s in sources):
-        raise TypeError("sources must be a list of strings.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}.")
-    if not sources:
-        return []
-
-    model = _generating_model(model)
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    if next(model.parameters()).device != device:
-        model.to(device)
-    pad_id = _pad_token_id(model, tokenizer)
-
-    encoded = tokenizer(sources, add_special_tokens=True)["input_ids"]
-    # Longest first: a batch that does not fit in memory fails at once, not at the end.
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]), reverse=True)
-    generate_kwargs = {"num_beams": num_beams}
-    if num_beams > 1:
-        generate_kwargs["length_penalty"] = length_penalty
-    if max_new_tokens is not None:
-        generate_kwargs["max_new_tokens"] = max_new_tokens
-
-    outputs: list[str | None] = [None] * len(sources)
-    was_training = model.training
-    model.eval()
-    try:
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="translate", disable=not show_progress, unit="batch"):
-            index = order[start : start + batch_size]
-            longest = max(len(encoded[i]) for i in index)
-            input_ids = torch.full((len(index), longest), pad_id, dtype=torch.long)  # (B, S)
-            attention_mask = torch.zeros((len(index), longest), dtype=torch.long)  # (B, S)
-            for row, i in enumerate(index):
-                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                attention_mask[row, : len(encoded[i])] = 1
-            with torch.inference_mode():
-                generated = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    **generate_kwargs,
-                )
-            texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for i, text in zip(index, texts, strict=True):
-                outputs[i] = text.strip()
-    finally:
-        model.train(was_training)
-    return outputs  # type: ignore[return-value]
+    if options is None:
+        options = DecodingOptions(**{**decoding, "num_return_sequences": 1})
+    elif decoding:
+        options = dataclasses.replace(options, **decoding)
+    with tqdm(total=None, desc="translate", unit="line", disable=not show_progress) as bar:
+        if isinstance(sources, list):
+            bar.total = len(sources)
+        outputs = translate_lines(model, tokenizer, sources, options, device, progress=bar)
+    return [texts[0] for texts in outputs]
 
 
 def compute_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
@@ -206,8 +132,8 @@ def evaluate_translation(
         max_samples: evaluate the first `max_samples` rows only (deterministic).
         hypotheses_file: if given, the hypotheses are written there, one per line in dataset
             order (newlines inside a hypothesis become spaces).
-        decoding: `translate`'s keyword arguments (batch_size, num_beams, length_penalty,
-            max_new_tokens, device, show_progress).
+        decoding: `translate`'s keyword arguments: `DecodingOptions` fields (batch_size,
+            num_beams, length_penalty, max_new_tokens, ...), `options`, `device`, `show_progress`.
 
     Returns:
         `compute_bleu`'s dict plus `num_samples`.

@@ -4,7 +4,8 @@ Each tool parses them with `transformers.HfArgumentParser` (`parse_cli`): a fiel
 same name, its `help` metadata the flag's help, and booleans get `--name` / `--no_name`.
 
 - `CorpusOptions`: which parallel corpus, and how to load it (`load`, `split`).
-- `DecodingOptions`: beam search and scoring settings of the evaluation tools.
+- `DecodingOptions`: the product's decoding options (`vanilla_transformer.translation`) plus the
+  evaluation tools' sample count and device.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from .. import translation
 from .bible import ENGLISH_MODULES, build_bible_corpus
 from .data import SPLIT_ALIASES, load_translation_dataset
 
@@ -87,16 +89,11 @@ class CorpusOptions:
 
 
 @dataclass
-class DecodingOptions:
-    """Beam-search decoding and scoring settings of the evaluation tools."""
+class DecodingOptions(translation.DecodingOptions):
+    """The evaluation tools' decoding flags: the product's `DecodingOptions` (the one set of decoding
+    fields, `vanilla_transformer.translation`) plus which pairs to score and where."""
 
-    num_beams: int = option(4, "Beam size (paper: 4).")
-    length_penalty: float = option(0.6, "Length penalty alpha (paper: 0.6).")
-    batch_size: int = option(32, "Sentences per generate call.")
     max_samples: int | None = option(None, "Score only the first N pairs of the split.")
-    max_new_tokens: int | None = option(
-        None, "Output limit in tokens (default: the model's, longest source in the batch + 50)."
-    )
     device: str | None = option(None, "Device, e.g. cpu or cuda (default: auto).")
 
 
