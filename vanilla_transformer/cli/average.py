@@ -33,7 +33,7 @@ import vanilla_transformer  # noqa: F401  (registers the model with the Auto cla
 from vanilla_transformer.cli.evaluate import corpus_of_run
 from vanilla_transformer.publishing.hub import EVALUATION_FIELDS, read_card_info, write_card_info
 from vanilla_transformer.recipe.checkpoints import (
-    TRAINING_CONFIG_FILE,
+    RUN_CONFIG_FILE,
     average_checkpoints,
     find_run_dir,
     list_checkpoints,
@@ -108,7 +108,7 @@ def checkpoint_folders(args: argparse.Namespace) -> list[Path]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "checkpoints").is_dir() or (path / TRAINING_CONFIG_FILE).is_file()
+    return (path / "checkpoints").is_dir() or (path / RUN_CONFIG_FILE).is_file()
 
 
 def base_model(args: argparse.Namespace, folders: list[Path]):

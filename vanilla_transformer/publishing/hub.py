@@ -20,7 +20,6 @@ card or a dry-run plan, and a folder whose text files contain one is refused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import json
 import logging
@@ -35,6 +34,8 @@ import jinja2
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from ..recipe.run_folder import sha256_file as _sha256
 
 logger = logging.getLogger(__name__)
 
@@ -777,14 +778,6 @@ def _check_no_token(folder: Path, files: list[str], token: str | None) -> None:
                 f"{folder / name} contains a Hugging Face access token; refusing to upload. "
                 "Remove it from the file (and revoke the token if it was ever shared)."
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_dry_run(folder: Path, files: list[str], dry_run_dir: Path, plan: dict) -> dict:
