@@ -45,6 +45,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from ..errors import UserError
 from ..modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
@@ -559,6 +560,18 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
         )
 
 
+def _no_model_message(path: Path) -> str:
+    """A local path that is no model folder, with the models or checkpoints that do exist."""
+    if path.exists():
+        return f"{path} is a file, not a model or run folder; pass a folder."
+    run = find_run_dir(path.parent) or path.parent
+    found = [str(p) for p in list_checkpoints(run)] if run.is_dir() else []
+    found += [str(p) for p in sorted(run.iterdir()) if (p / "config.json").is_file()]
+    found = list(dict.fromkeys(found))
+    names = f"those that exist: {', '.join(found[-6:])}" if found else f"nothing loadable in {run}"
+    return f"{path} does not exist; {names}."
+
+
 def resolve_model_folder(name_or_path: str | Path) -> str:
     """What `from_pretrained` should load for `name_or_path`:
 
@@ -571,9 +584,13 @@ def resolve_model_folder(name_or_path: str | Path) -> str:
 
     Raises:
         FileNotFoundError: a run folder with no loadable model, naming what was looked for.
+        UserError: a local path (its parent folder exists) that is not a folder, naming the
+            checkpoints and models that do exist there.
     """
     path = Path(name_or_path)
     if not path.is_dir():
+        if path.exists() or path.parent.is_dir() and str(path.parent) not in ("", "."):
+            raise UserError(_no_model_message(path))
         return str(name_or_path)
     if (path / "config.json").is_file():
         return str(path)

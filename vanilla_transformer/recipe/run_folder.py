@@ -24,6 +24,7 @@ Layout of `output_dir`::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -38,6 +39,7 @@ from pathlib import Path
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 from ..errors import UserError
+from .options import CorpusOptions
 
 LOCK_FILE = "run.lock"
 RUN_CONFIG_FILE = "training_config.json"  # the run's options; resuming reloads them
@@ -357,3 +359,13 @@ def recorded_hub_folder(run_dir: str | Path) -> Path | None:
     summary = Path(run_dir) / SUMMARY_FILE
     hub_folder = _read_json(summary).get("hub_folder") if summary.is_file() else None
     return recorded_path(run_dir, hub_folder) if hub_folder else None
+
+
+def run_corpus_options(path: str | Path, given: CorpusOptions) -> CorpusOptions:
+    """The corpus options of the run `path` belongs to (its paths resolved against the run
+    folder) when none were given on the command line (all defaults); otherwise `given`."""
+    recorded = run_training_values(path) if given == CorpusOptions() else {}
+    if not recorded:
+        return given
+    names = [f.name for f in dataclasses.fields(CorpusOptions)]
+    return CorpusOptions(**{k: recorded[k] for k in names if k in recorded})
