@@ -27,6 +27,8 @@ def test_format_is_required_and_every_option_has_help():
         "format",
         "quantization",
         "tokenizer",
+        "overwrite_output_dir",
+        "debug",
     }
     assert all(a.help for a in actions)
 

@@ -93,10 +93,10 @@ def export_tool(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folder = resolve_model_folder(args.model)
+    output_dir = prepare_output_dir(args)  # refused or emptied before any work
     print(f"loading {folder}", flush=True)
     model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or folder)
-    output_dir = prepare_output_dir(args)
     if args.format == "ctranslate2":
         from vanilla_transformer.export.ctranslate2 import export_ctranslate2
 

@@ -566,7 +566,8 @@ def _no_model_message(path: Path) -> str:
         return f"{path} is a file, not a model or run folder; pass a folder."
     run = find_run_dir(path.parent) or path.parent
     found = [str(p) for p in list_checkpoints(run)] if run.is_dir() else []
-    found += [str(p) for p in sorted(run.iterdir()) if (p / "config.json").is_file()]
+    for folder in dict.fromkeys((path.parent, run)):
+        found += [str(p) for p in sorted(folder.iterdir()) if (p / "config.json").is_file()]
     found = list(dict.fromkeys(found))
     names = f"those that exist: {', '.join(found[-6:])}" if found else f"nothing loadable in {run}"
     return f"{path} does not exist; {names}."
