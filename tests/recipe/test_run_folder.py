@@ -277,14 +277,26 @@ def test_a_moved_run_still_finds_the_model_inside_it(tmp_path, monkeypatch):
 
 def test_a_relative_path_of_unknown_origin_is_refused_not_read_from_the_cwd(tmp_path, monkeypatch):
     from vanilla_transformer.errors import UserError
+    from vanilla_transformer.recipe.run_folder import recorded_path
+
+    _fake_run(tmp_path / "project")
+    moved = tmp_path / "old-run"
+    (tmp_path / "project" / "runs" / "cpu-small").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="some/model"):
+        recorded_path(moved, "some/model")
+
+
+def test_a_bible_cache_of_unknown_origin_is_named_in_a_warning(tmp_path, monkeypatch, caplog):
     from vanilla_transformer.recipe.run_folder import run_training_values
 
     _fake_run(tmp_path / "project")
     moved = tmp_path / "old-run"
     (tmp_path / "project" / "runs" / "cpu-small").rename(moved)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match="data_cache/bible"):
-        run_training_values(moved)
+    with caplog.at_level("WARNING"):
+        assert run_training_values(moved)["bible_cache_dir"] == "data_cache/bible"
+    assert "data_cache/bible" in caplog.text and "current folder" in caplog.text
 
 
 def test_a_summary_with_an_absolute_hub_folder_is_read_as_it_is(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -340,13 +341,17 @@ def run_training_values(path: str | Path) -> dict:
     values = _read_json(run_dir / RUN_CONFIG_FILE)
     for name in RECORDED_PATH_OPTIONS:
         value = values.get(name)
-        if not value or (name in ("dataset", "tokenizer") and value == "bible"):
+        if (
+            not value
+            or value == "bible"
+            or (name == "bible_cache_dir" and values.get("dataset", "bible") != "bible")
+        ):
             continue
         try:
             resolved = recorded_path(run_dir, value)
-        except UserError:
-            if name == "bible_cache_dir":
-                raise
+        except UserError as err:
+            if name == "bible_cache_dir":  # the same corpus is rebuilt: not a wrong result
+                logging.getLogger(__name__).warning(f"{err} Using {value} from the current folder.")
             continue
         if name == "bible_cache_dir" or resolved.exists():
             values[name] = str(resolved)
