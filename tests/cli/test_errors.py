@@ -43,6 +43,10 @@ def _case_evaluate_an_empty_folder(tmp):
     return "evaluate", [str(tmp / "empty")], ["holds no model"]
 
 
+def _case_export_a_path_that_is_no_folder_nor_hub_id(tmp):
+    return "export", ["./nope/x", str(tmp / "out"), "--format", "onnx"], ["./nope/x does not exist"]
+
+
 def _case_train_missing_config(tmp):
     return (
         "train",

@@ -31,7 +31,7 @@ import vanilla_transformer  # noqa: F401  (registers the model with the Auto cla
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
-from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 from vanilla_transformer.recipe.run_folder import find_run_dir, run_corpus_options
@@ -101,7 +101,12 @@ def evaluate_tool(argv: list[str] | None = None) -> int:
     corpus_options = run_corpus_options(args.model, corpus_options)
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
-    model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    try:
+        model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    except OSError as err:
+        if Path(folder).is_dir():
+            raise
+        raise not_on_the_hub(folder, err) from None
     if args.fast_cpu:
         device = default_device(decoding.device)
         if device != "cpu":

@@ -18,7 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
-from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 
 FORMATS = ("ctranslate2", "onnx")
 logger = logging.getLogger("vanilla_transformer.export")
@@ -95,7 +95,12 @@ def export_tool(argv=None) -> int:
     folder = resolve_model_folder(args.model)
     output_dir = prepare_output_dir(args)  # refused or emptied before any work
     print(f"loading {folder}", flush=True)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    except OSError as err:
+        if Path(folder).is_dir():
+            raise
+        raise not_on_the_hub(folder, err) from None
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or folder)
     if args.format == "ctranslate2":
         from vanilla_transformer.export.ctranslate2 import export_ctranslate2

@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
@@ -560,6 +562,14 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
         )
 
 
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "/", "~"))
+
+
 def _no_model_message(path: Path) -> str:
     """A local path that is no model folder, with the models or checkpoints that do exist."""
     if path.exists():
@@ -592,6 +602,8 @@ def resolve_model_folder(name_or_path: str | Path) -> str:
     if not path.is_dir():
         if path.exists() or path.parent.is_dir() and str(path.parent) not in ("", "."):
             raise UserError(_no_model_message(path))
+        if not _is_repo_id(str(name_or_path)):
+            raise UserError(f"{name_or_path} does not exist (and is not a Hub id); pass a folder.")
         return str(name_or_path)
     if (path / "config.json").is_file():
         return str(path)
@@ -606,3 +618,10 @@ def resolve_model_folder(name_or_path: str | Path) -> str:
         f"(summary.json's hub_folder or {path / 'hub'}) and no checkpoint with a config.json. "
         "Pass a model folder, or a run whose checkpoints were saved by this version."
     )
+
+
+def not_on_the_hub(name: str, err: OSError) -> UserError:
+    """The error for a name that is no local folder and could not be loaded from the Hub (no
+    network, offline mode, no such repository)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"{name}: no such local folder, and not loadable from the Hub ({first})")
