@@ -200,3 +200,23 @@ def test_list_checkpoints_ignores_temporary_folders_of_an_interrupted_save(tmp_p
         model.save_pretrained(tmp_path / name)
     truncate(tmp_path / "checkpoint-3.tmp" / "model.safetensors")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_averaging_again_replaces_the_earlier_average_only_when_asked(tmp_path):
+    from vanilla_transformer.cli.average import main
+
+    tokenizer = train_tokenizer(["the house is red"] * 3, vocab_size=270, min_frequency=1)
+    run = tmp_path / "run"
+    for step, seed in ((100, 0), (200, 1)):
+        tiny_model(seed, vocab_size=len(tokenizer)).save_pretrained(run / f"checkpoint-{step}")
+        tokenizer.save_pretrained(run / f"checkpoint-{step}")
+    inputs = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    out = tmp_path / "avg"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier average")
+    args = ["--run_dir", str(run), "--last", "2", "--output_dir", str(out)]
+    assert main(args) != 0 and (out / "stale.txt").is_file()
+    assert main([*args[:-2], "--output_dir", str(run / "checkpoint-200")]) != 0
+    assert main([*args, "--overwrite_output_dir"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == inputs

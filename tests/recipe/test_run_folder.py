@@ -229,3 +229,92 @@ def test_changes_to_data_order_or_model_options_are_conflicts_and_others_are_not
     assert {"seed", "batch_tokens", "update_tokens", "dataset", "tokenizer", "d_model"} <= set(
         RESUME_LOCKED_OPTIONS
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths a run records resolve against the run folder, never the working directory
+# --------------------------------------------------------------------------------------------------
+
+
+def _fake_run(root: Path, output_dir: str = "runs/cpu-small", hub_folder: str | None = None):
+    """A finished run as training writes it from `root`: paths recorded relative to `root`."""
+    from vanilla_transformer.recipe.run_folder import RUN_CONFIG_FILE, SUMMARY_FILE
+
+    run = root / output_dir
+    (run / "hub").mkdir(parents=True)
+    (run / "hub" / "config.json").write_text("{}")
+    (run / RUN_CONFIG_FILE).write_text(
+        json.dumps({"output_dir": output_dir, "bible_cache_dir": "data_cache/bible"})
+    )
+    (run / SUMMARY_FILE).write_text(json.dumps({"hub_folder": hub_folder or f"{output_dir}/hub"}))
+    return run
+
+
+def test_a_run_named_from_another_folder_loads_its_own_model_not_a_decoy(tmp_path, monkeypatch):
+    from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+    from vanilla_transformer.recipe.run_folder import run_training_values
+
+    run = _fake_run(tmp_path / "project")
+    decoy = _fake_run(tmp_path / "elsewhere")  # the same relative layout in the working directory
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Path(resolve_model_folder(run)) == run / "hub"
+    assert Path(resolve_model_folder(run)) != decoy / "hub"
+    cache = run_training_values(run)["bible_cache_dir"]
+    assert Path(cache) == tmp_path / "project" / "data_cache" / "bible"
+
+
+def test_a_moved_run_still_finds_the_model_inside_it(tmp_path, monkeypatch):
+    from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+
+    _fake_run(tmp_path / "project")
+    moved = tmp_path / "archive" / "old-run"
+    moved.parent.mkdir()
+    (tmp_path / "project" / "runs" / "cpu-small").rename(moved)
+    _fake_run(tmp_path / "cwd")
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert Path(resolve_model_folder(moved)) == moved / "hub"
+
+
+def test_a_relative_path_of_unknown_origin_is_refused_not_read_from_the_cwd(tmp_path, monkeypatch):
+    from vanilla_transformer.errors import UserError
+    from vanilla_transformer.recipe.run_folder import recorded_path
+
+    _fake_run(tmp_path / "project")
+    moved = tmp_path / "old-run"
+    (tmp_path / "project" / "runs" / "cpu-small").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="some/model"):
+        recorded_path(moved, "some/model")
+
+
+def test_a_bible_cache_of_unknown_origin_is_named_in_a_warning(tmp_path, monkeypatch, caplog):
+    from vanilla_transformer.recipe.run_folder import run_training_values
+
+    _fake_run(tmp_path / "project")
+    moved = tmp_path / "old-run"
+    (tmp_path / "project" / "runs" / "cpu-small").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert run_training_values(moved)["bible_cache_dir"] == "data_cache/bible"
+    assert "data_cache/bible" in caplog.text and "current folder" in caplog.text
+
+
+def test_a_summary_with_an_absolute_hub_folder_is_read_as_it_is(tmp_path, monkeypatch):
+    from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+
+    elsewhere = tmp_path / "published"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text("{}")
+    run = _fake_run(tmp_path / "project", hub_folder=str(elsewhere))
+    monkeypatch.chdir(tmp_path)
+    assert Path(resolve_model_folder(run)) == elsewhere
+
+
+def test_file_hashing_and_weight_file_names_have_one_home():
+    import vanilla_transformer.publishing.hub as hub
+    import vanilla_transformer.recipe.checkpoints as checkpoints
+    import vanilla_transformer.recipe.run_folder as run_folder
+
+    assert checkpoints.sha256_file is run_folder.sha256_file
+    assert hub._sha256 is run_folder.sha256_file
+    assert checkpoints.WEIGHT_FILES is run_folder.WEIGHT_FILES

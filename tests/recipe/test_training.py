@@ -417,13 +417,13 @@ def test_every_training_option_is_validated_before_start_naming_option_and_value
         resolve_config(**{option: value})
 
 
-def test_a_config_file_with_a_bad_option_is_refused_by_the_cli_before_training(tmp_path):
+def test_a_config_file_with_a_bad_option_is_refused_by_the_cli_before_training(tmp_path, capsys):
     from vanilla_transformer.cli.train import main
 
     path = tmp_path / "run.yaml"
     path.write_text("logging_steps: 0\n")
-    with pytest.raises(ValueError, match="logging_steps must be >= 1, got 0"):
-        main(["--config", str(path), "--output_dir", str(tmp_path / "out")])
+    assert main(["--config", str(path), "--output_dir", str(tmp_path / "out")]) != 0
+    assert "logging_steps must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import logging
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +31,10 @@ from pathlib import Path
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.cli.evaluate import corpus_of_run
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.publishing.hub import EVALUATION_FIELDS, read_card_info, write_card_info
 from vanilla_transformer.recipe.checkpoints import (
-    TRAINING_CONFIG_FILE,
+    RUN_CONFIG_FILE,
     average_checkpoints,
     find_run_dir,
     list_checkpoints,
@@ -44,6 +45,7 @@ from vanilla_transformer.recipe.checkpoints import (
 )
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
+from vanilla_transformer.recipe.run_folder import run_corpus_options
 from vanilla_transformer.recipe.training import TrainingConfig, build_model
 
 logger = logging.getLogger("average_checkpoints")
@@ -52,7 +54,13 @@ logger = logging.getLogger("average_checkpoints")
 @dataclass
 class AverageOptions:
     output_dir: str | None = option(
-        None, "Where the averaged model is saved (default: RUN/averaged for a run folder)."
+        None,
+        "Where the averaged model is saved (default: RUN/averaged for a run folder). Never one "
+        "of the checkpoints or the base model; an existing non-empty folder only with "
+        "--overwrite_output_dir.",
+    )
+    overwrite_output_dir: bool = option(
+        False, "Replace what --output_dir holds (it is emptied first; never an input)."
     )
     run_dir: str | None = option(
         None,
@@ -94,21 +102,21 @@ def checkpoint_folders(args: argparse.Namespace) -> list[Path]:
     if len(args.checkpoints) == 1 and not args.run_dir and is_run_dir(Path(args.checkpoints[0])):
         args.run_dir, args.checkpoints = args.checkpoints[0], []
     if bool(args.checkpoints) == bool(args.run_dir):
-        raise SystemExit("error: give checkpoint folders or --run_dir, not both and not neither.")
+        raise UserError("give checkpoint folders or --run_dir, not both and not neither.")
     if args.checkpoints:
         return [Path(c) for c in args.checkpoints]
     if args.last < 1:
-        raise SystemExit(f"error: --last must be >= 1, got {args.last}.")
+        raise UserError(f"--last must be >= 1, got {args.last}.")
     found = list_checkpoints(args.run_dir)
     if not found:
-        raise SystemExit(f"error: no checkpoint folders with weights under {args.run_dir}.")
+        raise UserError(f"no checkpoint folders with weights under {args.run_dir}.")
     if len(found) < args.last:
         logger.warning("only %d checkpoints in %s; averaging all of them", len(found), args.run_dir)
     return found[-args.last :]
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "checkpoints").is_dir() or (path / TRAINING_CONFIG_FILE).is_file()
+    return (path / "checkpoints").is_dir() or (path / RUN_CONFIG_FILE).is_file()
 
 
 def base_model(args: argparse.Namespace, folders: list[Path]):
@@ -130,8 +138,8 @@ def base_model(args: argparse.Namespace, folders: list[Path]):
             tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
             return build_model(config, len(tokenizer)), tokenizer, f"{run_dir}/training_config.json"
         if base is None:
-            raise SystemExit(
-                f"error: {folders[-1]} has no config.json and belongs to no training run; pass "
+            raise UserError(
+                f"{folders[-1]} has no config.json and belongs to no training run; pass "
                 "--base_model with a save_pretrained folder of the same model."
             )
     model = AutoModelForSeq2SeqLM.from_pretrained(base)
@@ -178,20 +186,53 @@ def averaged_card_info(run_dir: Path | None, folders: list[Path], record: dict, 
     return info
 
 
+def output_folder(args: argparse.Namespace, run_dir: Path | None, folders: list[Path]) -> Path:
+    """Where the average goes, checked before any work: never an input (a checkpoint, the base
+    model, or a folder holding one), an existing non-empty folder only with
+    --overwrite_output_dir (then emptied)."""
+    if args.output_dir is None and run_dir is None:
+        raise UserError("--output_dir is required when the checkpoints are not in a run.")
+    output_dir = Path(args.output_dir or run_dir / "averaged")
+    out = output_dir.resolve()
+    inputs = [*folders, *([Path(args.base_model)] if args.base_model else [])]
+    for given in inputs:
+        path = given.resolve()
+        if out == path or out in path.parents or path in out.parents:
+            raise UserError(
+                f"--output_dir {output_dir} would overwrite the input {given}; choose another "
+                "folder (default: RUN/averaged)."
+            )
+    if output_dir.is_file():
+        raise UserError(f"--output_dir {output_dir} is a file; pass a folder.")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not args.overwrite_output_dir:
+            raise UserError(
+                f"{output_dir} already holds files (an earlier average?); pass "
+                "--overwrite_output_dir to replace them, or choose another --output_dir."
+            )
+    return output_dir
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(average_tool, argv)
+
+
+def average_tool(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folders = checkpoint_folders(args)
+    run_dir = Path(args.run_dir) if args.run_dir else find_run_dir(folders[-1])
+    output_dir = output_folder(args, run_dir, folders)
     logger.info("averaging %d checkpoints: %s", len(folders), [str(f) for f in folders])
     averaged = average_checkpoints(folders, show_progress=True)
 
     model, tokenizer, base = base_model(args, folders)
     record = {"checkpoints": [str(f) for f in folders], "base_model": base}
-    run_dir = Path(args.run_dir) if args.run_dir else find_run_dir(folders[-1])
 
     split = None
     if args.eval_split:
-        corpus = corpus_of_run(str(folders[-1]), args.corpus)
+        corpus = run_corpus_options(folders[-1], args.corpus)
         args.src_lang, args.tgt_lang = corpus.src_lang, corpus.tgt_lang
         split = corpus.split(corpus.load(), args.eval_split)
         load_averaged_weights(model, load_checkpoint_state_dict(folders[-1]))
@@ -200,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     load_averaged_weights(model, averaged)
     if split is not None:
         record["averaged_scores"] = score(model, tokenizer, split, args)
-    if args.output_dir is None and run_dir is None:
-        raise SystemExit("error: --output_dir is required when the checkpoints are not in a run.")
-    output_dir = Path(args.output_dir or run_dir / "averaged")
+    if output_dir.is_dir():  # checked empty, or --overwrite_output_dir given
+        shutil.rmtree(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "averaging.json").write_text(json.dumps(record, indent=2) + "\n")

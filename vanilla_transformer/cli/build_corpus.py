@@ -6,6 +6,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.recipe.bible import build_bible_corpus
 from vanilla_transformer.recipe.options import BIBLE, CorpusOptions, option, parse_cli
 
@@ -23,11 +24,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, BuildOptio
     per English version, with README.md) and the build's own."""
     corpus, options = parse_cli([CorpusOptions, BuildOptions], argv, __doc__)
     if corpus.dataset != BIBLE:
-        raise SystemExit(f"error: this tool builds the Bible corpus, not {corpus.dataset!r}.")
+        raise UserError(f"this tool builds the Bible corpus, not {corpus.dataset!r}.")
     return corpus, options
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(build_corpus_tool, argv)
+
+
+def build_corpus_tool(argv: list[str] | None = None) -> int:
     corpus_options, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     corpus = build_bible_corpus(

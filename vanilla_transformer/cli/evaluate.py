@@ -6,20 +6,19 @@ or one of its checkpoints: the corpus options the run was trained with are used 
 flags are given.
 
 Examples:
-    vanilla-transformer-evaluate runs/cpu-small                       # the run's model and corpus
-    python scripts/evaluate_model.py runs/base/final                       # Bible KJV->RV1909, test split
-    python scripts/evaluate_model.py runs/base/final --split validation --num_beams 1
-    python scripts/evaluate_model.py runs/base/final --fast_cpu int8      # BLEU of the fast int8 path
-    python scripts/evaluate_model.py MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
+    vanilla-transformer-evaluate runs/cpu-small                 # the run's model and corpus
+    vanilla-transformer-evaluate runs/base/hub                  # Bible KJV->RV1909, test split
+    vanilla-transformer-evaluate runs/base/hub --split validation --num_beams 1
+    vanilla-transformer-evaluate runs/base/hub --fast_cpu int8  # BLEU of the fast int8 path
+    vanilla-transformer-evaluate MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
 
 Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
-order), and optionally the scores as JSON.
+order; by default into the run folder, see --hypotheses_file), and optionally the scores as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -29,11 +28,13 @@ from pathlib import Path
 import torch
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
-from vanilla_transformer.recipe.checkpoints import resolve_model_folder, run_training_values
+from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
+from vanilla_transformer.recipe.run_folder import find_run_dir, run_corpus_options
 from vanilla_transformer.translation import check_tokenizer_matches
 
 
@@ -42,7 +43,9 @@ class EvaluateOptions:
     split: str = option("test", "Split to score (test, validation, ...).")
     hypotheses_file: str | None = option(
         None,
-        "Where to write the hypotheses (default: hypotheses.<split>.txt in the current folder).",
+        "Where to write the hypotheses (default: hypotheses.<split>.txt beside --results_json, "
+        "else in the model's run folder, else <model folder>.hypotheses.<split>.txt beside the "
+        "model folder; for a Hub id, in the current folder).",
     )
     results_json: str | None = option(None, "Also write the scores and settings to this file.")
     fast_cpu: str | None = option(
@@ -66,16 +69,18 @@ def parse_args(argv: list[str] | None = None):
     )
 
 
-def corpus_of_run(model: str, given: CorpusOptions) -> CorpusOptions:
-    """The corpus options of the run `model` belongs to, when none were given on the command
-    line (all defaults); otherwise `given`."""
-    recorded = run_training_values(model) if given == CorpusOptions() else {}
-    if not recorded:
-        return given
-    names = [f.name for f in dataclasses.fields(CorpusOptions)]
-    options = CorpusOptions(**{k: recorded[k] for k in names if k in recorded})
-    logging.getLogger(__name__).info("corpus of the run: %s", options)
-    return options
+def default_hypotheses_file(model: str, split: str, results_json: str | None) -> Path:
+    """Where the hypotheses go unless --hypotheses_file says (see its help): never into an input."""
+    name = f"hypotheses.{split}.txt"
+    if results_json:
+        return Path(results_json).parent / name
+    path = Path(model)
+    if not path.is_dir():
+        return Path(name)  # a Hub id
+    run_dir = find_run_dir(path)
+    if run_dir is not None:
+        return run_dir / name
+    return path.absolute().parent / f"{path.absolute().name}.{name}"
 
 
 def default_device(device: str | None) -> str:
@@ -83,26 +88,38 @@ def default_device(device: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(evaluate_tool, argv)
+
+
+def evaluate_tool(argv: list[str] | None = None) -> int:
     corpus_options, decoding, options, positional = parse_args(argv)
     args = argparse.Namespace(
         **vars(corpus_options), **vars(decoding), **vars(options), **vars(positional)
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folder = resolve_model_folder(args.model)
-    corpus_options = corpus_of_run(args.model, corpus_options)
+    corpus_options = run_corpus_options(args.model, corpus_options)
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
-    model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    try:
+        model = load_model(folder)  # a local folder loads strictly: every weight or an error
+    except OSError as err:
+        if Path(folder).is_dir():
+            raise
+        raise not_on_the_hub(folder, err) from None
     if args.fast_cpu:
         device = default_device(decoding.device)
         if device != "cpu":
-            raise SystemExit(
+            raise UserError(
                 f"--fast_cpu is a CPU path: pass --device cpu (the device is {device!r})."
             )
         model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
     tokenizer = load_tokenizer(folder)
     check_tokenizer_matches(model.config, tokenizer)  # a UserError naming both sizes / ids
-    hypotheses_file = args.hypotheses_file or f"hypotheses.{args.split}.txt"
+    hypotheses_file = args.hypotheses_file or default_hypotheses_file(
+        args.model, args.split, args.results_json
+    )
     scores = evaluate_translation(
         model,
         tokenizer,

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import sys
+from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 
 FORMATS = ("ctranslate2", "onnx")
 logger = logging.getLogger("vanilla_transformer.export")
@@ -22,9 +27,15 @@ logger = logging.getLogger("vanilla_transformer.export")
 def build_parser() -> argparse.ArgumentParser:
     from vanilla_transformer.export.ctranslate2 import QUANTIZATIONS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("model", help="A saved model folder (save_pretrained) or Hub id.")
-    parser.add_argument("output_dir", help="Folder to write the exported model into.")
+    parser.add_argument(
+        "output_dir",
+        help="Folder to write the exported model into: new or empty (see --overwrite_output_dir).",
+    )
     parser.add_argument(
         "--format", choices=FORMATS, required=True, help="Target runtime: %(choices)s."
     )
@@ -32,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantization",
         choices=QUANTIZATIONS,
         default="float32",
-        help="CTranslate2 weight type (default %(default)s; int8 is about 4x smaller and faster "
-        "on CPU). ONNX exports are float32 only.",
+        help="CTranslate2 weight type (int8 is about 4x smaller and faster on CPU). ONNX exports "
+        "are float32 only.",
     )
     parser.add_argument(
         "--tokenizer", default=None, help="Tokenizer folder or Hub id (default: the model's)."
     )
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Empty a non-empty output_dir first instead of refusing (never the model folder).",
+    )
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -49,21 +66,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(export_tool, argv)
+
+
+def prepare_output_dir(args: argparse.Namespace) -> Path:
+    """A new or empty output folder (emptied with --overwrite_output_dir); never the model's."""
+    output_dir = Path(args.output_dir)
+    model_dir = Path(args.model).resolve()
+    if output_dir.resolve() == model_dir or output_dir.resolve() in model_dir.parents:
+        raise UserError(f"output_dir {output_dir} holds the model {args.model}: choose another.")
+    if output_dir.is_file():
+        raise UserError(f"output_dir {output_dir} is a file; pass a folder.")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not args.overwrite_output_dir:
+            raise UserError(
+                f"{output_dir} is not empty (another export?); choose a new folder or pass "
+                "--overwrite_output_dir to replace what it holds."
+            )
+        shutil.rmtree(output_dir)
+    return output_dir
+
+
+def export_tool(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    folder = resolve_model_folder(args.model)
+    output_dir = prepare_output_dir(args)  # refused or emptied before any work
+    print(f"loading {folder}", flush=True)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    except OSError as err:
+        if Path(folder).is_dir():
+            raise
+        raise not_on_the_hub(folder, err) from None
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or folder)
     if args.format == "ctranslate2":
         from vanilla_transformer.export.ctranslate2 import export_ctranslate2
 
-        folder = export_ctranslate2(model, tokenizer, args.output_dir, args.quantization)
+        print(f"converting to CTranslate2 ({args.quantization})", flush=True)
+        written = export_ctranslate2(model, tokenizer, output_dir, args.quantization)
     else:
         from vanilla_transformer.export.onnx import export_onnx
 
-        folder = export_onnx(model, tokenizer, args.output_dir)
-    logger.info("Wrote the %s model to %s", args.format, folder)
+        written = export_onnx(model, tokenizer, output_dir)
+    print(f"wrote the {args.format} model to {written}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 
+from vanilla_transformer.errors import run_tool
 from vanilla_transformer.recipe.finetuning import FinetuneConfig, finetune
 from vanilla_transformer.recipe.options import parse_cli
 
@@ -30,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(finetune_tool, argv)
+
+
+def finetune_tool(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = finetune(config)

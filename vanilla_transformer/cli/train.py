@@ -6,8 +6,8 @@ Examples:
     python scripts/train.py --preset cpu-small --max_train_minutes 5 --eval_steps 0
     python scripts/train.py --config my_run.yaml --lr_factor 0.5       # flags override the file
     python scripts/train.py --preset cpu-small --output_dir runs/cpu-small --resume_from_checkpoint latest
-    accelerate launch --num_processes 2 --cpu scripts/train.py --preset cpu-small
-    accelerate launch scripts/train.py --preset base --mixed_precision bf16   # on GPUs
+    torchrun --nproc_per_node 2 scripts/train.py --preset cpu-small   # 2 CPU processes (gloo)
+    accelerate launch --multi_gpu --num_processes 8 scripts/train.py --preset big --mixed_precision bf16
 
 Precedence: field defaults < --preset < --config file < explicit flags. With
 --resume_from_checkpoint the run's own training_config.json replaces the defaults and the preset,
@@ -16,16 +16,25 @@ data order or the model (seed, batch sizes, dataset, tokenizer, model shape) is 
 --override_resume_options.
 
 Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next update boundary and exits (130 / 143).
+A run that fails to start (bad option or config file, nothing to resume, missing data) leaves no
+new run folder behind.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import sys
+from pathlib import Path
 
+import yaml
+
+from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.recipe.checkpoints import complete_checkpoints, resolve_checkpoint
 from vanilla_transformer.recipe.options import parse_cli
+from vanilla_transformer.recipe.run_folder import RunLockedError
 from vanilla_transformer.recipe.training import (
     NonFiniteLossError,
     TrainingConfig,
@@ -52,17 +61,61 @@ def parse_args(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Startup facts (parameters, pairs kept by each filter, batching, checkpoints saved/resumed)
-    # are INFO records of the package's loggers; accelerate's logger shows them on the main process.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    file_values = load_config_file(args.pop("config")) if args.get("config") else {}
-    args.pop("config", None)
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(train_tool, argv)
+
+
+def configure(args: dict) -> TrainingConfig:
+    """The run's options (defaults < preset < --config file < flags; a resumed run's own), every
+    problem a `UserError` raised before anything is written."""
+    config_file = args.pop("config", None)
+    try:
+        file_values = load_config_file(config_file) if config_file else {}
+    except FileNotFoundError:
+        raise UserError(f"--config {config_file}: no such file.") from None
+    except (ValueError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"--config {config_file} is not a valid YAML/JSON file: {first}") from None
     saved = None
     if args.get("resume_from_checkpoint"):
         output_dir = args.get("output_dir") or file_values.get("output_dir")
         saved = load_run_config(output_dir or TrainingConfig.output_dir)
-    config = resolve_config(file_values=file_values, saved_values=saved, **args)
+    try:
+        config = resolve_config(file_values=file_values, saved_values=saved, **args)
+    except (ValueError, TypeError) as err:
+        where = f" (in --config {config_file})" if config_file else ""
+        raise UserError(f"{err}{where}") from None
+    check_resume_target(config)
+    return config
+
+
+def check_resume_target(config: TrainingConfig) -> None:
+    """--resume_from_checkpoint needs a finished checkpoint: refused before the run folder is made."""
+    which = config.resume_from_checkpoint
+    if not which:
+        return
+    try:
+        resolve_checkpoint(config.output_dir, which)
+    except FileNotFoundError as err:
+        found = complete_checkpoints(config.output_dir)
+        hint = (
+            f"finished checkpoints there: {[p.name for p in found]}"
+            if found
+            else (
+                "start without --resume_from_checkpoint, or pass the --output_dir of an earlier run"
+            )
+        )
+        raise UserError(f"nothing to resume: {err}; {hint}.") from None
+
+
+def train_tool(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Startup facts (parameters, pairs kept by each filter, batching, checkpoints saved/resumed)
+    # are INFO records of the package's loggers; accelerate's logger shows them on the main process.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = configure(args)
+    run_dir = Path(config.output_dir)
+    new_folder = not run_dir.exists()
     try:
         summary = train(config)
     except NonFiniteLossError as err:
@@ -73,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}.get(
             err.signal_name, 1
         )
+    except Exception as err:
+        if new_folder and not isinstance(err, RunLockedError) and not complete_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
+        raise
     print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
     return 0
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.recipe.options import CorpusOptions, option, parse_cli
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
@@ -28,16 +29,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, TokenizerO
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The tool, with the one error style (`errors.run_tool`)."""
+    return run_tool(train_tokenizer_tool, argv)
+
+
+def train_tokenizer_tool(argv: list[str] | None = None) -> int:
     corpus_options, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     existing = Path(args.output_dir) / "tokenizer.json"
     if existing.is_file() and not args.overwrite:
-        print(
-            f"error: {args.output_dir} already holds a tokenizer ({existing}); models trained with "
-            "it need it unchanged. Pass --overwrite to replace it, or choose another --output_dir.",
-            file=sys.stderr,
+        raise UserError(
+            f"{args.output_dir} already holds a tokenizer ({existing}); models trained with "
+            "it need it unchanged. Pass --overwrite to replace it, or choose another --output_dir."
         )
-        return 2
     corpus = corpus_options.load()
     start = time.perf_counter()
     tokenizer = train_tokenizer(

@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -123,26 +124,43 @@ def past_names(num_layers: int, prefix: str, cross: bool = True) -> list[str]:
     ]
 
 
-def _export(module, args, path, input_names, output_names, dynamic_shapes):
-    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration_log.level
-    registration_log.setLevel(logging.ERROR)  # "torchvision is not installed" notices
+logger = logging.getLogger(__name__)
+
+# Loggers whose INFO/WARNING notes flood an export (onnxscript's optimizer prints one line per
+# rewrite, ~230 for a small model; torch's registration notes "torchvision is not installed").
+# Raised to ERROR while exporting: real errors still show, and raise.
+_NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx._internal.exporter._registration")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices from traced library code
-            program = torch.onnx.export(
-                module,
-                args,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_shapes=dynamic_shapes,
-                opset_version=OPSET,
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            yield
     finally:
-        registration_log.setLevel(level)
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+def _export(module, args, path, input_names, output_names, dynamic_shapes):
+    logger.info("exporting %s", Path(path).name)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     program.save(str(path))
 
 

@@ -25,7 +25,6 @@ card or a dry-run plan, and a folder whose text files contain one is refused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import json
 import logging
@@ -49,6 +48,7 @@ from huggingface_hub.utils import (
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..errors import UserError
+from ..recipe.run_folder import sha256_file as _sha256
 
 logger = logging.getLogger(__name__)
 
@@ -820,14 +820,6 @@ def _check_no_token(
                 f"{(shown_as or folder) / name} contains a Hugging Face access token; refusing to upload. "
                 "Remove it from the file (and revoke the token if it was ever shared)."
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------

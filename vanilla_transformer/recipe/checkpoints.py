@@ -31,7 +31,6 @@ such as step counters) are not averaged: the last checkpoint's value is kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,15 +41,28 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from ..errors import UserError
 from ..modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
-from .run_folder import disk_full_error, folder_size
+from .run_folder import (
+    HUB_SUBFOLDER,
+    RUN_CONFIG_FILE,
+    WEIGHT_FILES,
+    disk_full_error,
+    find_run_dir,
+    folder_size,
+    recorded_hub_folder,
+    run_training_values,
+    sha256_file,
+)
 
 __all__ = [
     "average_state_dicts",
@@ -76,8 +88,6 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-# The weight file names are transformers' own (save_pretrained and accelerate write them).
-WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
 CHECKPOINT_PREFIX = "checkpoint_"
 TMP_SUFFIX = ".tmp"
 STATE_FILE = "trainer_state.json"  # a checkpoint without it is incomplete
@@ -365,20 +375,12 @@ class CheckpointVerificationError(ValueError):
     """A checkpoint whose files do not match its manifest; the message names the file."""
 
 
-def _sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: str | Path) -> Path:
     """Write `manifest.json`: size and sha256 of every other file of the checkpoint folder.
     Written last, so a checkpoint with a manifest was complete when the manifest was written."""
     folder = Path(folder)
     files = {
-        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE
     }
@@ -421,7 +423,7 @@ def verify_checkpoint(folder: str | Path) -> None:
                 f"{file} has {size} bytes, {expected.get('size')} when saved (truncated or "
                 "overwritten)."
             )
-        if _sha256(file) != expected.get("sha256"):
+        if sha256_file(file) != expected.get("sha256"):
             raise CheckpointVerificationError(
                 f"{file} differs from the file saved (sha256 mismatch): corrupted on disk."
             )
@@ -560,33 +562,55 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
         )
 
 
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "/", "~"))
+
+
+def _no_model_message(path: Path) -> str:
+    """A local path that is no model folder, with the models or checkpoints that do exist."""
+    if path.exists():
+        return f"{path} is a file, not a model or run folder; pass a folder."
+    run = find_run_dir(path.parent) or path.parent
+    found = [str(p) for p in list_checkpoints(run)] if run.is_dir() else []
+    for folder in dict.fromkeys((path.parent, run)):
+        found += [str(p) for p in sorted(folder.iterdir()) if (p / "config.json").is_file()]
+    found = list(dict.fromkeys(found))
+    names = f"those that exist: {', '.join(found[-6:])}" if found else f"nothing loadable in {run}"
+    return f"{path} does not exist; {names}."
+
+
 def resolve_model_folder(name_or_path: str | Path) -> str:
     """What `from_pretrained` should load for `name_or_path`:
 
     - a folder with a `config.json` (a Hub folder, a checkpoint, a save_pretrained folder): itself;
     - a training run folder (`summary.json`, `training_config.json` or `checkpoints/`): its final
-      model (the `hub_folder` named in `summary.json`, else `<run>/hub`), else its newest
+      model (the `hub_folder` named in `summary.json`, resolved against the run folder, never the
+      working directory; else `<run>/hub`), else its newest
       checkpoint that holds a `config.json`;
     - anything else (e.g. a Hub id) unchanged.
 
     Raises:
         FileNotFoundError: a run folder with no loadable model, naming what was looked for.
+        UserError: a local path (its parent folder exists) that is not a folder, naming the
+            checkpoints and models that do exist there.
     """
     path = Path(name_or_path)
     if not path.is_dir():
+        if path.exists() or path.parent.is_dir() and str(path.parent) not in ("", "."):
+            raise UserError(_no_model_message(path))
+        if not _is_repo_id(str(name_or_path)):
+            raise UserError(f"{name_or_path} does not exist (and is not a Hub id); pass a folder.")
         return str(name_or_path)
     if (path / "config.json").is_file():
         return str(path)
-    candidates = []
-    summary = path / "summary.json"
-    if summary.is_file():
-        hub_folder = json.loads(summary.read_text(encoding="utf-8")).get("hub_folder")
-        if hub_folder:
-            candidates.append(Path(hub_folder))
-    candidates.append(path / "hub")
-    if path.exists() and any((path / n).exists() for n in ("checkpoints", "training_config.json")):
+    candidates = [recorded_hub_folder(path), path / HUB_SUBFOLDER]
+    if any((path / n).exists() for n in ("checkpoints", RUN_CONFIG_FILE)):
         candidates += reversed(list_checkpoints(path))
-    for candidate in candidates:
+    for candidate in filter(None, candidates):
         if (candidate / "config.json").is_file():
             return str(candidate)
     raise FileNotFoundError(
@@ -596,22 +620,8 @@ def resolve_model_folder(name_or_path: str | Path) -> str:
     )
 
 
-TRAINING_CONFIG_FILE = "training_config.json"
-
-
-def find_run_dir(path: str | Path) -> Path | None:
-    """The training run a folder belongs to: `path` itself or the nearest of its two parents
-    holding `training_config.json` (a run, its Hub folder, or `checkpoints/checkpoint_N`)."""
-    path = Path(path)
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / TRAINING_CONFIG_FILE).is_file():
-            return candidate
-    return None
-
-
-def run_training_values(path: str | Path) -> dict:
-    """The training options recorded by the run `path` belongs to (empty if none)."""
-    run_dir = find_run_dir(path)
-    if run_dir is None:
-        return {}
-    return json.loads((run_dir / TRAINING_CONFIG_FILE).read_text(encoding="utf-8"))
+def not_on_the_hub(name: str, err: OSError) -> UserError:
+    """The error for a name that is no local folder and could not be loaded from the Hub (no
+    network, offline mode, no such repository)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"{name}: no such local folder, and not loadable from the Hub ({first})")

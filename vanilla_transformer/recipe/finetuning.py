@@ -225,7 +225,7 @@ def finetune(config: FinetuneConfig) -> dict:
             config.max_source_length,
             config.max_target_length,
         )
-        logger.info("%s: %s", name, counts)
+        logger.info("%s split: %s", name, counts["train"])  # counts name the one split "train"
         if counts["train"]["kept"] == 0:  # the Trainer would fail on a missing column, or spin
             c = counts["train"]
             raise ValueError(

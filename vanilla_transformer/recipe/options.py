@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from .. import translation
+from ..errors import DEBUG_FLAG, DEBUG_HELP
 from .bible import ENGLISH_MODULES, build_bible_corpus
 from .data import SPLIT_ALIASES, load_translation_dataset
 
@@ -50,7 +51,8 @@ class CorpusOptions:
     )
     bible_cache_dir: str = option(
         "data_cache/bible",
-        "Where the Bible corpus is built once and cached.",
+        "Where the Bible corpus is built once and cached (the Bible corpus cache only, not the "
+        "Hugging Face cache; a run records it and the tools resolve it against the run folder).",
         aliases=["--cache_dir"],
     )
     src_lang: str = option("en", "Source language key of the 'translation' rows.")
@@ -97,6 +99,19 @@ class DecodingOptions(translation.DecodingOptions):
     device: str | None = option(None, "Device, e.g. cpu or cuda (default: auto).")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and each option's default after its help (unless the help
+    already names it, or there is none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS):
+            return text
+        if action.option_strings and action.nargs == 0 and action.default is False:
+            return text  # an off-by-default switch
+        return f"{text} (default: %(default)s)"
+
+
 def parse_cli(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None,
@@ -108,16 +123,21 @@ def parse_cli(
 
     `extra_arguments`: arguments not from a dataclass, `(name, add_argument kwargs)`, returned
     last as an `argparse.Namespace`. `only_given`: return one dict of the flags given on the command line
-    instead of instances (for tools that layer defaults < preset < file < flags).
+    instead of instances (for tools that layer defaults < preset < file < flags). `--help` shows
+    each default and `--debug` (which `errors.run_tool` takes off the command line before).
     """
     parser = HfArgumentParser(
-        list(dataclass_types),
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        list(dataclass_types), description=description, formatter_class=_HelpFormatter
     )
     for name, kwargs in extra_arguments:
         parser.add_argument(name, **kwargs)
+    for action in parser._actions:  # HfArgumentParser gives --no_x the help of --x
+        if isinstance(action, argparse._StoreFalseAction) and action.option_strings:
+            action.help = f"Turn off --{action.dest}."
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     if only_given:
+        help_text = parser.format_help()  # with the defaults, before they are suppressed
+        parser.format_help = lambda: help_text
         for action in parser._actions:  # not set_defaults: it also fills the namespace
             action.default = argparse.SUPPRESS
         return (vars(parser.parse_args(argv)),)

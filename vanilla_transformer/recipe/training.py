@@ -54,7 +54,7 @@ from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_d
 from .evaluation import evaluate_translation
 from .hardware import hardware_description
 from .options import CorpusOptions, option
-from .run_folder import RunLock, describe_stale, resume_conflicts
+from .run_folder import RUN_CONFIG_FILE, RunLock, describe_stale, resume_conflicts
 from .tokenization import requested_vocab_size, train_tokenizer
 
 logger = get_logger(__name__)
@@ -372,9 +372,6 @@ def resolve_config(
             raise ValueError(f"unknown training options in {where}: {unknown}.")
         values.update(source)
     return TrainingConfig(**values)
-
-
-RUN_CONFIG_FILE = "training_config.json"
 
 
 def load_run_config(output_dir: str | Path) -> dict:
