@@ -36,7 +36,7 @@ from .options import CorpusOptions, option
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FinetuneConfig", "make_compute_metrics", "finetune"]
+__all__ = ["FinetuneConfig", "GenerationKeepingTrainer", "make_compute_metrics", "finetune"]
 
 
 # FinetuneConfig fields that are `Seq2SeqTrainingArguments` fields of the same name and meaning.
@@ -126,6 +126,24 @@ def make_compute_metrics(tokenizer):
     return compute_metrics
 
 
+class GenerationKeepingTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` that evaluates with the model's own generation settings, and keeps them.
+
+    `Seq2SeqTrainer.prediction_step` writes every transformers default into
+    `model.generation_config` after its first `generate` (among them `max_length=20`). The next
+    evaluation would then cut hypotheses at 20 tokens instead of the paper's input length + 50
+    (the model's default), and every checkpoint saved after it would carry that limit, so the BLEU
+    that `load_best_model_at_end` compares would not be the evaluate tool's (issue 19.1). The
+    model's generation config is put back after each prediction step."""
+
+    def prediction_step(self, *args, **kwargs):
+        kept = copy.deepcopy(self.model.generation_config)
+        try:
+            return super().prediction_step(*args, **kwargs)
+        finally:
+            self.model.generation_config = kept
+
+
 def _first(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
 
@@ -207,9 +225,6 @@ def finetune(config: FinetuneConfig) -> dict:
     # length penalty is refused by save_pretrained).
     if config.num_beams > 1:
         model.generation_config.length_penalty = config.length_penalty
-    # Seq2SeqTrainer fills the generation config with every default (max_length=20, ...) while
-    # evaluating; the saved model gets this clean copy back.
-    generation_config = copy.deepcopy(model.generation_config)
 
     corpus = config.load()
     splits = {"train": _first(config.split(corpus, config.train_split), config.max_train_samples)}
@@ -254,7 +269,7 @@ def finetune(config: FinetuneConfig) -> dict:
         # Pinned memory only helps copies to a GPU; on CPU torch warns that it is ignored.
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = Seq2SeqTrainer(
+    trainer = GenerationKeepingTrainer(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -265,7 +280,6 @@ def finetune(config: FinetuneConfig) -> dict:
     )
     trainer.train()
     metrics = trainer.evaluate() if evaluate else None
-    trainer.model.generation_config = generation_config
     final_dir = Path(config.output_dir) / "final"
     # model.save_pretrained (weights, config, remote code, pipeline file) and the tokenizer.
     trainer.save_model(str(final_dir))
