@@ -258,7 +258,10 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["skipped_updates"] == 0
-    assert "checkpoint_20, checkpoint_30" in summary["averaging"]
+    check = summary["averaging_check"]
+    assert check["averaged"] == ["checkpoint_20", "checkpoint_30"]
+    if check["kept"] == "average":
+        assert "checkpoint_20, checkpoint_30" in summary["averaging"]
     assert set(summary["scores"]) == {"validation", "test"}
     hub = Path(summary["hub_folder"])
     for name in (
@@ -755,3 +758,54 @@ def test_resume_refuses_another_number_of_processes_or_a_changed_tokenizer(corpu
     train_tokenizer(texts, vocab_size=280, model_max_length=64).save_pretrained(tokenizer)
     with pytest.raises(ValueError, match=r"tokenizer\.json changed since the run saved it"):
         train(config)
+
+
+# --------------------------------------------------------------------------------------------------
+# The final model: the checkpoint average only when it is not worse (issue 19.2)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_warm_up_checkpoints_are_not_averaged_and_both_scores_are_recorded(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import train
+
+    config = in_process_config(
+        corpus, tmp_path / "run", max_steps=6, checkpoint_steps=1, keep_last=5, average_last=5,
+        warmup_steps=4, eval_bleu_samples=4, eval_num_beams=1,
+    )  # fmt: skip
+    summary = train(config)
+    check = summary["averaging_check"]
+    assert check["left_out_in_warmup"] == ["checkpoint_2", "checkpoint_3"]
+    assert check["averaged"] == ["checkpoint_4", "checkpoint_5", "checkpoint_6"]
+    for scores in (check["newest_scores"], check["average_scores"]):
+        assert set(scores) == {"bleu", "chrf", "num_samples"} and scores["num_samples"] == 4
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["averaging_check"] == check
+
+
+def test_an_average_that_scores_below_the_newest_checkpoint_is_not_the_final_model(tmp_path):
+    from tests.conftest import tiny_config
+    from tests.toy_translation import toy_pairs, trained_toy_model
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
+    from vanilla_transformer.recipe.checkpoints import average_unless_worse
+    from vanilla_transformer.recipe.evaluation import evaluate_translation
+
+    trained, tokenizer = trained_toy_model(), word_tokenizer()
+    torch.manual_seed(1)
+    VanillaTransformerForConditionalGeneration(tiny_config()).save_pretrained(tmp_path / "step_1")
+    trained.save_pretrained(tmp_path / "step_2")
+    pairs = [{"translation": {"en": s, "es": t}} for s, t in toy_pairs(16, seed=5)]
+
+    def score(model):
+        return evaluate_translation(model, tokenizer, pairs, "en", "es", num_beams=1)
+
+    model = VanillaTransformerForConditionalGeneration(tiny_config())
+    model.load_state_dict(trained.state_dict())
+    worse = average_unless_worse(model, [tmp_path / "step_1", tmp_path / "step_2"], score)
+    assert worse["kept"] == "newest"
+    assert worse["average_scores"]["chrf"] < worse["newest_scores"]["chrf"]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
+    # An average that is not worse (here: of two equal checkpoints) is kept.
+    same = average_unless_worse(model, [tmp_path / "step_2", tmp_path / "step_2"], score)
+    assert same["kept"] == "average" and same["average_scores"] == same["newest_scores"]

@@ -36,7 +36,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -68,6 +68,8 @@ __all__ = [
     "newest_verified",
     "CheckpointVerificationError",
     "load_averaged_weights",
+    "checkpoints_to_average",
+    "average_unless_worse",
     "resolve_model_folder",
     "find_run_dir",
     "run_training_values",
@@ -558,6 +560,59 @@ def load_averaged_weights(model: torch.nn.Module, state_dict: Mapping[str, torch
             f"averaged weights lack {sorted(untied)}, which the model does not tie to a loaded "
             "tensor: the checkpoints do not match this model."
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# The averaging decision (issue 19.2): only checkpoints past warm-up are averaged, and the average
+# replaces the newest checkpoint only when it does not score below it on validation.
+# --------------------------------------------------------------------------------------------------
+
+
+def checkpoints_to_average(
+    checkpoints: Sequence[Path], average_last: int, warmup_steps: int
+) -> tuple[list[Path], list[Path]]:
+    """(the last `average_last` of `checkpoints` (oldest first) written at or after update
+    `warmup_steps`, those of the last `average_last` left out for being inside the warm-up).
+    A warm-up checkpoint is far from the trained model; averaging it in lowers quality."""
+    last = list(checkpoints)[-average_last:] if average_last > 0 else []
+    past = [p for p in last if (_step_of(p) or 0) >= warmup_steps]
+    return past, [p for p in last if p not in past]
+
+
+def _rank(scores: Mapping[str, float]) -> tuple[float, ...]:
+    """Higher is better: BLEU first, chrF for ties (a short run's BLEU is often 0 for both);
+    a loss only where no BLEU was computed."""
+    if "bleu" in scores:
+        return (scores["bleu"], scores.get("chrf", 0.0))
+    return (-scores["loss"],)
+
+
+def average_unless_worse(
+    model: torch.nn.Module,
+    checkpoints: Sequence[Path],
+    score: Callable[[torch.nn.Module], dict] | None,
+    show_progress: bool = False,
+) -> dict:
+    """Load the mean of `checkpoints` into `model`, which holds the newest checkpoint's weights,
+    unless it scores below them on `score(model)` (a dict with "bleu"/"chrf", or "loss"): then the
+    newest weights are put back. Without `score` the average is kept unchecked.
+
+    Returns the record of the decision: {"averaged": [names], "kept": "average" | "newest",
+    "newest_scores": {...} | None, "average_scores": {...} | None}."""
+    newest = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    newest_scores = score(model) if score is not None else None
+    load_averaged_weights(model, average_checkpoints(checkpoints, show_progress=show_progress))
+    average_scores = score(model) if score is not None else None
+    kept = "average"
+    if score is not None and _rank(average_scores) < _rank(newest_scores):
+        model.load_state_dict(newest)
+        kept = "newest"
+    return {
+        "averaged": [p.name for p in checkpoints],
+        "kept": kept,
+        "newest_scores": newest_scores,
+        "average_scores": average_scores,
+    }
 
 
 def resolve_model_folder(name_or_path: str | Path) -> str:

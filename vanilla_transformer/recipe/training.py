@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -41,9 +42,9 @@ from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
 from .checkpoints import (
     STATE_FILE,
-    average_checkpoints,
+    average_unless_worse,
+    checkpoints_to_average,
     complete_checkpoints,
-    load_averaged_weights,
     load_checkpoint,
     read_trainer_state,
     resolve_checkpoint,
@@ -1191,13 +1192,7 @@ def finish(
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return summary
-    checkpoints = complete_checkpoints(run_dir)[-config.average_last :]
-    if config.average_last > 1 and len(checkpoints) > 1:
-        load_averaged_weights(model, average_checkpoints(checkpoints, show_progress=True))
-        summary["averaging"] = (
-            f"mean of the last {len(checkpoints)} checkpoints "
-            f"({', '.join(p.name for p in checkpoints)})"
-        )
+    summary.update(average_final_model(model, tokenizer, corpus, config, run_dir))
     for split in [s.strip() for s in config.final_eval_splits.split(",") if s.strip()]:
         if split in corpus:
             summary["scores"][split] = bleu_on(
@@ -1226,6 +1221,56 @@ def finish(
         logger.info(f"training curves: {curves}")
     accelerator.wait_for_everyone()
     return summary
+
+
+def _validation_scores(model, tokenizer, corpus, config: TrainingConfig) -> dict:
+    """BLEU/chrF on the validation pairs the run evaluates on during training."""
+    scores = bleu_on(
+        model, tokenizer, corpus["validation"], config, config.eval_bleu_samples,
+        config.eval_num_beams,
+    )  # fmt: skip
+    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "num_samples": scores["num_samples"]}
+
+
+def average_final_model(model, tokenizer, corpus, config: TrainingConfig, run_dir: Path) -> dict:
+    """Section 6.1's checkpoint average, never silently worse (issue 19.2): only checkpoints
+    written after the warm-up are averaged, and the average becomes the final model only when it
+    does not score below the newest checkpoint (`model`'s weights) on validation
+    (`checkpoints.average_unless_worse`). Returns the summary's `averaging` (the card's text) and
+    `averaging_check` (both scores and what was kept)."""
+    if config.average_last <= 1:
+        return {}
+    chosen, in_warmup = checkpoints_to_average(
+        complete_checkpoints(run_dir), config.average_last, config.warmup_steps
+    )
+    check: dict = {"left_out_in_warmup": [p.name for p in in_warmup]}
+    if in_warmup:
+        tqdm.write(
+            f"[final] not averaged: {', '.join(p.name for p in in_warmup)} (inside the "
+            f"{config.warmup_steps}-update warm-up)"
+        )
+    if len(chosen) < 2:
+        tqdm.write("[final] no checkpoint average: fewer than 2 checkpoints past the warm-up")
+        return {"averaging": None, "averaging_check": {**check, "averaged": [], "kept": "newest"}}
+    score = None
+    if "validation" in corpus and config.eval_bleu_samples > 0:
+        score = functools.partial(
+            _validation_scores, tokenizer=tokenizer, corpus=corpus, config=config
+        )
+    check.update(average_unless_worse(model, chosen, score, show_progress=True))
+    names = ", ".join(check["averaged"])
+    if check["kept"] == "newest":
+        new, avg = check["newest_scores"], check["average_scores"]
+        tqdm.write(
+            f"[final] the average of {names} scores below the newest checkpoint on validation "
+            f"(BLEU {avg['bleu']:.2f} chrF {avg['chrf']:.2f} < BLEU {new['bleu']:.2f} chrF "
+            f"{new['chrf']:.2f}): the newest checkpoint is the final model"
+        )
+        return {"averaging": None, "averaging_check": check}
+    return {
+        "averaging": f"mean of the last {len(chosen)} checkpoints ({names})",
+        "averaging_check": check,
+    }
 
 
 def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dict) -> Path:
