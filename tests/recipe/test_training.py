@@ -6,6 +6,7 @@ English word to a made-up Spanish word, so a few updates visibly lower the loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -214,7 +215,9 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
     assert (base.max_steps, big.max_steps, base.warmup_steps) == (100000, 300000, 4000)
     assert (base.adam_beta1, base.adam_beta2, base.adam_epsilon) == (0.9, 0.98, 1e-9)
     assert base.label_smoothing == 0.1 and base.update_tokens == 50000 and not base.norm_first
-    assert PRESETS["cpu-small"]["max_train_minutes"] > 0
+    # Bounded by updates (the same model on every machine), minutes only as an option.
+    assert PRESETS["cpu-small"]["max_steps"] == 5500
+    assert PRESETS["cpu-small"]["max_train_minutes"] == 0
 
     (tmp_path / "run.yaml").write_text("preset: cpu-small\nlr_factor: 0.5\nd_model: 256\n")
     config = resolve_config(file_values=load_config_file(tmp_path / "run.yaml"), d_model=128)
@@ -225,6 +228,37 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
         resolve_config(learning_rate=1e-3)
     with pytest.raises(ValueError, match="preset must be one of"):
         resolve_config("huge")
+
+
+# The flags scripts/main.sh passed to scripts/train.py before the cpu-small preset carried them
+# (with the tokenizer it made by `scripts/train_tokenizer.py --vocab_size 4000 --model_max_length
+# 256` into data_cache/tokenizer-bpe4k when missing).
+MAIN_JOB_FLAGS = """--preset cpu-small --bible_cache_dir data_cache/bible --tokenizer
+    data_cache/tokenizer-bpe4k --output_dir runs/cpu-small --max_steps 5500 --max_train_minutes 0
+    --average_last 5 --final_eval_splits validation,test --hub_folder runs/cpu-small/hub"""
+
+
+def test_the_cpu_small_preset_alone_trains_exactly_what_the_main_job_trains():
+    from vanilla_transformer.cli.train import parse_args
+
+    preset = resolve_config(**parse_args(["--preset", "cpu-small"]))
+    main_job = resolve_config(**parse_args(MAIN_JOB_FLAGS.split()))
+    assert preset.final_hub_folder == main_job.final_hub_folder == Path("runs/cpu-small/hub")
+    assert dataclasses.replace(preset, hub_folder=None) == dataclasses.replace(
+        main_job, hub_folder=None
+    )
+    # A run that finds no tokenizer there trains the one main.sh trained, at the same path.
+    assert (preset.tokenizer_vocab_size, preset.max_position_embeddings) == (4000, 256)
+    main_sh = (REPO / "scripts" / "main.sh").read_text()
+    assert "scripts/train.py --preset cpu-small --overwrite_output_dir" in main_sh
+    assert "--tokenizer" not in main_sh and "train_tokenizer.py" not in main_sh
+
+
+def test_each_preset_has_its_own_run_folder_and_a_flag_still_overrides_it():
+    folders = {name: resolve_config(name).output_dir for name in PRESETS}
+    assert folders == {name: f"runs/{name}" for name in PRESETS}
+    assert resolve_config().output_dir == "runs/default"
+    assert resolve_config("base", output_dir="elsewhere").final_hub_folder == Path("elsewhere/hub")
 
 
 # --------------------------------------------------------------------------------------------------

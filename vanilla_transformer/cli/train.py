@@ -30,6 +30,7 @@ from vanilla_transformer.recipe.training import (
     NonFiniteLossError,
     TrainingConfig,
     TrainingInterrupted,
+    default_output_dir,
     load_config_file,
     load_run_config,
     resolve_config,
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = None
     if args.get("resume_from_checkpoint"):
         output_dir = args.get("output_dir") or file_values.get("output_dir")
-        saved = load_run_config(output_dir or TrainingConfig.output_dir)
+        preset = args.get("preset") or file_values.get("preset")
+        saved = load_run_config(output_dir or default_output_dir(preset))
     config = resolve_config(file_values=file_values, saved_values=saved, **args)
     try:
         summary = train(config)

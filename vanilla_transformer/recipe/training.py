@@ -135,20 +135,25 @@ PRESETS: dict[str, dict] = {
         d_model=512, ffn_dim=2048, attention_heads=8, encoder_layers=6, decoder_layers=6,
         dropout=0.1, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
         warmup_steps=4000, lr_factor=1.0, max_steps=100000, checkpoint_steps=5000,
-        average_last=5,
+        average_last=5, output_dir="runs/base",
     ),
     # Table 3, big: 1024/4096/16 heads, P_drop 0.3, 300k updates, the 20 last checkpoints.
     "big": dict(
         d_model=1024, ffn_dim=4096, attention_heads=16, encoder_layers=6, decoder_layers=6,
         dropout=0.3, norm_first=False, tokenizer_vocab_size=37000, update_tokens=50000,
         warmup_steps=4000, lr_factor=1.0, max_steps=300000, checkpoint_steps=10000,
-        average_last=20,
+        average_last=20, output_dir="runs/big",
     ),
     # Tuned for 2 CPU cores (see CPU_SMALL_NOTES): small, shallow and fast, pre-LN, a high peak lr
     # (3e-3 = 0.83 / sqrt(192 * 400)), no dropout, many small updates. Bounded by updates, not
     # minutes, so that every machine trains the same model: 5,500 updates took 20 minutes on the
     # reference machine (Intel Xeon, 2 cores); a slower machine takes longer, it does not score less.
+    # It is the main job's recipe (scripts/main.sh runs exactly this): its run folder, and the 4k
+    # BPE tokenizer that a run trains there when missing (what scripts/train_tokenizer.py
+    # --vocab_size 4000 --model_max_length 256 makes) and reuses afterwards.
     "cpu-small": dict(
+        output_dir="runs/cpu-small", tokenizer="data_cache/tokenizer-bpe4k",
+        bible_cache_dir="data_cache/bible", final_eval_splits="validation,test",
         d_model=192, ffn_dim=768, attention_heads=4, encoder_layers=2, decoder_layers=2,
         dropout=0.0, norm_first=True, tokenizer_vocab_size=4000, max_position_embeddings=256,
         max_source_length=96, max_target_length=96, batch_tokens=2500, update_tokens=2500,
@@ -207,7 +212,9 @@ class TrainingConfig(CorpusOptions):
     max_train_minutes: float = _f(0.0, "Stop after this many minutes of training (0: no limit).")
     seed: int = _f(0, "Seed of initialisation, data order and dropout.")
     mixed_precision: str = _f("no", "no, bf16 or fp16 (Accelerate).")
-    output_dir: str = _f("runs/default", "Run folder: checkpoints, logs, Hub folder.")
+    output_dir: str = _f(
+        "runs/default", "Run folder: checkpoints, logs, Hub folder (a preset's: runs/PRESET)."
+    )
     logging_steps: int = _f(50, "Log the training loss every N updates.")
     eval_steps: int = _f(1000, "Validation loss and BLEU every N updates (0: never).")
     eval_bleu_samples: int = _f(200, "Validation pairs translated for BLEU during training.")
@@ -231,7 +238,9 @@ class TrainingConfig(CorpusOptions):
     final_eval_splits: str = _f("validation,test", "Splits scored at the end with beam search.")
     final_num_beams: int = _f(4, "Beam size of the final evaluation (the paper: 4).")
     final_length_penalty: float = _f(0.6, "Length penalty of the final evaluation (paper: 0.6).")
-    hub_folder: str | None = _f(None, "Hub-layout folder of the final model (default: out/hub).")
+    hub_folder: str | None = _f(
+        None, "Hub-layout folder of the final model (default: OUTPUT_DIR/hub)."
+    )
     save_hub: bool = _f(
         True, "Write the final model as a Hub folder (without a test split: 'Not evaluated')."
     )
@@ -246,6 +255,11 @@ class TrainingConfig(CorpusOptions):
 
     def __post_init__(self):
         self.validate()
+
+    @property
+    def final_hub_folder(self) -> Path:
+        """Where the final model's Hub folder goes: `hub_folder`, else `output_dir/hub`."""
+        return Path(self.hub_folder or Path(self.output_dir) / "hub")
 
     def validate(self) -> None:
         """Refuse, before anything starts, every option value the loop cannot honour (a zero
@@ -376,6 +390,12 @@ def resolve_config(
 
 
 RUN_CONFIG_FILE = "training_config.json"
+
+
+def default_output_dir(preset: str | None) -> str:
+    """The run folder of a run that names none: the preset's own (runs/PRESET), else
+    `TrainingConfig.output_dir`."""
+    return PRESETS.get(preset or "", {}).get("output_dir", TrainingConfig.output_dir)
 
 
 def load_run_config(output_dir: str | Path) -> dict:
@@ -1317,8 +1337,7 @@ def save_final_hub_folder(model, tokenizer, config: TrainingConfig, summary: dic
         validation_samples=val.get("num_samples"),
         averaging=summary.get("averaging"),
     )
-    folder = Path(config.hub_folder or Path(config.output_dir) / "hub")
-    return save_hub_folder(model, tokenizer, folder, info)
+    return save_hub_folder(model, tokenizer, config.final_hub_folder, info)
 
 
 HPARAMS = (
