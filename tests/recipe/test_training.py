@@ -1,4 +1,5 @@
-"""The training recipe (vanilla_transformer/training.py) and its CLI (scripts/train.py).
+"""The training recipe (vanilla_transformer/recipe/: training_config.py, loop.py,
+training_callbacks.py, training.py; see docs/training.md) and its CLI (scripts/train.py).
 
 Runs of the real script use a tiny model on an in-test corpus: a toy "translation" that maps each
 English word to a made-up Spanish word, so a few updates visibly lower the loss.
@@ -37,14 +38,9 @@ from vanilla_transformer.recipe.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from vanilla_transformer.recipe.loop import TrainingCallback, label_smoothed_loss, noam_lambda
 from vanilla_transformer.recipe.tokenization import train_tokenizer
-from vanilla_transformer.recipe.training import (
-    PRESETS,
-    label_smoothed_loss,
-    load_config_file,
-    noam_lambda,
-    resolve_config,
-)
+from vanilla_transformer.recipe.training_config import PRESETS, load_config_file, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
@@ -363,22 +359,32 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(corpus, tmp_
     assert [r["train/loss"] for r in resumed_log] == [r["train/loss"] for r in straight_log]
 
 
+class PoisonedUpdate(TrainingCallback):
+    """Test-only fault injection: the gradients of update attempt `attempt` (skipped ones
+    counted) become NaN, as a diverging loss would make them."""
+
+    def __init__(self, attempt: int):
+        self.attempt = attempt
+
+    def on_backward(self, model, state) -> None:
+        if state.step + state.skipped_updates + 1 == self.attempt:
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("nan"))
+
+
 def test_nan_loss_is_skipped_and_counted_or_stops_with_a_saved_state(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import NonFiniteLossError, train
+
     skipped = tmp_path / "skip"
-    run_train(corpus, skipped, "--max_steps", "4", "--debug_nan_at_step", "2", *QUIET)
-    summary = json.loads((skipped / "summary.json").read_text())
+    summary = train(in_process_config(corpus, skipped, max_steps=4), [PoisonedUpdate(2)])
     assert summary["steps"] == 4 and summary["skipped_updates"] == 1
     assert all(torch.isfinite(t).all() for t in final_weights(skipped).values())
 
     stopped = tmp_path / "stop"
-    result = run_train(
-        corpus,
-        stopped,
-        *"--max_steps 4 --debug_nan_at_step 2 --nan_policy stop".split(),
-        *QUIET,
-        check=False,
-    )
-    assert result.returncode == 3 and "non-finite loss at update 2" in result.stderr
+    config = in_process_config(corpus, stopped, max_steps=4, nan_policy="stop")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at update 2"):
+        train(config, [PoisonedUpdate(2)])
     state = json.loads((complete_checkpoints(stopped)[-1] / "trainer_state.json").read_text())
     assert state["step"] == 1 and state["skipped_updates"] == 1
 
@@ -546,6 +552,34 @@ def test_resume_reloads_the_runs_options_and_refuses_a_change_to_the_data_order(
     )  # fmt: skip
     assert "changed options" in overridden.stderr
     assert json.loads((out / "training_config.json").read_text())["seed"] == 1
+
+
+def test_resuming_a_run_that_does_not_exist_is_a_user_error_that_leaves_nothing_behind(
+    corpus, tmp_path
+):
+    from vanilla_transformer.errors import UserError
+    from vanilla_transformer.recipe.training import train
+
+    missing = tmp_path / "runs" / "base"
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(in_process_config(corpus, missing, resume_from_checkpoint="latest"))
+    assert not missing.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_hand_edited_seed_in_the_runs_options_is_refused_on_resume(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import load_run_config, train
+
+    out = tmp_path / "run"
+    train(in_process_config(corpus, out, max_steps=2, checkpoint_steps=2))
+    options = json.loads((out / "training_config.json").read_text())
+    (out / "training_config.json").write_text(json.dumps({**options, "seed": 7}))
+    config = resolve_config(
+        saved_values=load_run_config(out), resume_from_checkpoint="latest", max_steps=4
+    )
+    assert config.seed == 7  # the edit is invisible to the options check itself
+    with pytest.raises(ValueError, match=r"seed: 0 in the checkpoint, 7 now.*edited by hand"):
+        train(config)
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint_2"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

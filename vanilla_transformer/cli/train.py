@@ -25,6 +25,8 @@ import logging
 import signal
 import sys
 
+from accelerate import PartialState
+
 from vanilla_transformer.recipe.options import parse_cli
 from vanilla_transformer.recipe.training import (
     NonFiniteLossError,
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}.get(
             err.signal_name, 1
         )
-    print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
+    if PartialState().is_main_process:  # one result line, not one per process
+        print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
     return 0
 
 

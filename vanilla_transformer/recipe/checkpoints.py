@@ -74,6 +74,8 @@ __all__ = [
     "find_run_dir",
     "run_training_values",
     "DEFAULT_TIED_WEIGHTS",
+    "tied_weights",
+    "drop_tied_aliases",
 ]
 
 logger = get_logger(__name__)
@@ -87,15 +89,30 @@ MANIFEST_FILE = "manifest.json"  # written last: size and sha256 of every other 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _tied_weights(model_class=VanillaTransformerForConditionalGeneration) -> dict[str, str]:
-    """alias -> source of the model's tied weights (Section 3.4), as the model classes declare
-    them in `_tied_weights_keys`, with the base model's keys under its prefix."""
-    base, prefix = VanillaTransformerModel, model_class.base_model_prefix
+def tied_weights(
+    model: torch.nn.Module | type = VanillaTransformerForConditionalGeneration,
+) -> dict[str, str]:
+    """alias -> source state-dict key of each tied weight (Section 3.4), read from the model's
+    `_tied_weights_keys`: for a model object, as transformers expanded them for it
+    (`all_tied_weights_keys`, the base model's under its prefix, empty when its config does not tie
+    them); for a model class, as the class and its base model declare them. The one place that
+    says which weights are stored once (checkpoints, averaging, the fine-tune Trainer's saves)."""
+    if isinstance(model, torch.nn.Module):
+        return dict(getattr(model, "all_tied_weights_keys", None) or {})
+    base, prefix = VanillaTransformerModel, model.base_model_prefix
     nested = {f"{prefix}.{k}": f"{prefix}.{v}" for k, v in base._tied_weights_keys.items()}
-    return {**model_class._tied_weights_keys, **nested}
+    return {**model._tied_weights_keys, **nested}
 
 
-DEFAULT_TIED_WEIGHTS = _tied_weights()
+def drop_tied_aliases(state_dict: dict, aliases: Mapping[str, str]) -> None:
+    """Remove (in place) the keys of `state_dict` that are tied aliases (`tied_weights`), wrapper
+    prefixes (`module.`, `_orig_mod.`) ignored: they are stored once, under their source."""
+    for name in list(state_dict):
+        if _strip_wrapper_prefix(name) in aliases:
+            del state_dict[name]
+
+
+DEFAULT_TIED_WEIGHTS = tied_weights()
 _STEP_RE = re.compile(r"(\d+)$")  # the name must END in the step: not "checkpoint-3.tmp"
 
 

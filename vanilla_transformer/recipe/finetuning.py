@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from ..publishing.hub import read_card_info, write_card_info
-from .checkpoints import resolve_model_folder
+from .checkpoints import resolve_model_folder, tied_weights
 from .data import tokenize_translation_dataset
 from .evaluation import compute_bleu
 from .options import CorpusOptions, option
@@ -148,16 +148,6 @@ def _first(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
 
 
-def tied_alias_keys(model) -> list[str]:
-    """State-dict keys that share their tensor with an earlier key (read from the model)."""
-    seen, aliases = set(), []
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.data_ptr() in seen:
-            aliases.append(name)
-        seen.add(tensor.data_ptr())
-    return aliases
-
-
 def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signatures) -> dict:
     """Card values of a fine-tuned model (`card_info.json` beside it, read by the push tool): the
     base model, the data, the updates, and the evaluation split's scores when there is one."""
@@ -209,23 +199,9 @@ def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signat
     return {k: v for k, v in info.items() if v is not None}
 
 
-def finetune(config: FinetuneConfig) -> dict:
-    """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
-    `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
-    "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
-    base_folder = resolve_model_folder(config.model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(base_folder)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    # Trainer reloads its best checkpoint with load_state_dict: the tied aliases (lm_head.weight,
-    # stored once as model.shared.weight) are missing there by design. Declared here, Trainer ties
-    # them again instead of warning "There were missing keys in the checkpoint model loaded".
-    model._keys_to_ignore_on_save = tied_alias_keys(model)
-    # Trainer's evaluation generates with `generation_num_beams` over the model's generation
-    # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
-    # length penalty is refused by save_pretrained).
-    if config.num_beams > 1:
-        model.generation_config.length_penalty = config.length_penalty
-
+def tokenize_splits(config: FinetuneConfig, tokenizer) -> dict:
+    """{"train": ..., "eval": ...} tokenised (the first max_*_samples pairs; "eval" only with an
+    eval split); an empty split after the length filters is refused, saying what removed what."""
     corpus = config.load()
     splits = {"train": _first(config.split(corpus, config.train_split), config.max_train_samples)}
     if config.eval_split:
@@ -240,7 +216,7 @@ def finetune(config: FinetuneConfig) -> dict:
             config.max_source_length,
             config.max_target_length,
         )
-        logger.info("%s: %s", name, counts)
+        logger.info("%s split: %s", name, counts["train"])
         if counts["train"]["kept"] == 0:  # the Trainer would fail on a missing column, or spin
             c = counts["train"]
             raise ValueError(
@@ -249,10 +225,13 @@ def finetune(config: FinetuneConfig) -> dict:
                 f"{config.max_source_length}, {c['target_too_long']} with a target longer than "
                 f"max_target_length={config.max_target_length}."
             )
+    return tokenized
 
-    evaluate = "eval" in tokenized
-    compute_metrics = make_compute_metrics(tokenizer)
-    args = Seq2SeqTrainingArguments(
+
+def training_arguments(config: FinetuneConfig, evaluate: bool) -> Seq2SeqTrainingArguments:
+    """The Trainer's arguments: the config's own (`TRAINING_ARGUMENTS`), generation during
+    evaluation, a checkpoint per evaluation and the best one (by BLEU) loaded at the end."""
+    return Seq2SeqTrainingArguments(
         **{name: getattr(config, name) for name in TRAINING_ARGUMENTS},
         predict_with_generate=True,
         generation_num_beams=config.num_beams,
@@ -269,6 +248,29 @@ def finetune(config: FinetuneConfig) -> dict:
         # Pinned memory only helps copies to a GPU; on CPU torch warns that it is ignored.
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
+    `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
+    "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
+    base_folder = resolve_model_folder(config.model)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base_folder)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    # Trainer reloads its best checkpoint with load_state_dict: the tied aliases (lm_head.weight,
+    # stored once as model.shared.weight) are missing there by design. Declared here, Trainer ties
+    # them again instead of warning "There were missing keys in the checkpoint model loaded".
+    model._keys_to_ignore_on_save = list(tied_weights(model))
+    # Trainer's evaluation generates with `generation_num_beams` over the model's generation
+    # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
+    # length penalty is refused by save_pretrained).
+    if config.num_beams > 1:
+        model.generation_config.length_penalty = config.length_penalty
+
+    tokenized = tokenize_splits(config, tokenizer)
+    evaluate = "eval" in tokenized
+    compute_metrics = make_compute_metrics(tokenizer)
+    args = training_arguments(config, evaluate)
     trainer = GenerationKeepingTrainer(
         model=model,
         args=args,
