@@ -331,5 +331,6 @@ def test_the_studys_options_are_the_training_options_by_the_same_names():
     training = config.training_config("pre_ln", seed=3)
     assert all(getattr(training, name) == getattr(config, name) for name in SHARED_OPTIONS)
     assert (training.seed, training.norm_first, training.decoder_layers) == (3, True, 2)
-    args = study.parse_args(["train", "--eval_every", "5", "--bleu_samples", "9"])
+    args = study.parse_args(["train", "--eval_every", "5", "--bleu_samples", "9", "--layers", "3"])
     assert (args.eval_steps, args.eval_bleu_samples) == (5, 9)
+    assert args.encoder_layers == args.decoder_layers == 3
