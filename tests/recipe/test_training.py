@@ -325,7 +325,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_
     process with half the batch: 0.26)."""
     common = ["--max_steps", "6", "--dropout", "0", "--checkpoint_steps", "6", *QUIET]
     run_train(corpus, tmp_path / "one", "--gradient_accumulation_steps", "2", *common)
-    run_train(corpus, tmp_path / "two", "--gradient_accumulation_steps", "1", *common, processes=2)
+    two_processes = run_train(
+        corpus, tmp_path / "two", "--gradient_accumulation_steps", "1", *common, processes=2
+    )
+    # Only the main process reports: one result line, the data counts logged once.
+    assert len([line for line in two_processes.stdout.splitlines() if '"steps"' in line]) == 1
+    assert two_processes.stderr.count("train: 400 pairs with both sides non-empty") == 1
     run_train(corpus, tmp_path / "half", "--gradient_accumulation_steps", "1", *common)
     one, two, half = (final_weights(tmp_path / n) for n in ("one", "two", "half"))
     same_batch = max_difference(one, two)
