@@ -661,8 +661,25 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
 
     out_dir = Path(out_dir)
     settings = list(dict.fromkeys(r["setting"] for r in result["runs"]))
-    paths = []
+    figures = {
+        "training_curves.png": _plot_curves,
+        "grad_norms.png": _plot_grad_norms,
+        "attention_entropy.png": _plot_entropy,
+    }
+    return [
+        _save(draw(plt, result, settings), out_dir / name, dpi) for name, draw in figures.items()
+    ]
 
+
+def _runs_of(result: dict, setting: str, scaling: str) -> list[dict]:
+    """The runs of one setting and scaling (a run per seed)."""
+    return [
+        r for r in result["runs"] if r["setting"] == setting and r["attention_scaling"] == scaling
+    ]
+
+
+def _plot_curves(plt, result: dict, settings: list[str]):
+    """Validation loss and BLEU over updates, a row per setting, a line per seed."""
     fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.2 * len(settings)), squeeze=False)
     for row, setting in enumerate(settings):
         for col, (key, title) in enumerate(
@@ -673,11 +690,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
         ):
             ax = axes[row, col]
             for scaling in SCALINGS:
-                runs = [
-                    r
-                    for r in result["runs"]
-                    if r["setting"] == setting and r["attention_scaling"] == scaling
-                ]
+                runs = _runs_of(result, setting, scaling)
                 for i, run in enumerate(runs):
                     label = LABELS[scaling] if i == 0 else None
                     curve = [np.nan if v is None else v for v in run["curves"][key]]
@@ -696,8 +709,11 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             if key == "val_loss":
                 ax.set_ylim(top=min(ax.get_ylim()[1], 9.5))
         axes[row, 0].legend(fontsize=8, title="one line per seed", title_fontsize=7)
-    paths.append(_save(fig, out_dir / "training_curves.png", dpi))
+    return fig
 
+
+def _plot_grad_norms(plt, result: dict, settings: list[str]):
+    """Gradient norms of the first updates, mean over seeds and layers."""
     panels = ("encoder_self.q_proj", "decoder_self.q_proj", "cross.q_proj", "cross.k_proj", "layer")
     fig, axes = plt.subplots(
         len(settings), len(panels), figsize=(3.4 * len(panels), 2.9 * len(settings)), squeeze=False
@@ -708,8 +724,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             for scaling in SCALINGS:
                 series = [
                     grad_norm_groups(r["grad_norms"])[panel]
-                    for r in result["runs"]
-                    if r["setting"] == setting and r["attention_scaling"] == scaling
+                    for r in _runs_of(result, setting, scaling)
                 ]
                 if series:
                     steps = np.arange(1, len(series[0]) + 1)
@@ -722,18 +737,17 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[row, 0].legend(fontsize=7)
     fig.suptitle("Gradient norms in the first updates (mean over seeds and layers)", fontsize=10)
-    paths.append(_save(fig, out_dir / "grad_norms.png", dpi))
+    return fig
 
+
+def _plot_entropy(plt, result: dict, settings: list[str]):
+    """Attention entropy / log n per attention kind and layer at the end of training."""
     fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 3.6), squeeze=False)
     for col, setting in enumerate(settings):
         ax = axes[0, col]
         ticks = []
         for s, scaling in enumerate(SCALINGS):
-            runs = [
-                r
-                for r in result["runs"]
-                if r["setting"] == setting and r["attention_scaling"] == scaling
-            ]
+            runs = _runs_of(result, setting, scaling)
             if not runs:
                 continue
             x = 0
@@ -756,8 +770,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{setting}: attention entropy / log n at the end", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    paths.append(_save(fig, out_dir / "attention_entropy.png", dpi))
-    return paths
+    return fig
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
