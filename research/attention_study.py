@@ -7,14 +7,14 @@ several settings (post-LN, pre-LN, and a no-warm-up, high-learning-rate stress t
 Per run it records
 
 - validation curves: label-smoothed loss and NLL on the whole validation split, greedy BLEU/chrF
-  (sacrebleu, `evaluation.compute_bleu`) on its first `bleu_samples` verses;
+  (sacrebleu, `evaluation.compute_bleu`) on its first `eval_bleu_samples` verses;
 - gradient norms per layer, and of every attention's query and key projections, for each of the
   first `grad_norm_steps` updates (`per_layer_grad_norms`);
 - the attention entropy per layer of encoder self-, decoder self- and cross-attention at the end,
   on a validation batch with padding masked (`attention_entropy`, `attention_entropy_by_layer`).
 
-The recipe is `training.PRESETS["cpu-small"]` (the loss, schedule and optimizer come from
-`training`), with only the norm placement, warm-up and peak learning rate changed per setting. The
+The recipe is `training_config.PRESETS["cpu-small"]` (the loss, schedule, optimizer, step and loop
+come from `recipe/loop.py`), with only the norm placement, warm-up and peak learning rate changed per setting. The
 runs are seeded: the model's initialisation and the data order depend on the seed alone, so the two
 scalings of a seed start from the same weights and see the same batches. `run_study` runs them in
 `jobs` worker processes and reports each result as it arrives; `plot_study` draws the figures.
@@ -38,15 +38,15 @@ import numpy as np
 import torch
 
 from vanilla_transformer.recipe.hardware import hardware_description
-from vanilla_transformer.recipe.options import option
-from vanilla_transformer.recipe.training import (
-    PRESETS,
+from vanilla_transformer.recipe.loop import (
     TrainingCallback,
-    build_model,
+    TrainState,
     build_optimizer_and_scheduler,
     label_smoothed_loss,
-    resolve_config,
 )
+from vanilla_transformer.recipe.options import option
+from vanilla_transformer.recipe.training import build_model
+from vanilla_transformer.recipe.training_config import PRESETS, TrainingConfig, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ DEFAULT_SETTINGS = ("post_ln", "pre_ln", "pre_ln_no_warmup")
 
 @dataclasses.dataclass
 class StudyConfig:
-    """Everything a study run depends on; defaults are the cpu-small model on the Bible corpus."""
+    """Everything a study run depends on; defaults are the cpu-small model on the Bible corpus.
+    Options it shares with training carry `TrainingConfig`'s names and meaning (`SHARED_OPTIONS`);
+    the older study flags (--eval_every, --bleu_samples, --minutes_per_run) remain as aliases."""
 
     settings: list[str] = dataclasses.field(
         default_factory=lambda: list(DEFAULT_SETTINGS),
@@ -102,13 +104,19 @@ class StudyConfig:
         metadata={"help": "Attention scalings compared.", "choices": list(SCALINGS)},
     )
     max_steps: int = option(2000, "Updates per run (all runs).")
-    minutes_per_run: float = option(
-        5.0, "Cap on each run's training time, evaluation excluded (0: none)."
+    max_train_minutes: float = option(
+        5.0,
+        "Cap on each run's training time, evaluation excluded (0: none).",
+        aliases=["--minutes_per_run"],
     )
-    eval_every: int = option(
-        200, "Validation loss and BLEU every N updates (and at 0 and the end)."
+    eval_steps: int = option(
+        200,
+        "Validation loss and BLEU every N updates (and at 0 and the end).",
+        aliases=["--eval_every"],
     )
-    bleu_samples: int = option(200, "Validation verses translated (greedy) for BLEU.")
+    eval_bleu_samples: int = option(
+        200, "Validation verses translated (greedy) for BLEU.", aliases=["--bleu_samples"]
+    )
     grad_norm_steps: int = option(100, "Gradient norms recorded for the first N updates.")
     entropy_sentences: int = option(64, "Validation verses in the attention-entropy batch.")
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")
@@ -123,9 +131,15 @@ class StudyConfig:
     d_model: int = option(CPU_SMALL["d_model"], "d_model (default: cpu-small's).")
     ffn_dim: int = option(CPU_SMALL["ffn_dim"], "ffn_dim (default: cpu-small's).")
     attention_heads: int = option(CPU_SMALL["attention_heads"], "Heads (default: cpu-small's).")
-    layers: int = option(CPU_SMALL["encoder_layers"], "Encoder and decoder layers, each.")
+    encoder_layers: int = option(CPU_SMALL["encoder_layers"], "Encoder layers (cpu-small's).")
+    decoder_layers: int = option(CPU_SMALL["decoder_layers"], "Decoder layers (cpu-small's).")
     batch_tokens: int = option(CPU_SMALL["batch_tokens"], "Tokens per batch (cpu-small's).")
-    max_length: int = option(CPU_SMALL["max_source_length"], "Source and target, tokens.")
+    max_source_length: int = option(
+        CPU_SMALL["max_source_length"], "Drop pairs whose source is longer (tokens)."
+    )
+    max_target_length: int = option(
+        CPU_SMALL["max_target_length"], "Drop pairs whose target is longer (tokens)."
+    )
     warmup_steps: int = option(
         CPU_SMALL["warmup_steps"],
         "Warm-up of the post_ln / pre_ln settings (the *_no_warmup ones keep 10).",
@@ -140,9 +154,9 @@ class StudyConfig:
         bad = [s for s in self.scalings if s not in SCALINGS]
         if bad:
             raise ValueError(f"scalings {bad} unknown; choose from {list(SCALINGS)}.")
-        if self.max_steps < 1 or self.eval_every < 1:
+        if self.max_steps < 1 or self.eval_steps < 1:
             raise ValueError(
-                f"max_steps ({self.max_steps}) and eval_every ({self.eval_every}) must be >= 1."
+                f"max_steps ({self.max_steps}) and eval_steps ({self.eval_steps}) must be >= 1."
             )
 
     def training_config(self, setting: str, seed: int):
@@ -152,16 +166,26 @@ class StudyConfig:
         warmup = self.warmup_steps if s.warmup_steps is None else s.warmup_steps
         return resolve_config(
             "cpu-small",
-            **{name: getattr(self, name) for name in ("d_model", "ffn_dim", "attention_heads")},
-            **dict.fromkeys(("encoder_layers", "decoder_layers"), self.layers),
-            **dict.fromkeys(("max_source_length", "max_target_length"), self.max_length),
+            **{name: getattr(self, name) for name in SHARED_OPTIONS},
             norm_first=s.norm_first,
             warmup_steps=warmup,
             # Noam's peak is factor / sqrt(d_model * warmup): solve for the factor.
             lr_factor=s.peak_lr * math.sqrt(self.d_model * warmup),
-            batch_tokens=self.batch_tokens,
             seed=seed,
         )
+
+
+# StudyConfig fields that are TrainingConfig fields of the same name and meaning (the setting's
+# warm-up and seed are resolved per run by `StudyConfig.training_config`).
+SHARED_OPTIONS = tuple(
+    sorted(
+        (
+            {f.name for f in dataclasses.fields(StudyConfig)}
+            & {f.name for f in dataclasses.fields(TrainingConfig)}
+        )
+        - {"warmup_steps"}
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,7 +314,8 @@ class StudyData:
 
 def load_study_data(config: StudyConfig) -> StudyData:
     """The corpus (built Bible cache or `config.dataset`), the tokenizer and the tokenised splits
-    (pairs longer than `max_length` tokens dropped, as in training)."""
+    (pairs longer than `max_source_length` / `max_target_length` tokens dropped, as in
+    training)."""
     from transformers import AutoTokenizer
 
     from vanilla_transformer.recipe.data import tokenize_translation_dataset
@@ -303,10 +328,15 @@ def load_study_data(config: StudyConfig) -> StudyData:
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     splits = {"train": corpus["train"], "validation": corpus["validation"]}
     tokenized, _ = tokenize_translation_dataset(
-        type(corpus)(splits), tokenizer, "en", "es", config.max_length, config.max_length
+        type(corpus)(splits),
+        tokenizer,
+        "en",
+        "es",
+        config.max_source_length,
+        config.max_target_length,
     )
     bleu_rows = corpus["validation"].select(
-        range(min(config.bleu_samples, len(corpus["validation"])))
+        range(min(config.eval_bleu_samples, len(corpus["validation"])))
     )["translation"]
     return StudyData(
         tokenizer,
@@ -352,7 +382,7 @@ def _sig(x: float, digits: int = 4) -> float:
 class StudyRecorder(TrainingCallback):
     """The study's measurements, taken by the recipe's `training_loop`: gradient norms of the
     first `grad_norm_steps` updates (skipped ones included), and the validation curves every
-    `eval_every` updates. Stops the loop after `minutes_per_run` of training (evaluation
+    `eval_steps` updates. Stops the loop after `max_train_minutes` of training (evaluation
     excluded)."""
 
     def __init__(self, config: StudyConfig, evaluate_model: Callable[[], dict[str, float]]):
@@ -369,37 +399,38 @@ class StudyRecorder(TrainingCallback):
         for key, value in self.evaluate_model().items():
             self.curves[key].append(_sig(value))
 
-    def on_backward(self, model, state: dict) -> None:
-        if state["step"] < self.config.grad_norm_steps:
+    def on_backward(self, model, state: TrainState) -> None:
+        if state.step < self.config.grad_norm_steps:
             for key, value in per_layer_grad_norms(model).items():
                 self.grad_norms[key].append(_sig(value))
 
-    def on_update(self, model, state: dict, update) -> str | None:
+    def on_update(self, model, state: TrainState, update) -> str | None:
         self.window.append(update.loss)
-        step = state["step"]
-        return self.after(step % self.config.eval_every == 0 or step == self.config.max_steps, step)
+        step = state.step
+        return self.after(step % self.config.eval_steps == 0 or step == self.config.max_steps, step)
 
-    def on_skipped(self, model, state: dict) -> str | None:
-        return self.after(False, state["step"])
+    def on_skipped(self, model, state: TrainState) -> str | None:
+        return self.after(False, state.step)
 
     def after(self, due: bool, step: int) -> str | None:
         self.train_seconds += time.perf_counter() - self.resumed
-        minutes = self.config.minutes_per_run
+        minutes = self.config.max_train_minutes
         out_of_time = minutes > 0 and self.train_seconds >= 60 * minutes
         if due or out_of_time:
             self.record(step, float(np.mean(self.window)) if self.window else float("nan"))
             self.window = []
         self.resumed = time.perf_counter()
-        return "minutes_per_run" if out_of_time else None
+        return "max_train_minutes" if out_of_time else None
 
 
 def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: StudyData) -> dict:
-    """Train one model for `config.max_steps` updates (or `minutes_per_run`) with the recipe's
+    """Train one model for `config.max_steps` updates (or `max_train_minutes`) with the recipe's
     `training_loop`, measured by a `StudyRecorder`."""
     from torch.utils.data import DataLoader
 
     from vanilla_transformer.recipe.data import TokenBudgetBatchSampler, make_collator
-    from vanilla_transformer.recipe.training import make_accelerator, micro_batches, training_loop
+    from vanilla_transformer.recipe.loop import micro_batches, training_loop
+    from vanilla_transformer.recipe.training import make_accelerator
 
     device = torch.device(config.device)
     tc = dataclasses.replace(
@@ -426,14 +457,13 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
     )
     query_norms_init = query_weight_norms(model)
     recorder.record(0, None)
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "target_tokens": 0}
-    state["skipped_updates"] = 0
+    state = TrainState()
     model.train()
     recorder.resumed = time.perf_counter()
     stop_reason = training_loop(
         model, optimizer, scheduler, make_accelerator(tc), stream, tc, state, [recorder]
     )
-    step, curves, grad_norms = state["step"], recorder.curves, recorder.grad_norms
+    step, curves, grad_norms = state.step, recorder.curves, recorder.grad_norms
     query_norms_final = query_weight_norms(model)
     return {
         "setting": setting,
@@ -445,7 +475,7 @@ def train_one(config: StudyConfig, setting: str, scaling: str, seed: int, data: 
         "steps": step,
         "train_seconds": round(recorder.train_seconds, 1),
         "stop_reason": stop_reason,
-        "nonfinite_updates": state["skipped_updates"],
+        "nonfinite_updates": state.skipped_updates,
         "final": {k: curves[k][-1] for k in ("val_loss", "val_nll", "val_bleu", "val_chrf")},
         "curves": dict(curves),
         "grad_norms": dict(grad_norms),
@@ -631,8 +661,25 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
 
     out_dir = Path(out_dir)
     settings = list(dict.fromkeys(r["setting"] for r in result["runs"]))
-    paths = []
+    figures = {
+        "training_curves.png": _plot_curves,
+        "grad_norms.png": _plot_grad_norms,
+        "attention_entropy.png": _plot_entropy,
+    }
+    return [
+        _save(draw(plt, result, settings), out_dir / name, dpi) for name, draw in figures.items()
+    ]
 
+
+def _runs_of(result: dict, setting: str, scaling: str) -> list[dict]:
+    """The runs of one setting and scaling (a run per seed)."""
+    return [
+        r for r in result["runs"] if r["setting"] == setting and r["attention_scaling"] == scaling
+    ]
+
+
+def _plot_curves(plt, result: dict, settings: list[str]):
+    """Validation loss and BLEU over updates, a row per setting, a line per seed."""
     fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.2 * len(settings)), squeeze=False)
     for row, setting in enumerate(settings):
         for col, (key, title) in enumerate(
@@ -643,11 +690,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
         ):
             ax = axes[row, col]
             for scaling in SCALINGS:
-                runs = [
-                    r
-                    for r in result["runs"]
-                    if r["setting"] == setting and r["attention_scaling"] == scaling
-                ]
+                runs = _runs_of(result, setting, scaling)
                 for i, run in enumerate(runs):
                     label = LABELS[scaling] if i == 0 else None
                     curve = [np.nan if v is None else v for v in run["curves"][key]]
@@ -666,8 +709,11 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             if key == "val_loss":
                 ax.set_ylim(top=min(ax.get_ylim()[1], 9.5))
         axes[row, 0].legend(fontsize=8, title="one line per seed", title_fontsize=7)
-    paths.append(_save(fig, out_dir / "training_curves.png", dpi))
+    return fig
 
+
+def _plot_grad_norms(plt, result: dict, settings: list[str]):
+    """Gradient norms of the first updates, mean over seeds and layers."""
     panels = ("encoder_self.q_proj", "decoder_self.q_proj", "cross.q_proj", "cross.k_proj", "layer")
     fig, axes = plt.subplots(
         len(settings), len(panels), figsize=(3.4 * len(panels), 2.9 * len(settings)), squeeze=False
@@ -678,8 +724,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             for scaling in SCALINGS:
                 series = [
                     grad_norm_groups(r["grad_norms"])[panel]
-                    for r in result["runs"]
-                    if r["setting"] == setting and r["attention_scaling"] == scaling
+                    for r in _runs_of(result, setting, scaling)
                 ]
                 if series:
                     steps = np.arange(1, len(series[0]) + 1)
@@ -692,18 +737,17 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[row, 0].legend(fontsize=7)
     fig.suptitle("Gradient norms in the first updates (mean over seeds and layers)", fontsize=10)
-    paths.append(_save(fig, out_dir / "grad_norms.png", dpi))
+    return fig
 
+
+def _plot_entropy(plt, result: dict, settings: list[str]):
+    """Attention entropy / log n per attention kind and layer at the end of training."""
     fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 3.6), squeeze=False)
     for col, setting in enumerate(settings):
         ax = axes[0, col]
         ticks = []
         for s, scaling in enumerate(SCALINGS):
-            runs = [
-                r
-                for r in result["runs"]
-                if r["setting"] == setting and r["attention_scaling"] == scaling
-            ]
+            runs = _runs_of(result, setting, scaling)
             if not runs:
                 continue
             x = 0
@@ -726,8 +770,7 @@ def plot_study(result: dict, out_dir: str | Path, dpi: int = 100) -> list[Path]:
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{setting}: attention entropy / log n at the end", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    paths.append(_save(fig, out_dir / "attention_entropy.png", dpi))
-    return paths
+    return fig
 
 
 def _save(fig, path: Path, dpi: int) -> Path:

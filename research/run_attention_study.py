@@ -196,13 +196,22 @@ def parse_args(argv=None):
     )
     trn.add_argument("--out_dir", default="docs/attention_scaling", help="Where PNGs + JSON go.")
     trn.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="Older flag: sets --encoder_layers and --decoder_layers both.",
+    )
+    trn.add_argument(
         "--plot_only",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="Redraw the figures from out_dir/training.json without training.",
     )
     trn.set_defaults(func=train)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "layers", None) is not None:
+        args.encoder_layers = args.decoder_layers = args.layers
+    return args
 
 
 def main(argv=None):

@@ -12,7 +12,8 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
 from tests.conftest import run_script, save_tiny_model, tiny_config, write_jsonl
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.recipe.finetuning import make_compute_metrics
+from vanilla_transformer.recipe.evaluation import evaluate_translation
+from vanilla_transformer.recipe.finetuning import FinetuneConfig, finetune, make_compute_metrics
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
 LEXICON = {
@@ -123,3 +124,43 @@ def test_finetune_script_lowers_the_training_loss_and_saves_a_loadable_model(tmp
     info = json.loads((final / "card_info.json").read_text())
     assert info["train_steps"] == 40 and info["eval_split"] == "validation"
     assert info["test_bleu"] == summary["eval"]["eval_bleu"] and info["test_samples"] == 4
+
+
+def test_finetune_eval_bleu_is_the_evaluate_tools_bleu_on_the_same_checkpoint(tmp_path, tokenizer):
+    """Issue 19.1: each checkpoint's eval BLEU/chrF (what load_best_model_at_end compares) is the
+    score the evaluate tool gives that checkpoint on the same data, and the checkpoint keeps the
+    model's generation settings (the paper's input + 50 output limit, beams, length penalty)."""
+    model_dir = save_tiny_model(tmp_path / "pretrained", tokenizer)
+    base_generation = json.loads((model_dir / "generation_config.json").read_text())
+    data = tmp_path / "data"
+    rows = word_by_word_pairs(40, seed=1)
+    # Long sources: an untrained model's output runs to its limit, so a cut at 20 tokens shows.
+    long_rows = [
+        {"translation": {k: " ".join([r["translation"][k]] * 4) for k in ("en", "es")}}
+        for r in rows
+    ]
+    write_jsonl(data / "train.jsonl", long_rows[:32])
+    write_jsonl(data / "validation.jsonl", long_rows[32:])
+    config = FinetuneConfig(
+        model=str(model_dir), dataset=str(data), output_dir=str(tmp_path / "out"),
+        max_steps=4, eval_steps=2, logging_steps=2, per_device_train_batch_size=8,
+        max_eval_samples=4, num_beams=2, save_total_limit=None, warmup_steps=0,
+    )  # fmt: skip
+    finetune(config)
+    checkpoints = sorted((tmp_path / "out").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    assert [p.name for p in checkpoints] == ["checkpoint-2", "checkpoint-4"]
+    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
+    evals = {r["step"]: r for r in history if "eval_bleu" in r}
+    validation = [json.loads(line) for line in (data / "validation.jsonl").read_text().splitlines()]
+    for folder in checkpoints:
+        generation = json.loads((folder / "generation_config.json").read_text())
+        assert {k: v for k, v in generation.items() if k != "transformers_version"} == {
+            k: v for k, v in base_generation.items() if k != "transformers_version"
+        }
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        scores = evaluate_translation(
+            model, tokenizer, validation, "en", "es", num_beams=2, length_penalty=0.6
+        )
+        step = int(folder.name.split("-")[1])
+        assert evals[step]["eval_bleu"] == pytest.approx(scores["bleu"], abs=1e-6)
+        assert evals[step]["eval_chrf"] == pytest.approx(scores["chrf"], abs=1e-6)

@@ -1,4 +1,5 @@
-"""The training recipe (vanilla_transformer/training.py) and its CLI (scripts/train.py).
+"""The training recipe (vanilla_transformer/recipe/: training_config.py, loop.py,
+training_callbacks.py, training.py; see docs/training.md) and its CLI (scripts/train.py).
 
 Runs of the real script use a tiny model on an in-test corpus: a toy "translation" that maps each
 English word to a made-up Spanish word, so a few updates visibly lower the loss.
@@ -6,6 +7,7 @@ English word to a made-up Spanish word, so a few updates visibly lower the loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,14 +38,9 @@ from vanilla_transformer.recipe.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from vanilla_transformer.recipe.loop import TrainingCallback, label_smoothed_loss, noam_lambda
 from vanilla_transformer.recipe.tokenization import train_tokenizer
-from vanilla_transformer.recipe.training import (
-    PRESETS,
-    label_smoothed_loss,
-    load_config_file,
-    noam_lambda,
-    resolve_config,
-)
+from vanilla_transformer.recipe.training_config import PRESETS, load_config_file, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
@@ -214,10 +211,9 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
     assert (base.max_steps, big.max_steps, base.warmup_steps) == (100000, 300000, 4000)
     assert (base.adam_beta1, base.adam_beta2, base.adam_epsilon) == (0.9, 0.98, 1e-9)
     assert base.label_smoothing == 0.1 and base.update_tokens == 50000 and not base.norm_first
-    # The main job's recipe stops at an update count, so every machine trains the same model.
-    assert (
-        PRESETS["cpu-small"]["max_steps"] == 5500 and not PRESETS["cpu-small"]["max_train_minutes"]
-    )
+    # Bounded by updates (the same model on every machine), minutes only as an option.
+    assert PRESETS["cpu-small"]["max_steps"] == 5500
+    assert PRESETS["cpu-small"]["max_train_minutes"] == 0
 
     (tmp_path / "run.yaml").write_text("preset: cpu-small\nlr_factor: 0.5\nd_model: 256\n")
     config = resolve_config(file_values=load_config_file(tmp_path / "run.yaml"), d_model=128)
@@ -228,6 +224,37 @@ def test_presets_hold_the_paper_values_and_files_and_flags_override_them(tmp_pat
         resolve_config(learning_rate=1e-3)
     with pytest.raises(ValueError, match="preset must be one of"):
         resolve_config("huge")
+
+
+# The flags scripts/main.sh passed to scripts/train.py before the cpu-small preset carried them
+# (with the tokenizer it made by `scripts/train_tokenizer.py --vocab_size 4000 --model_max_length
+# 256` into data_cache/tokenizer-bpe4k when missing).
+MAIN_JOB_FLAGS = """--preset cpu-small --bible_cache_dir data_cache/bible --tokenizer
+    data_cache/tokenizer-bpe4k --output_dir runs/cpu-small --max_steps 5500 --max_train_minutes 0
+    --average_last 5 --final_eval_splits validation,test --hub_folder runs/cpu-small/hub"""
+
+
+def test_the_cpu_small_preset_alone_trains_exactly_what_the_main_job_trains():
+    from vanilla_transformer.cli.train import parse_args
+
+    preset = resolve_config(**parse_args(["--preset", "cpu-small"]))
+    main_job = resolve_config(**parse_args(MAIN_JOB_FLAGS.split()))
+    assert preset.final_hub_folder == main_job.final_hub_folder == Path("runs/cpu-small/hub")
+    assert dataclasses.replace(preset, hub_folder=None) == dataclasses.replace(
+        main_job, hub_folder=None
+    )
+    # A run that finds no tokenizer there trains the one main.sh trained, at the same path.
+    assert (preset.tokenizer_vocab_size, preset.max_position_embeddings) == (4000, 256)
+    main_sh = (REPO / "scripts" / "main.sh").read_text()
+    assert "scripts/train.py --preset cpu-small --overwrite_output_dir" in main_sh
+    assert "--tokenizer" not in main_sh and "train_tokenizer.py" not in main_sh
+
+
+def test_each_preset_has_its_own_run_folder_and_a_flag_still_overrides_it():
+    folders = {name: resolve_config(name).output_dir for name in PRESETS}
+    assert folders == {name: f"runs/{name}" for name in PRESETS}
+    assert resolve_config().output_dir == "runs/default"
+    assert resolve_config("base", output_dir="elsewhere").final_hub_folder == Path("elsewhere/hub")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,7 +288,10 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["skipped_updates"] == 0
-    assert "checkpoint_20, checkpoint_30" in summary["averaging"]
+    check = summary["averaging_check"]
+    assert check["averaged"] == ["checkpoint_20", "checkpoint_30"]
+    if check["kept"] == "average":
+        assert "checkpoint_20, checkpoint_30" in summary["averaging"]
     assert set(summary["scores"]) == {"validation", "test"}
     hub = Path(summary["hub_folder"])
     for name in (
@@ -295,7 +325,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_
     process with half the batch: 0.26)."""
     common = ["--max_steps", "6", "--dropout", "0", "--checkpoint_steps", "6", *QUIET]
     run_train(corpus, tmp_path / "one", "--gradient_accumulation_steps", "2", *common)
-    run_train(corpus, tmp_path / "two", "--gradient_accumulation_steps", "1", *common, processes=2)
+    two_processes = run_train(
+        corpus, tmp_path / "two", "--gradient_accumulation_steps", "1", *common, processes=2
+    )
+    # Only the main process reports: one result line, the data counts logged once.
+    assert len([line for line in two_processes.stdout.splitlines() if '"steps"' in line]) == 1
+    assert two_processes.stderr.count("train: 400 pairs with both sides non-empty") == 1
     run_train(corpus, tmp_path / "half", "--gradient_accumulation_steps", "1", *common)
     one, two, half = (final_weights(tmp_path / n) for n in ("one", "two", "half"))
     same_batch = max_difference(one, two)
@@ -329,22 +364,32 @@ def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(corpus, tmp_
     assert [r["train/loss"] for r in resumed_log] == [r["train/loss"] for r in straight_log]
 
 
+class PoisonedUpdate(TrainingCallback):
+    """Test-only fault injection: the gradients of update attempt `attempt` (skipped ones
+    counted) become NaN, as a diverging loss would make them."""
+
+    def __init__(self, attempt: int):
+        self.attempt = attempt
+
+    def on_backward(self, model, state) -> None:
+        if state.step + state.skipped_updates + 1 == self.attempt:
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("nan"))
+
+
 def test_nan_loss_is_skipped_and_counted_or_stops_with_a_saved_state(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import NonFiniteLossError, train
+
     skipped = tmp_path / "skip"
-    run_train(corpus, skipped, "--max_steps", "4", "--debug_nan_at_step", "2", *QUIET)
-    summary = json.loads((skipped / "summary.json").read_text())
+    summary = train(in_process_config(corpus, skipped, max_steps=4), [PoisonedUpdate(2)])
     assert summary["steps"] == 4 and summary["skipped_updates"] == 1
     assert all(torch.isfinite(t).all() for t in final_weights(skipped).values())
 
     stopped = tmp_path / "stop"
-    result = run_train(
-        corpus,
-        stopped,
-        *"--max_steps 4 --debug_nan_at_step 2 --nan_policy stop".split(),
-        *QUIET,
-        check=False,
-    )
-    assert result.returncode == 3 and "non-finite loss at update 2" in result.stderr
+    config = in_process_config(corpus, stopped, max_steps=4, nan_policy="stop")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at update 2"):
+        train(config, [PoisonedUpdate(2)])
     state = json.loads((complete_checkpoints(stopped)[-1] / "trainer_state.json").read_text())
     assert state["step"] == 1 and state["skipped_updates"] == 1
 
@@ -512,6 +557,34 @@ def test_resume_reloads_the_runs_options_and_refuses_a_change_to_the_data_order(
     )  # fmt: skip
     assert "changed options" in overridden.stderr
     assert json.loads((out / "training_config.json").read_text())["seed"] == 1
+
+
+def test_resuming_a_run_that_does_not_exist_is_a_user_error_that_leaves_nothing_behind(
+    corpus, tmp_path
+):
+    from vanilla_transformer.errors import UserError
+    from vanilla_transformer.recipe.training import train
+
+    missing = tmp_path / "runs" / "base"
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(in_process_config(corpus, missing, resume_from_checkpoint="latest"))
+    assert not missing.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_hand_edited_seed_in_the_runs_options_is_refused_on_resume(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import load_run_config, train
+
+    out = tmp_path / "run"
+    train(in_process_config(corpus, out, max_steps=2, checkpoint_steps=2))
+    options = json.loads((out / "training_config.json").read_text())
+    (out / "training_config.json").write_text(json.dumps({**options, "seed": 7}))
+    config = resolve_config(
+        saved_values=load_run_config(out), resume_from_checkpoint="latest", max_steps=4
+    )
+    assert config.seed == 7  # the edit is invisible to the options check itself
+    with pytest.raises(ValueError, match=r"seed: 0 in the checkpoint, 7 now.*edited by hand"):
+        train(config)
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint_2"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -758,3 +831,54 @@ def test_resume_refuses_another_number_of_processes_or_a_changed_tokenizer(corpu
     train_tokenizer(texts, vocab_size=280, model_max_length=64).save_pretrained(tokenizer)
     with pytest.raises(ValueError, match=r"tokenizer\.json changed since the run saved it"):
         train(config)
+
+
+# --------------------------------------------------------------------------------------------------
+# The final model: the checkpoint average only when it is not worse (issue 19.2)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_warm_up_checkpoints_are_not_averaged_and_both_scores_are_recorded(corpus, tmp_path):
+    from vanilla_transformer.recipe.training import train
+
+    config = in_process_config(
+        corpus, tmp_path / "run", max_steps=6, checkpoint_steps=1, keep_last=5, average_last=5,
+        warmup_steps=4, eval_bleu_samples=4, eval_num_beams=1,
+    )  # fmt: skip
+    summary = train(config)
+    check = summary["averaging_check"]
+    assert check["left_out_in_warmup"] == ["checkpoint_2", "checkpoint_3"]
+    assert check["averaged"] == ["checkpoint_4", "checkpoint_5", "checkpoint_6"]
+    for scores in (check["newest_scores"], check["average_scores"]):
+        assert set(scores) == {"bleu", "chrf", "num_samples"} and scores["num_samples"] == 4
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["averaging_check"] == check
+
+
+def test_an_average_that_scores_below_the_newest_checkpoint_is_not_the_final_model(tmp_path):
+    from tests.conftest import tiny_config
+    from tests.toy_translation import toy_pairs, trained_toy_model
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
+    from vanilla_transformer.recipe.checkpoints import average_unless_worse
+    from vanilla_transformer.recipe.evaluation import evaluate_translation
+
+    trained, tokenizer = trained_toy_model(), word_tokenizer()
+    torch.manual_seed(1)
+    VanillaTransformerForConditionalGeneration(tiny_config()).save_pretrained(tmp_path / "step_1")
+    trained.save_pretrained(tmp_path / "step_2")
+    pairs = [{"translation": {"en": s, "es": t}} for s, t in toy_pairs(16, seed=5)]
+
+    def score(model):
+        return evaluate_translation(model, tokenizer, pairs, "en", "es", num_beams=1)
+
+    model = VanillaTransformerForConditionalGeneration(tiny_config())
+    model.load_state_dict(trained.state_dict())
+    worse = average_unless_worse(model, [tmp_path / "step_1", tmp_path / "step_2"], score)
+    assert worse["kept"] == "newest"
+    assert worse["average_scores"]["chrf"] < worse["newest_scores"]["chrf"]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
+    # An average that is not worse (here: of two equal checkpoints) is kept.
+    same = average_unless_worse(model, [tmp_path / "step_2", tmp_path / "step_2"], score)
+    assert same["kept"] == "average" and same["average_scores"] == same["newest_scores"]

@@ -261,8 +261,9 @@ def test_train_command_writes_the_study_json_and_figures(tmp_path):
             str(corpus),
             "--tokenizer",
             str(tokenizer),
-            *"--settings pre_ln --seeds 0 --max_steps 3 --eval_every 2 --bleu_samples".split(),
-            *"4 --d_model 16 --ffn_dim 32 --attention_heads 2 --layers 1".split(),
+            *"--settings pre_ln --seeds 0 --max_steps 3 --eval_steps 2 --eval_bleu_samples".split(),
+            *"4 --d_model 16 --ffn_dim 32 --attention_heads 2 --encoder_layers 1".split(),
+            *"--decoder_layers 1".split(),
             *"--batch_tokens 200".split(),
         ]
     )
@@ -303,14 +304,33 @@ def test_a_study_run_is_deterministic_for_a_seed(tmp_path):
         dataset=str(tmp_path),
         tokenizer=str(tmp_path / "tok"),
         max_steps=2,
-        bleu_samples=2,
+        eval_bleu_samples=2,
         d_model=16,
         ffn_dim=32,
         attention_heads=2,
-        layers=1,
+        encoder_layers=1,
+        decoder_layers=1,
         batch_tokens=200,
     )
     data = load_study_data(config)
     first, second = (train_one(config, "post_ln", "key_norm_sum", 3, data) for _ in range(2))
     assert first["grad_norms"] == second["grad_norms"]
     assert first["curves"]["val_loss"] == second["curves"]["val_loss"]
+
+
+def test_the_studys_options_are_the_training_options_by_the_same_names():
+    """A study option that training also has is passed to it under its own name; the older
+    study flags still parse, as aliases."""
+    from research import run_attention_study as study
+    from research.attention_study import SHARED_OPTIONS, StudyConfig
+
+    assert {"eval_steps", "eval_bleu_samples", "max_train_minutes", "encoder_layers"} <= set(
+        SHARED_OPTIONS
+    )
+    config = StudyConfig(d_model=16, ffn_dim=32, attention_heads=2, encoder_layers=1, eval_steps=7)
+    training = config.training_config("pre_ln", seed=3)
+    assert all(getattr(training, name) == getattr(config, name) for name in SHARED_OPTIONS)
+    assert (training.seed, training.norm_first, training.decoder_layers) == (3, True, 2)
+    args = study.parse_args(["train", "--eval_every", "5", "--bleu_samples", "9", "--layers", "3"])
+    assert (args.eval_steps, args.eval_bleu_samples) == (5, 9)
+    assert args.encoder_layers == args.decoder_layers == 3

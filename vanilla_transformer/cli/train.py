@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.recipe.checkpoints import complete_checkpoints, resolve_checkpoint
@@ -39,6 +40,7 @@ from vanilla_transformer.recipe.training import (
     NonFiniteLossError,
     TrainingConfig,
     TrainingInterrupted,
+    default_output_dir,
     load_config_file,
     load_run_config,
     resolve_config,
@@ -79,7 +81,8 @@ def configure(args: dict) -> TrainingConfig:
     saved = None
     if args.get("resume_from_checkpoint"):
         output_dir = args.get("output_dir") or file_values.get("output_dir")
-        saved = load_run_config(output_dir or TrainingConfig.output_dir)
+        preset = args.get("preset") or file_values.get("preset")
+        saved = load_run_config(output_dir or default_output_dir(preset))
     try:
         config = resolve_config(file_values=file_values, saved_values=saved, **args)
     except (ValueError, TypeError) as err:
@@ -130,7 +133,8 @@ def train_tool(argv: list[str] | None = None) -> int:
         if new_folder and not isinstance(err, RunLockedError) and not complete_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
         raise
-    print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
+    if PartialState().is_main_process:  # one result line, not one per process
+        print(json.dumps({k: summary.get(k) for k in ("steps", "stop_reason", "hub_folder")}))
     return 0
 
 

@@ -35,7 +35,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -80,10 +80,14 @@ __all__ = [
     "newest_verified",
     "CheckpointVerificationError",
     "load_averaged_weights",
+    "checkpoints_to_average",
+    "average_unless_worse",
     "resolve_model_folder",
     "find_run_dir",
     "run_training_values",
     "DEFAULT_TIED_WEIGHTS",
+    "tied_weights",
+    "drop_tied_aliases",
 ]
 
 logger = get_logger(__name__)
@@ -95,15 +99,30 @@ MANIFEST_FILE = "manifest.json"  # written last: size and sha256 of every other 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _tied_weights(model_class=VanillaTransformerForConditionalGeneration) -> dict[str, str]:
-    """alias -> source of the model's tied weights (Section 3.4), as the model classes declare
-    them in `_tied_weights_keys`, with the base model's keys under its prefix."""
-    base, prefix = VanillaTransformerModel, model_class.base_model_prefix
+def tied_weights(
+    model: torch.nn.Module | type = VanillaTransformerForConditionalGeneration,
+) -> dict[str, str]:
+    """alias -> source state-dict key of each tied weight (Section 3.4), read from the model's
+    `_tied_weights_keys`: for a model object, as transformers expanded them for it
+    (`all_tied_weights_keys`, the base model's under its prefix, empty when its config does not tie
+    them); for a model class, as the class and its base model declare them. The one place that
+    says which weights are stored once (checkpoints, averaging, the fine-tune Trainer's saves)."""
+    if isinstance(model, torch.nn.Module):
+        return dict(getattr(model, "all_tied_weights_keys", None) or {})
+    base, prefix = VanillaTransformerModel, model.base_model_prefix
     nested = {f"{prefix}.{k}": f"{prefix}.{v}" for k, v in base._tied_weights_keys.items()}
-    return {**model_class._tied_weights_keys, **nested}
+    return {**model._tied_weights_keys, **nested}
 
 
-DEFAULT_TIED_WEIGHTS = _tied_weights()
+def drop_tied_aliases(state_dict: dict, aliases: Mapping[str, str]) -> None:
+    """Remove (in place) the keys of `state_dict` that are tied aliases (`tied_weights`), wrapper
+    prefixes (`module.`, `_orig_mod.`) ignored: they are stored once, under their source."""
+    for name in list(state_dict):
+        if _strip_wrapper_prefix(name) in aliases:
+            del state_dict[name]
+
+
+DEFAULT_TIED_WEIGHTS = tied_weights()
 _STEP_RE = re.compile(r"(\d+)$")  # the name must END in the step: not "checkpoint-3.tmp"
 
 
@@ -581,6 +600,59 @@ def _no_model_message(path: Path) -> str:
     found = list(dict.fromkeys(found))
     names = f"those that exist: {', '.join(found[-6:])}" if found else f"nothing loadable in {run}"
     return f"{path} does not exist; {names}."
+
+
+# --------------------------------------------------------------------------------------------------
+# The averaging decision (issue 19.2): only checkpoints past warm-up are averaged, and the average
+# replaces the newest checkpoint only when it does not score below it on validation.
+# --------------------------------------------------------------------------------------------------
+
+
+def checkpoints_to_average(
+    checkpoints: Sequence[Path], average_last: int, warmup_steps: int
+) -> tuple[list[Path], list[Path]]:
+    """(the last `average_last` of `checkpoints` (oldest first) written at or after update
+    `warmup_steps`, those of the last `average_last` left out for being inside the warm-up).
+    A warm-up checkpoint is far from the trained model; averaging it in lowers quality."""
+    last = list(checkpoints)[-average_last:] if average_last > 0 else []
+    past = [p for p in last if (_step_of(p) or 0) >= warmup_steps]
+    return past, [p for p in last if p not in past]
+
+
+def _rank(scores: Mapping[str, float]) -> tuple[float, ...]:
+    """Higher is better: BLEU first, chrF for ties (a short run's BLEU is often 0 for both);
+    a loss only where no BLEU was computed."""
+    if "bleu" in scores:
+        return (scores["bleu"], scores.get("chrf", 0.0))
+    return (-scores["loss"],)
+
+
+def average_unless_worse(
+    model: torch.nn.Module,
+    checkpoints: Sequence[Path],
+    score: Callable[[torch.nn.Module], dict] | None,
+    show_progress: bool = False,
+) -> dict:
+    """Load the mean of `checkpoints` into `model`, which holds the newest checkpoint's weights,
+    unless it scores below them on `score(model)` (a dict with "bleu"/"chrf", or "loss"): then the
+    newest weights are put back. Without `score` the average is kept unchecked.
+
+    Returns the record of the decision: {"averaged": [names], "kept": "average" | "newest",
+    "newest_scores": {...} | None, "average_scores": {...} | None}."""
+    newest = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    newest_scores = score(model) if score is not None else None
+    load_averaged_weights(model, average_checkpoints(checkpoints, show_progress=show_progress))
+    average_scores = score(model) if score is not None else None
+    kept = "average"
+    if score is not None and _rank(average_scores) < _rank(newest_scores):
+        model.load_state_dict(newest)
+        kept = "newest"
+    return {
+        "averaged": [p.name for p in checkpoints],
+        "kept": kept,
+        "newest_scores": newest_scores,
+        "average_scores": average_scores,
+    }
 
 
 def resolve_model_folder(name_or_path: str | Path) -> str:

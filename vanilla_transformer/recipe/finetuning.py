@@ -29,14 +29,14 @@ from transformers import (
 )
 
 from ..publishing.hub import read_card_info, write_card_info
-from .checkpoints import resolve_model_folder
+from .checkpoints import resolve_model_folder, tied_weights
 from .data import tokenize_translation_dataset
 from .evaluation import compute_bleu
 from .options import CorpusOptions, option
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FinetuneConfig", "make_compute_metrics", "finetune"]
+__all__ = ["FinetuneConfig", "GenerationKeepingTrainer", "make_compute_metrics", "finetune"]
 
 
 # FinetuneConfig fields that are `Seq2SeqTrainingArguments` fields of the same name and meaning.
@@ -126,18 +126,26 @@ def make_compute_metrics(tokenizer):
     return compute_metrics
 
 
+class GenerationKeepingTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` that evaluates with the model's own generation settings, and keeps them.
+
+    `Seq2SeqTrainer.prediction_step` writes every transformers default into
+    `model.generation_config` after its first `generate` (among them `max_length=20`). The next
+    evaluation would then cut hypotheses at 20 tokens instead of the paper's input length + 50
+    (the model's default), and every checkpoint saved after it would carry that limit, so the BLEU
+    that `load_best_model_at_end` compares would not be the evaluate tool's (issue 19.1). The
+    model's generation config is put back after each prediction step."""
+
+    def prediction_step(self, *args, **kwargs):
+        kept = copy.deepcopy(self.model.generation_config)
+        try:
+            return super().prediction_step(*args, **kwargs)
+        finally:
+            self.model.generation_config = kept
+
+
 def _first(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
-
-
-def tied_alias_keys(model) -> list[str]:
-    """State-dict keys that share their tensor with an earlier key (read from the model)."""
-    seen, aliases = set(), []
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.data_ptr() in seen:
-            aliases.append(name)
-        seen.add(tensor.data_ptr())
-    return aliases
 
 
 def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signatures) -> dict:
@@ -191,26 +199,9 @@ def finetuned_card_info(config, base_folder, tokenized, trainer, metrics, signat
     return {k: v for k, v in info.items() if v is not None}
 
 
-def finetune(config: FinetuneConfig) -> dict:
-    """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
-    `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
-    "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
-    base_folder = resolve_model_folder(config.model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(base_folder)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    # Trainer reloads its best checkpoint with load_state_dict: the tied aliases (lm_head.weight,
-    # stored once as model.shared.weight) are missing there by design. Declared here, Trainer ties
-    # them again instead of warning "There were missing keys in the checkpoint model loaded".
-    model._keys_to_ignore_on_save = tied_alias_keys(model)
-    # Trainer's evaluation generates with `generation_num_beams` over the model's generation
-    # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
-    # length penalty is refused by save_pretrained).
-    if config.num_beams > 1:
-        model.generation_config.length_penalty = config.length_penalty
-    # Seq2SeqTrainer fills the generation config with every default (max_length=20, ...) while
-    # evaluating; the saved model gets this clean copy back.
-    generation_config = copy.deepcopy(model.generation_config)
-
+def tokenize_splits(config: FinetuneConfig, tokenizer) -> dict:
+    """{"train": ..., "eval": ...} tokenised (the first max_*_samples pairs; "eval" only with an
+    eval split); an empty split after the length filters is refused, saying what removed what."""
     corpus = config.load()
     splits = {"train": _first(config.split(corpus, config.train_split), config.max_train_samples)}
     if config.eval_split:
@@ -234,10 +225,13 @@ def finetune(config: FinetuneConfig) -> dict:
                 f"{config.max_source_length}, {c['target_too_long']} with a target longer than "
                 f"max_target_length={config.max_target_length}."
             )
+    return tokenized
 
-    evaluate = "eval" in tokenized
-    compute_metrics = make_compute_metrics(tokenizer)
-    args = Seq2SeqTrainingArguments(
+
+def training_arguments(config: FinetuneConfig, evaluate: bool) -> Seq2SeqTrainingArguments:
+    """The Trainer's arguments: the config's own (`TRAINING_ARGUMENTS`), generation during
+    evaluation, a checkpoint per evaluation and the best one (by BLEU) loaded at the end."""
+    return Seq2SeqTrainingArguments(
         **{name: getattr(config, name) for name in TRAINING_ARGUMENTS},
         predict_with_generate=True,
         generation_num_beams=config.num_beams,
@@ -254,7 +248,30 @@ def finetune(config: FinetuneConfig) -> dict:
         # Pinned memory only helps copies to a GPU; on CPU torch warns that it is ignored.
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = Seq2SeqTrainer(
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Fine-tune `config.model` and save the result (model, tokenizer, remote code) to
+    `config.output_dir/final`. Returns `{"log_history": [...], "eval": {...} or None,
+    "final_dir": str, "bleu_signature": str | None, "chrf_signature": str | None}`."""
+    base_folder = resolve_model_folder(config.model)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base_folder)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    # Trainer reloads its best checkpoint with load_state_dict: the tied aliases (lm_head.weight,
+    # stored once as model.shared.weight) are missing there by design. Declared here, Trainer ties
+    # them again instead of warning "There were missing keys in the checkpoint model loaded".
+    model._keys_to_ignore_on_save = list(tied_weights(model))
+    # Trainer's evaluation generates with `generation_num_beams` over the model's generation
+    # config; the saved generation config keeps its beam settings (a config with num_beams=1 and a
+    # length penalty is refused by save_pretrained).
+    if config.num_beams > 1:
+        model.generation_config.length_penalty = config.length_penalty
+
+    tokenized = tokenize_splits(config, tokenizer)
+    evaluate = "eval" in tokenized
+    compute_metrics = make_compute_metrics(tokenizer)
+    args = training_arguments(config, evaluate)
+    trainer = GenerationKeepingTrainer(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -265,7 +282,6 @@ def finetune(config: FinetuneConfig) -> dict:
     )
     trainer.train()
     metrics = trainer.evaluate() if evaluate else None
-    trainer.model.generation_config = generation_config
     final_dir = Path(config.output_dir) / "final"
     # model.save_pretrained (weights, config, remote code, pipeline file) and the tokenizer.
     trainer.save_model(str(final_dir))
