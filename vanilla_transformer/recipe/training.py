@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from ..hardware import hardware_description
 from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
 from .checkpoints import (
@@ -52,7 +53,6 @@ from .checkpoints import (
 from .curves import plot_training_curves
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
 from .evaluation import evaluate_translation
-from .hardware import hardware_description
 from .options import CorpusOptions, option
 from .run_folder import RunLock, describe_stale, resume_conflicts
 from .tokenization import requested_vocab_size, train_tokenizer
