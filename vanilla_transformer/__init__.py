@@ -6,6 +6,10 @@ Importing the package registers the model with the Auto classes (`AutoConfig`, `
 where this package is not installed.
 """
 
+# First: its logging filters must be in place before transformers imports torchao.
+from . import quiet_imports  # noqa: F401
+
+# isort: split
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
