@@ -27,7 +27,8 @@ What `optimize_for_cpu_inference` changes:
   decode path has no Python branch on tensor values, see tests/test_modeling_export.py): no
   per-step mask building, cache bookkeeping or Python dispatch through the layers. The first
   call for a new shape pays the compilation (about a minute on 2 cores); a second shape compiles
-  a graph with dynamic sizes that serves the later ones.
+  a graph with dynamic sizes that serves the later ones. The first compiled step logs one line
+  (`COMPILE_NOTICE`) so that the wait is not silent.
 
 In fp32 the tokens are those of the plain model (tests/test_inference.py). The result is for
 inference only: it cannot be trained, it cannot be saved with `save_pretrained` (keep the
