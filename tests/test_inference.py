@@ -15,6 +15,7 @@ import torch
 import vanilla_transformer.hardware as hardware
 import vanilla_transformer.inference as inference
 from tests.conftest import sharpened_tiny_model, word_tokenizer
+from vanilla_transformer.errors import UserError
 from vanilla_transformer.inference import (
     cpu_features,
     cpu_has_native_bf16,
@@ -92,6 +93,8 @@ def test_int8_is_refused_without_vnni_naming_the_reason_and_the_engine_to_use(mo
     with pytest.raises(ValueError, match=r"VNNI.*slower than float32.*CTranslate2 int8") as error:
         optimize_for_cpu_inference(build(), "int8")
     assert "--format ctranslate2 --quantization int8" in str(error.value)
+    # In a tool (`--fast_cpu int8`) it is a user error: one line, no traceback.
+    assert isinstance(error.value, UserError)
     for flags in ({"avx512_vnni"}, {"avx_vnni"}, {"amx_int8"}):
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert inference.cpu_has_fast_int8(), flags

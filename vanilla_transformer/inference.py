@@ -50,9 +50,11 @@ import types
 import torch
 from torch import nn
 
+from vanilla_transformer.errors import UserError
 from vanilla_transformer.hardware import cpu_features, cpu_flags, cpu_has_native_bf16
 
 __all__ = [
+    "CpuModeRefused",
     "Int8Linear",
     "cpu_features",
     "cpu_flags",
@@ -106,11 +108,16 @@ def cpu_has_fast_int8() -> bool:
     return features["vnni"] or features["amx_int8"]
 
 
+class CpuModeRefused(UserError, ValueError):
+    """A fast mode this CPU would run slower than the default path: a ValueError for library
+    callers, a user error (one line, no traceback) in the tools' `--fast_cpu`."""
+
+
 def _refuse_modes_slower_than_fp32_here(mode: str) -> None:
     """A fast mode is refused, with the reason and what to use instead, on a CPU (its flags read
     from /proc/cpuinfo) where it would be slower than the default path."""
     if mode == "int8" and not cpu_has_fast_int8():
-        raise ValueError(
+        raise CpuModeRefused(
             "mode='int8' needs a CPU with int8 dot-product instructions (VNNI or AMX-INT8 flags in "
             "/proc/cpuinfo); without them torch's int8 matrix product is slower than float32 "
             "(beam search 8x slower on an AVX2-only CPU). Use mode='fp32' here, or CTranslate2 "
@@ -118,7 +125,7 @@ def _refuse_modes_slower_than_fp32_here(mode: str) -> None:
             "ctranslate2 --quantization int8 (vanilla_transformer.export.ctranslate2)."
         )
     if mode == "bf16" and not cpu_has_native_bf16():
-        raise ValueError(
+        raise CpuModeRefused(
             "mode='bf16' needs a CPU that multiplies bf16 natively (AVX-512 BF16 or AMX flags in "
             "/proc/cpuinfo); this one would emulate it, slower than float32. Use mode='fp32', or "
             "mode='int8' where the CPU has VNNI."
