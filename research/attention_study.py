@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vanilla_transformer.recipe.hardware import hardware_description
+from vanilla_transformer.hardware import hardware_description
 from vanilla_transformer.recipe.loop import (
     TrainingCallback,
     TrainState,

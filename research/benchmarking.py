@@ -26,11 +26,11 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from vanilla_transformer.configuration_vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer.hardware import cpu_features_line, cpu_flags, cpu_name
 from vanilla_transformer.modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     sinusoidal_table,
 )
-from vanilla_transformer.recipe.hardware import cpu_features_line, cpu_flags, cpu_name
 
 # The paper's base dimensions (Table 3) with an 8k joint vocabulary (the project's Bible BPE size),
 # and a tiny shape where per-call overhead, not arithmetic, dominates.

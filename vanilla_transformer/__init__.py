@@ -14,6 +14,10 @@ weights; without `trust_remote_code` transformers refuses it, and its "task tran
 removed" message is extended to name these two ways.
 """
 
+# First: its logging filters must be in place before transformers imports torchao.
+from . import quiet_imports  # noqa: F401
+
+# isort: split
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 from transformers import pipelines as _pipelines
 

@@ -14,7 +14,9 @@ What `optimize_for_cpu_inference` changes:
 - **Weights.** `"int8"`: every `nn.Linear` becomes an `Int8Linear`: int8 weights with one scale
   per output row, activations quantised per token on the fly, one int8 x int8 product per call
   (`torch._int_mm`, oneDNN's VNNI / AMX-INT8 kernels where the CPU has them): four times fewer
-  weight bytes per step. The swap goes through torchao's `quantize_` and its quantisation
+  weight bytes per step. Only on CPUs with those instructions (VNNI or AMX-INT8 flags): without
+  them `_int_mm` is slower than float32, and the mode is refused with the engine to use instead
+  (CTranslate2 int8). The swap goes through torchao's `quantize_` and its quantisation
   primitives, the route torch 2.13 names as the replacement of the deprecated
   `torch.ao.quantization.quantize_dynamic` (optional dependency:
   `pip install vanilla-transformer[cpu-inference]`). `"bf16"`: every weight in bfloat16, only where
@@ -25,7 +27,8 @@ What `optimize_for_cpu_inference` changes:
   decode path has no Python branch on tensor values, see tests/test_modeling_export.py): no
   per-step mask building, cache bookkeeping or Python dispatch through the layers. The first
   call for a new shape pays the compilation (about a minute on 2 cores); a second shape compiles
-  a graph with dynamic sizes that serves the later ones.
+  a graph with dynamic sizes that serves the later ones. The first compiled step logs one line
+  (`COMPILE_NOTICE`) so that the wait is not silent.
 
 In fp32 the tokens are those of the plain model (tests/test_inference.py). The result is for
 inference only: it cannot be trained, it cannot be saved with `save_pretrained` (keep the
@@ -41,22 +44,28 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import logging
 import types
 
 import torch
 from torch import nn
 
-from vanilla_transformer.recipe.hardware import cpu_features, cpu_flags, cpu_has_native_bf16
+from vanilla_transformer.errors import UserError
+from vanilla_transformer.hardware import cpu_features, cpu_flags, cpu_has_native_bf16
 
 __all__ = [
+    "CpuModeRefused",
     "Int8Linear",
     "cpu_features",
     "cpu_flags",
+    "cpu_has_fast_int8",
     "cpu_has_native_bf16",
     "optimize_for_cpu_inference",
 ]
 
 MODES = ("int8", "bf16", "fp32")
+COMPILE_NOTICE = "compiling the fast CPU path (about 2 minutes, once per model and shape; later calls reuse it)..."
+logger = logging.getLogger(__name__)
 _compiled_models = itertools.count()
 
 
@@ -77,11 +86,7 @@ def optimize_for_cpu_inference(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
-    if mode == "bf16" and not cpu_has_native_bf16():
-        raise ValueError(
-            "mode='bf16' needs a CPU that multiplies bf16 natively (AVX-512 BF16 or AMX flags in "
-            "/proc/cpuinfo); this one would emulate it, slower than float32. Use mode='int8'."
-        )
+    _refuse_modes_slower_than_fp32_here(mode)
     target = model if inplace else copy.deepcopy(model)
     target.eval().requires_grad_(False)
     # int8: every Linear, the tied output projection included, becomes an Int8Linear holding its own
@@ -93,6 +98,38 @@ def optimize_for_cpu_inference(
     if compile:
         _compile_decoding(target)
     return target
+
+
+def cpu_has_fast_int8() -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8).
+    Without them oneDNN's `torch._int_mm` is slower than float32: on an AVX2-only AMD Zen 3, beam 4
+    at batch 8 took 8.3x as long as the default path (docs/performance.md)."""
+    features = cpu_features()
+    return features["vnni"] or features["amx_int8"]
+
+
+class CpuModeRefused(UserError, ValueError):
+    """A fast mode this CPU would run slower than the default path: a ValueError for library
+    callers, a user error (one line, no traceback) in the tools' `--fast_cpu`."""
+
+
+def _refuse_modes_slower_than_fp32_here(mode: str) -> None:
+    """A fast mode is refused, with the reason and what to use instead, on a CPU (its flags read
+    from /proc/cpuinfo) where it would be slower than the default path."""
+    if mode == "int8" and not cpu_has_fast_int8():
+        raise CpuModeRefused(
+            "mode='int8' needs a CPU with int8 dot-product instructions (VNNI or AMX-INT8 flags in "
+            "/proc/cpuinfo); without them torch's int8 matrix product is slower than float32 "
+            "(beam search 8x slower on an AVX2-only CPU). Use mode='fp32' here, or CTranslate2 "
+            "int8, which is fast on AVX2: vanilla-transformer-export MODEL OUT --format "
+            "ctranslate2 --quantization int8 (vanilla_transformer.export.ctranslate2)."
+        )
+    if mode == "bf16" and not cpu_has_native_bf16():
+        raise CpuModeRefused(
+            "mode='bf16' needs a CPU that multiplies bf16 natively (AVX-512 BF16 or AMX flags in "
+            "/proc/cpuinfo); this one would emulate it, slower than float32. Use mode='fp32', or "
+            "mode='int8' where the CPU has VNNI."
+        )
 
 
 class Int8Linear(nn.Module):
@@ -203,12 +240,16 @@ def _compile_decoding(model: nn.Module) -> None:
         "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
     }
     compiled_step = torch.compile(decode_step, fullgraph=True, options=options)
+    compiled_once = []  # says the notice once per model
 
     @functools.wraps(eager_forward)  # generate() reads the forward's signature
     def forward(*args, **kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         # `is_updated` is plain Python state: True once the cross-attention keys are cached.
         if getattr(cache, "is_updated", {}).get(0, False):
+            if not compiled_once:  # the first compiled step compiles silently for minutes
+                logger.warning(COMPILE_NOTICE)
+                compiled_once.append(True)
             return compiled_step(*args, **kwargs)
         return eager_forward(*args, **kwargs)
 

@@ -132,7 +132,7 @@ def int8_bound(environment: dict) -> float:
     translations (trained_toy_model(1000), 24 sentences). Measured 2026-12-04 on an AMD EPYC
     (Zen 4): MKL 0.0036, DNNL with VNNI 0.0036, DNNL without VNNI 0.040; a wrong weight mapping
     moves them by about 2."""
-    from vanilla_transformer.recipe.hardware import cpu_features
+    from vanilla_transformer.hardware import cpu_features
 
     # MKL limited to AVX2 (MKL_ENABLE_INSTRUCTIONS=AVX2) measured as with VNNI; a CPU without VNNI
     # gets the wider bound whatever the backend, DNNL also when its instruction set is capped.

@@ -1,6 +1,6 @@
 """Publishing a trained model: model card, Hub folder, and one upload.
 
-- `render_model_card(card_info)`: the card from the package's `templates/model_card.md` (Jinja)
+- `render_model_card(card_info)`: the card from `model_cards/model_card.md` (Jinja)
   and `huggingface_hub.ModelCardData` metadata (`pipeline_tag: translation`, languages, licence,
   datasets, and a `model-index` with the test BLEU and chrF). Every required value must be given:
   a missing or placeholder value raises a `ValueError` naming all of them, so no card is ever
@@ -66,8 +66,17 @@ __all__ = [
     "write_card_info",
 ]
 
-# Package data (pyproject.toml), so an installed wheel renders cards too.
-TEMPLATE = importlib.resources.files(__package__) / "templates" / "model_card.md"
+
+def _card_template():
+    """The repository's top-level `model_cards/model_card.md` in a checkout; in an installed wheel
+    the same file, shipped as `vanilla_transformer.model_cards` package data (pyproject.toml)."""
+    checkout = Path(__file__).resolve().parents[2] / "model_cards" / "model_card.md"
+    if checkout.is_file():
+        return checkout
+    return importlib.resources.files("vanilla_transformer.model_cards") / "model_card.md"
+
+
+TEMPLATE = _card_template()
 
 # Every value the card states. `save_hub_folder` fills `config`, `num_parameters` and
 # `generation` from the model when they are absent.

@@ -33,6 +33,7 @@ from transformers import AutoTokenizer
 
 from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from ..errors import UserError
+from ..hardware import hardware_description
 from ..publishing.hub import push_folder, save_hub_folder
 from .bible import bible_card_info
 from .checkpoints import (
@@ -48,7 +49,6 @@ from .checkpoints import (
 )
 from .curves import plot_training_curves
 from .data import TokenBudgetBatchSampler, make_collator, tokenize_translation_dataset
-from .hardware import hardware_description
 from .loop import (  # noqa: F401  (re-exported: the loop's public names)
     NonFiniteLossError,
     TrainingCallback,

@@ -1,0 +1,1 @@
+"""Publishing a trained model: the strict loader, the model card and the Hub upload."""
