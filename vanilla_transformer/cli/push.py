@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.publishing.hub import push_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 
@@ -75,7 +75,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         extra_arguments=[
             ("folder", {"help": "The model folder to publish (Hub, averaged or fine-tuned)."}),
             ("repo_id", {"help": "Target model repo, 'owner/name'."}),
-            (DEBUG_FLAG, {"action": "store_true", "help": DEBUG_HELP}),  # read by run_tool
         ],
     )
     return argparse.Namespace(**vars(options), **vars(positional))

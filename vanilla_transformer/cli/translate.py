@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
@@ -69,7 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         __doc__,
         extra_arguments=[
             ("model", {"help": "Model folder, run folder or Hub id."}),
-            (DEBUG_FLAG, {"action": "store_true", "help": DEBUG_HELP}),
         ],
     )
     return decoding, argparse.Namespace(**vars(options), **vars(positional))
