@@ -99,6 +99,14 @@ def assert_same_outputs(got, expected, get_leaf_tensors):
     )
 
 
+# transformers 5.20's exporter (the declared floor) calls torch.jit.script, which torch 2.13
+# deprecates: a notice from transformers' own code, not ours (newer releases no longer call it).
+OLD_EXPORTER_NOTICE = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
+
+
+@OLD_EXPORTER_NOTICE
 @pytest.mark.parametrize("scaling", ["sqrt_dk", "key_norm_sum"])
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static_shapes", "dynamic_shapes"])
 def test_exported_forward_returns_what_eager_returns_cache_included(dynamic, scaling):
@@ -109,7 +117,8 @@ def test_exported_forward_returns_what_eager_returns_cache_included(dynamic, sca
     inputs = dict(input_ids=x, attention_mask=mask, decoder_input_ids=torch.randint(4, 30, (2, 5)))
     inputs["use_cache"] = True
     exported = DynamoExporter().export(model, copy.deepcopy(inputs), DynamoConfig(dynamic=dynamic))
-    program = exported.components["model"].program
+    # transformers >= 5.2x wraps the program in an export record; the 5.20 floor returns it as is.
+    program = exported.components["model"].program if hasattr(exported, "components") else exported
     assert_same_outputs(
         run_program(program, inputs), model(**copy.deepcopy(inputs)), get_leaf_tensors
     )
@@ -123,6 +132,7 @@ def test_exported_forward_returns_what_eager_returns_cache_included(dynamic, sca
 
 
 @pytest.mark.slow
+@OLD_EXPORTER_NOTICE
 @pytest.mark.parametrize("scaling", ["sqrt_dk", "key_norm_sum"])
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static_shapes", "dynamic_shapes"])
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
