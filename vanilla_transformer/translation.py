@@ -23,6 +23,7 @@ from .errors import UserError
 
 __all__ = [
     "DecodingOptions",
+    "Hypothesis",
     "TokenizerMismatchError",
     "check_tokenizer_matches",
     "token_batches",
@@ -92,6 +93,20 @@ class DecodingOptions:
         if self.max_new_tokens is not None:
             kwargs["max_new_tokens"] = self.max_new_tokens
         return kwargs
+
+
+@dataclasses.dataclass
+class Hypothesis:
+    """One translation of one input line, as every engine returns it.
+
+    `score`: its log-probability under the model (or the ensemble), normalised as `generate()`'s
+    `sequences_scores` are: the sum of its tokens' log-probabilities divided by its length to the
+    power `length_penalty` (None where it was not asked for). `alignment`: Pharaoh pairs
+    `(source_index, target_index)`, counted from 0 (None where not asked for)."""
+
+    text: str
+    score: float | None = None
+    alignment: list[tuple[int, int]] | None = None
 
 
 class TokenizerMismatchError(UserError, ValueError):
