@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, BertConfig, BertMode
 
 from tests.conftest import edit_config, tiny_config
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.publishing.safety import CheckpointError, load_pretrained_strict
+from vanilla_transformer.loading import CheckpointError, load_pretrained_strict
 
 # ------------------------------------------------------------------------------------------------
 # Configuration: every field validated at construction and on load

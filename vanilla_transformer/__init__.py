@@ -69,7 +69,7 @@ def translation_pipeline(
     if tokenizer is None:
         tokenizer = model.name_or_path
     if isinstance(tokenizer, str):
-        from .publishing.safety import load_tokenizer  # names a folder that has none
+        from .loading import load_tokenizer  # names a folder that has none
 
         tokenizer = load_tokenizer(tokenizer)
     return TranslationPipeline(model=model, tokenizer=tokenizer, **kwargs)

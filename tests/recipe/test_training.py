@@ -29,7 +29,7 @@ from tests.conftest import (
     word_tokenizer,
     write_jsonl,
 )
-from vanilla_transformer.publishing.safety import (
+from vanilla_transformer.loading import (
     check_safetensors_file,
 )
 from vanilla_transformer.recipe.checkpoints import (

@@ -30,7 +30,7 @@ import torch
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
-from vanilla_transformer.publishing.safety import load_model, load_tokenizer
+from vanilla_transformer.loading import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli

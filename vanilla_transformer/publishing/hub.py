@@ -422,6 +422,56 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
     template = Path(template_path) if template_path is not None else TEMPLATE
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found.")
+    text = _template_environment().from_string(template.read_text(encoding="utf-8")).render(
+        **_template_values(info)
+    )
+    card = ModelCard(text)
+    problems = validate_model_card(card)
+    if problems:
+        raise ValueError("the rendered model card is invalid: " + "; ".join(problems))
+    return card
+
+
+def _template_environment() -> jinja2.Environment:
+    """Jinja for a Markdown card: undefined names fail, no HTML escaping."""
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
+    return environment
+
+
+def _evaluation_rows(info: dict) -> list[dict]:
+    """The card's results table: the test split, then validation where it was scored."""
+    if not info["evaluated"]:
+        return []
+    rows = [
+        {
+            "split": info["eval_split"],
+            "samples": f"{info['test_samples']:,}",
+            "bleu": f"{info['test_bleu']:.2f}",
+            "chrf": f"{info['test_chrf']:.2f}",
+        }
+    ]
+    if info.get("validation_bleu") is not None:
+        samples, chrf = info.get("validation_samples"), info.get("validation_chrf")
+        rows.append(
+            {
+                "split": info["validation_split"],
+                "samples": f"{samples:,}" if samples else "",
+                "bleu": f"{info['validation_bleu']:.2f}",
+                "chrf": "" if chrf is None else f"{chrf:.2f}",
+            }
+        )
+    return rows
+
+
+def _template_values(info: dict) -> dict:
+    """The names the card template reads, formatted from checked `card_info`."""
     arch_rows, deviations = _architecture(info["config"], info["num_parameters"])
     training_rows = [
         ("Updates (optimizer steps)", f"{info['train_steps']:,}"),
@@ -431,39 +481,8 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         ("Wall-clock time", _duration(info["training_time"])),
     ]
     evaluated = info["evaluated"]
-    eval_rows = []
-    if evaluated:
-        eval_rows.append(
-            {
-                "split": info["eval_split"],
-                "samples": f"{info['test_samples']:,}",
-                "bleu": f"{info['test_bleu']:.2f}",
-                "chrf": f"{info['test_chrf']:.2f}",
-            }
-        )
-    if evaluated and info.get("validation_bleu") is not None:
-        eval_rows.append(
-            {
-                "split": info["validation_split"],
-                "samples": f"{info['validation_samples']:,}"
-                if info.get("validation_samples")
-                else "",
-                "bleu": f"{info['validation_bleu']:.2f}",
-                "chrf": ""
-                if info.get("validation_chrf") is None
-                else f"{info['validation_chrf']:.2f}",
-            }
-        )
     generation = {**OPTIONAL_CARD_FIELDS["generation"], **(info.get("generation") or {})}
-    environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
-    text = environment.from_string(template.read_text(encoding="utf-8")).render(
+    return dict(
         card_data=_card_data(info).to_yaml(),
         model_name=info["model_name"],
         repo_id=info["repo_id"],
@@ -485,7 +504,7 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         eval_samples=f"{info['test_samples']:,}" if evaluated else "",
         bleu=f"{info['test_bleu']:.2f}" if evaluated else "",
         chrf=f"{info['test_chrf']:.2f}" if evaluated else "",
-        eval_rows=eval_rows,
+        eval_rows=_evaluation_rows(info),
         bleu_signature=info.get("bleu_signature"),
         chrf_signature=info.get("chrf_signature"),
         num_beams=info.get("num_beams"),
@@ -496,11 +515,6 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
         intended_use=info["intended_use"].strip(),
         limitations=[item.strip() for item in info["limitations"]],
     )
-    card = ModelCard(text)
-    problems = validate_model_card(card)
-    if problems:
-        raise ValueError("the rendered model card is invalid: " + "; ".join(problems))
-    return card
 
 
 def validate_model_card(card: ModelCard | str | Path) -> list[str]:

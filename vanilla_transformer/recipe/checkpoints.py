@@ -31,7 +31,9 @@ such as step counters) are not averaged: the last checkpoint's value is kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -517,6 +519,19 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
     return state
 
 
+@contextlib.contextmanager
+def _accelerate_checkpoint_logs_quiet():
+    """accelerate logs an INFO line per file it saves, naming the `.tmp` folder that is renamed a
+    moment later; the one line `save_checkpoint` logs names the checkpoint. Warnings still show."""
+    checkpoint_logger = logging.getLogger("accelerate.checkpointing")
+    level = checkpoint_logger.level
+    checkpoint_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        checkpoint_logger.setLevel(level)
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_last: int) -> Path:
     """`accelerator.save_state` (model, optimizer, RNG states) plus the trainer state (counters,
     sampler position, scheduler) and, last, the manifest (sha256 of every file) into
@@ -533,7 +548,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep_l
             shutil.rmtree(tmp, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
+        with _accelerate_checkpoint_logs_quiet():
+            accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")

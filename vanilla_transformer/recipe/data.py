@@ -442,57 +442,69 @@ def load_translation_dataset(
     elif path.is_dir() and (
         (path / "dataset_dict.json").exists() or (path / "state.json").exists()
     ):
-        loaded = datasets.load_from_disk(str(path))
-        ds = (
-            loaded
-            if isinstance(loaded, datasets.DatasetDict)
-            else datasets.DatasetDict({"train": loaded})
-        )
+        ds = _as_dataset_dict(datasets.load_from_disk(str(path)))
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in JSONL_SUFFIXES + TSV_SUFFIXES)
-        prefixes = _moses_prefixes(path, src_lang, tgt_lang)
-        if not files and not prefixes:
-            raise ValueError(
-                f"{path}: no saved dataset, no {JSONL_SUFFIXES + TSV_SUFFIXES} files and no "
-                f"Moses-style <name>.{src_lang} / <name>.{tgt_lang} pairs in it"
-            )
-        parts: dict[str, list[datasets.Dataset]] = {}
-        for file in files:
-            split = _split_of_file(file) or "train"
-            parts.setdefault(split, []).append(
-                _load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting)
-            )
-        for prefix in prefixes:
-            split = _split_of_file(prefix) or "train"
-            parts.setdefault(split, []).append(_load_moses(prefix, src_lang, tgt_lang, cache_dir))
-        ds = datasets.DatasetDict(
-            {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
-        )
+        ds = _load_folder(path, src_lang, tgt_lang, cache_dir, tsv_quoting)
     elif path.is_file():
         ds = datasets.DatasetDict(
             {"train": _load_file(path, src_lang, tgt_lang, cache_dir, tsv_quoting)}
         )
     else:
         _refuse_missing_local_path(path, src_lang, tgt_lang)
-        loaded = datasets.load_dataset(
-            str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs
+        ds = _as_dataset_dict(
+            datasets.load_dataset(str(name_or_path), config_name, cache_dir=cache_dir, **hub_kwargs)
         )
-        ds = (
-            loaded
-            if isinstance(loaded, datasets.DatasetDict)
-            else datasets.DatasetDict({"train": loaded})
-        )
+    _check_translation_columns(ds, str(name_or_path), src_lang, tgt_lang)
+    return _drop_empty(ds, src_lang, tgt_lang, num_proc)
 
+
+def _as_dataset_dict(loaded) -> datasets.DatasetDict:
+    """A `DatasetDict` as is; a lone `Dataset` becomes its `train` split."""
+    if isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    return datasets.DatasetDict({"train": loaded})
+
+
+def _load_folder(
+    path: Path, src_lang: str, tgt_lang: str, cache_dir: str | None, tsv_quoting: bool
+) -> datasets.DatasetDict:
+    """A folder of JSONL/TSV files and Moses pairs: each file goes to the split its name says
+    (`_split_of_file`), the rest to `train`; the parts of one split are concatenated."""
+    files = sorted(p for p in path.iterdir() if p.suffix in JSONL_SUFFIXES + TSV_SUFFIXES)
+    prefixes = _moses_prefixes(path, src_lang, tgt_lang)
+    if not files and not prefixes:
+        raise ValueError(
+            f"{path}: no saved dataset, no {JSONL_SUFFIXES + TSV_SUFFIXES} files and no "
+            f"Moses-style <name>.{src_lang} / <name>.{tgt_lang} pairs in it"
+        )
+    parts: dict[str, list[datasets.Dataset]] = {}
+    for file in files:
+        split = _split_of_file(file) or "train"
+        parts.setdefault(split, []).append(
+            _load_file(file, src_lang, tgt_lang, cache_dir, tsv_quoting)
+        )
+    for prefix in prefixes:
+        split = _split_of_file(prefix) or "train"
+        parts.setdefault(split, []).append(_load_moses(prefix, src_lang, tgt_lang, cache_dir))
+    return datasets.DatasetDict(
+        {split: datasets.concatenate_datasets(dsets) for split, dsets in parts.items()}
+    )
+
+
+def _check_translation_columns(
+    ds: datasets.DatasetDict, name: str, src_lang: str, tgt_lang: str
+) -> None:
+    """Every split has a `translation` column holding both languages (else a ValueError listing
+    what was found)."""
     for split, dataset in ds.items():
         if "translation" not in dataset.column_names:
             raise ValueError(
-                f"{name_or_path} [{split}]: expected a 'translation' column of "
+                f"{name} [{split}]: expected a 'translation' column of "
                 f"{{{src_lang!r}: ..., {tgt_lang!r}: ...}}; found columns {dataset.column_names}"
             )
         feature = dataset.features["translation"]
         keys = list(getattr(feature, "languages", None) or feature.keys())
-        _check_languages(keys, src_lang, tgt_lang, f"{name_or_path} [{split}]")
-    return _drop_empty(ds, src_lang, tgt_lang, num_proc)
+        _check_languages(keys, src_lang, tgt_lang, f"{name} [{split}]")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`vanilla_transformer.publishing.safety`: a checkpoint loads completely and exactly or not at
+"""`vanilla_transformer.loading`: a checkpoint loads completely and exactly or not at
 all; saved folders hold no pickles and no risky remote code."""
 
 import ast
@@ -19,7 +19,7 @@ from tests.conftest import (
     tiny_model,
     truncate,
 )
-from vanilla_transformer.publishing.safety import (
+from vanilla_transformer.loading import (
     PICKLE_SUFFIXES,
     CheckpointError,
     load_pretrained_strict,

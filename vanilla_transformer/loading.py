@@ -27,7 +27,7 @@ from transformers import AutoModelForSeq2SeqLM
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME as SAFE_INDEX
 from transformers.utils import SAFE_WEIGHTS_NAME as SAFE_WEIGHTS
 
-from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 # Files `torch.load` would unpickle: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
