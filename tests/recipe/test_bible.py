@@ -245,3 +245,16 @@ def test_real_corpus_builds_with_expected_sizes(tmp_path):
     assert 29_000 < sizes["train"] < 31_000
     assert 600 <= sizes["validation"] <= 630
     assert 700 <= sizes["test"] <= 780
+
+
+def test_a_module_updated_by_the_system_changes_the_cached_corpus_signature(tmp_path, monkeypatch):
+    mods = tmp_path / "mods.d"
+    mods.mkdir()
+    conf = mods / f"{bible.SPANISH_MODULE}.conf"
+    conf.write_text(f"[{bible.SPANISH_MODULE}]\nDescription=x\nVersion=2.60\n")
+    monkeypatch.setenv("SWORD_PATH", str(tmp_path))
+    before = bible._build_signature("kjv", 0.6, 1.9)
+    assert before["modules"][bible.SPANISH_MODULE] == "2.60"
+    conf.write_text(f"[{bible.SPANISH_MODULE}]\nDescription=x\nVersion=2.61\n")
+    after = bible._build_signature("kjv", 0.6, 1.9)
+    assert after != before  # build_bible_corpus rebuilds when the signature differs

@@ -35,6 +35,7 @@ import html
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -562,9 +563,30 @@ def pairs_to_columns(pairs: Sequence[VersePair]) -> dict[str, list]:
     }
 
 
+def module_version(module: str) -> str | None:
+    """The ``Version=`` line of an installed SWORD module's ``.conf`` (None where no conf names
+    one), searched where SWORD looks: ``$SWORD_PATH/mods.d``, ``~/.sword/mods.d``,
+    ``/usr/share/sword/mods.d``. A module updated by the system changes its version, and so the
+    cached corpus's signature."""
+    roots = [os.environ.get("SWORD_PATH"), Path.home() / ".sword", "/usr/share/sword"]
+    for root in filter(None, roots):
+        confs = [Path(root) / "mods.d" / f"{name}.conf" for name in (module, module.lower())]
+        conf = next((c for c in confs if c.is_file()), None)
+        if conf is not None:
+            for line in conf.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("Version="):
+                    return line.split("=", 1)[1].strip()
+            return None
+    return None
+
+
 def _build_signature(english: str, min_ratio: float, max_ratio: float) -> dict:
+    modules = [ENGLISH_MODULES[english], SPANISH_MODULE]
+    if english != "kjv":
+        modules.append(ENGLISH_MODULES["kjv"])  # the alignment reference
     return {
         "version": CORPUS_VERSION,
+        "modules": {name: module_version(name) for name in modules},
         "english": english,
         "min_ratio": min_ratio,
         "max_ratio": max_ratio,
