@@ -47,30 +47,23 @@ def _case_export_a_path_that_is_no_folder_nor_hub_id(tmp):
     return "export", ["./nope/x", str(tmp / "out"), "--format", "onnx"], ["./nope/x does not exist"]
 
 
+def _train_with_config(tmp, text: str | None, expected: list[str]):
+    """The train tool given `--config my.yaml` holding `text` (None: no such file)."""
+    if text is not None:
+        (tmp / "my.yaml").write_text(text)
+    return "train", ["--config", str(tmp / "my.yaml"), "--output_dir", str(tmp / "out")], expected
+
+
 def _case_train_missing_config(tmp):
-    return (
-        "train",
-        ["--config", str(tmp / "my.yaml"), "--output_dir", str(tmp / "out")],
-        ["my.yaml", "no such file"],
-    )
+    return _train_with_config(tmp, None, ["my.yaml", "no such file"])
 
 
 def _case_train_unreadable_config(tmp):
-    (tmp / "my.yaml").write_text("lr_factor: [1, 2\n")
-    return (
-        "train",
-        ["--config", str(tmp / "my.yaml"), "--output_dir", str(tmp / "out")],
-        ["my.yaml", "not a valid"],
-    )
+    return _train_with_config(tmp, "lr_factor: [1, 2\n", ["my.yaml", "not a valid"])
 
 
 def _case_train_bad_config_value(tmp):
-    (tmp / "my.yaml").write_text("logging_steps: 0\n")
-    return (
-        "train",
-        ["--config", str(tmp / "my.yaml"), "--output_dir", str(tmp / "out")],
-        ["logging_steps must be >= 1", "my.yaml"],
-    )
+    return _train_with_config(tmp, "logging_steps: 0\n", ["logging_steps must be >= 1", "my.yaml"])
 
 
 def _case_train_resume_nothing(tmp):

@@ -31,6 +31,7 @@ from pathlib import Path
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.cli import check_output_folder
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.publishing.hub import EVALUATION_FIELDS, read_card_info, write_card_info
 from vanilla_transformer.recipe.checkpoints import (
@@ -193,24 +194,8 @@ def output_folder(args: argparse.Namespace, run_dir: Path | None, folders: list[
     if args.output_dir is None and run_dir is None:
         raise UserError("--output_dir is required when the checkpoints are not in a run.")
     output_dir = Path(args.output_dir or run_dir / "averaged")
-    out = output_dir.resolve()
     inputs = [*folders, *([Path(args.base_model)] if args.base_model else [])]
-    for given in inputs:
-        path = given.resolve()
-        if out == path or out in path.parents or path in out.parents:
-            raise UserError(
-                f"--output_dir {output_dir} would overwrite the input {given}; choose another "
-                "folder (default: RUN/averaged)."
-            )
-    if output_dir.is_file():
-        raise UserError(f"--output_dir {output_dir} is a file; pass a folder.")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not args.overwrite_output_dir:
-            raise UserError(
-                f"{output_dir} already holds files (an earlier average?); pass "
-                "--overwrite_output_dir to replace them, or choose another --output_dir."
-            )
-    return output_dir
+    return check_output_folder(output_dir, inputs, args.overwrite_output_dir, "an earlier average")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.cli import check_output_folder
 from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
 from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 
@@ -73,18 +74,10 @@ def main(argv=None) -> int:
 
 def prepare_output_dir(args: argparse.Namespace) -> Path:
     """A new or empty output folder (emptied with --overwrite_output_dir); never the model's."""
-    output_dir = Path(args.output_dir)
-    model_dir = Path(args.model).resolve()
-    if output_dir.resolve() == model_dir or output_dir.resolve() in model_dir.parents:
-        raise UserError(f"output_dir {output_dir} holds the model {args.model}: choose another.")
-    if output_dir.is_file():
-        raise UserError(f"output_dir {output_dir} is a file; pass a folder.")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not args.overwrite_output_dir:
-            raise UserError(
-                f"{output_dir} is not empty (another export?); choose a new folder or pass "
-                "--overwrite_output_dir to replace what it holds."
-            )
+    output_dir = check_output_folder(
+        args.output_dir, [args.model], args.overwrite_output_dir, "another export"
+    )
+    if output_dir.is_dir():
         shutil.rmtree(output_dir)
     return output_dir
 
