@@ -37,9 +37,15 @@ echo "== training the cpu-small preset into $RUN_DIR ${overrides[*]:-}"
 
 echo "== translation pipeline from the Hub folder (remote code)"
 "$PY" - "$RUN_DIR/hub" <<'PYEOF'
+import logging
 import sys
 
-from transformers import pipeline
+# transformers imports torchao where it is installed (the dev extras install it), which logs four
+# harmless lines about kernels for another Python; the package's tools filter them the same way.
+for name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+
+from transformers import pipeline  # noqa: E402
 
 translator = pipeline("translation", model=sys.argv[1], trust_remote_code=True)
 sentences = [

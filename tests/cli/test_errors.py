@@ -90,7 +90,7 @@ def _case_export_into_another_export(tmp):
     return (
         "export",
         [str(model), str(tmp / "ct2"), "--format", "onnx"],
-        ["not empty", "--overwrite_output_dir"],
+        ["already holds files (another export?)", "--overwrite_output_dir"],
     )
 
 

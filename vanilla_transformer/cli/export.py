@@ -18,7 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.cli import check_output_folder
-from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, UserError, run_tool
+from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, run_tool
 from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 
 FORMATS = ("ctranslate2", "onnx")

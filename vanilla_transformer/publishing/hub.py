@@ -422,8 +422,10 @@ def render_model_card(card_info: dict, template_path: str | Path | None = None) 
     template = Path(template_path) if template_path is not None else TEMPLATE
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found.")
-    text = _template_environment().from_string(template.read_text(encoding="utf-8")).render(
-        **_template_values(info)
+    text = (
+        _template_environment()
+        .from_string(template.read_text(encoding="utf-8"))
+        .render(**_template_values(info))
     )
     card = ModelCard(text)
     problems = validate_model_card(card)
