@@ -101,6 +101,7 @@ def accuracy(alignments, triples) -> float:
     return right / total
 
 
+@pytest.mark.slow  # trains 1500 tiny updates: 12-35 s on one core
 def test_the_alignment_recovers_a_known_word_reordering_on_a_trained_toy_task():
     """Word-by-word translation with each adjacent pair of words swapped (`swap_pairs`): target
     word j translates source word order[j]; the default layer's alignment finds it."""
@@ -152,3 +153,16 @@ def test_the_translate_tool_appends_the_pharaoh_alignment_to_each_line(
         # The word tokenizer has one token per word: both units index the words.
         assert [j for _, j in pairs] == list(range(len(text.split())))
         assert all(0 <= i < len(line.split()) for i, _ in pairs)
+
+
+def test_the_translate_tool_refuses_a_layer_the_decoder_lacks_before_translating(
+    tmp_path, toy_folder, capsys
+):
+    source = tmp_path / "in.en"
+    source.write_text("the big dog\n", encoding="utf-8")
+    code = translate_tool.main(
+        [str(toy_folder), "--input", str(source), "--alignment", "--alignment_layer", "2"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "error: alignment layer 2 does not exist: the decoder has 2 layers" in err

@@ -87,6 +87,7 @@ class AlignmentOptions:
     def aligner(self, model, tokenizer, batching=None, device=None):
         """`align(sources, targets)` with these options for `aligned_stream`; `batching`: an
         object with `batch_size` and `max_tokens` (the tool's `DecodingOptions`)."""
+        _layer_index(self.alignment_layer, model.config.decoder_layers)  # refused before decoding
         return functools.partial(
             align_pairs,
             model,
