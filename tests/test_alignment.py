@@ -166,3 +166,19 @@ def test_the_translate_tool_refuses_a_layer_the_decoder_lacks_before_translating
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert "error: alignment layer 2 does not exist: the decoder has 2 layers" in err
+
+
+def test_aligned_stream_pairs_each_line_with_its_own_alignment_when_the_translator_reads_ahead():
+    lines = ["a b", "c", "d e f", "g h i j", "k"]
+    calls = []
+
+    def align(sources, targets):  # the last source word to the first target word
+        calls.append(len(sources))
+        return [[(len(source.split()) - 1, 0)] for source in sources]
+
+    def read_everything_first(lines):
+        return iter([[line.upper()] for line in list(lines)])
+
+    outputs = list(aligned_stream(read_everything_first, lines, align, most=2))
+    assert outputs == [[f"{line.upper()} ||| {len(line.split()) - 1}-0"] for line in lines]
+    assert max(calls) <= 2 and sum(calls) == len(lines)

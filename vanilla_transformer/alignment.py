@@ -243,11 +243,12 @@ def aligned_stream(
     translate: Callable[[Iterable[str]], Iterable[list[str]]],
     lines: Iterable[str],
     align: Callable[[list[str], list[str]], list[list[tuple[int, int]]]],
+    most: int = 1024,
 ) -> Iterator[list[str]]:
     """`translate(lines)` (each line's translations, in input order, a window at a time) with
     ` ||| ` and each translation's alignment to its line appended. The alignments of a window are
     computed together (`align(sources, translations)`) once the window's last line is out: a
-    streaming translator reads the next window only after that."""
+    streaming translator reads the next window only after that (and at most `most` lines wait)."""
     read: deque[str] = deque()
 
     def recorded() -> Iterator[str]:
@@ -258,7 +259,7 @@ def aligned_stream(
     window: list[tuple[str, list[str]]] = []
     for texts in translate(recorded()):
         window.append((read.popleft(), texts))
-        if read:  # lines of this window still to come
+        if read and len(window) < most:  # lines of this window still to come
             continue
         sources = [source for source, texts in window for _ in texts]
         outputs = [text for _, texts in window for text in texts]
