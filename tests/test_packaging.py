@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = {
     "train": "train",
     "translate": "translate",
+    "score": "score",
     "evaluate": "evaluate",
     "average": "average",
     "push": "push",

@@ -32,11 +32,17 @@ def toy_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 @functools.cache
 def trained_toy_model(steps: int = 250, **overrides) -> VanillaTransformerForConditionalGeneration:
     """Trained once per configuration and shared between tests: do not modify it."""
+    return train_toy(toy_pairs(steps * 16), steps, **overrides)
+
+
+def train_toy(
+    pairs: list[tuple[str, str]], steps: int, **overrides
+) -> VanillaTransformerForConditionalGeneration:
+    """A tiny model (`tiny_config(**overrides)`) trained on `pairs`, 16 per step, seeded."""
     torch.manual_seed(0)
     tokenizer = word_tokenizer()
     model = VanillaTransformerForConditionalGeneration(tiny_config(**overrides))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    pairs = toy_pairs(steps * 16)
     model.train()
     for step in range(steps):
         batch = pairs[step * 16 : (step + 1) * 16]
@@ -48,3 +54,35 @@ def trained_toy_model(steps: int = 250, **overrides) -> VanillaTransformerForCon
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def swap_pairs(n: int) -> list[int]:
+    """The reordering of `n` words that swaps each adjacent pair: 0 1 2 3 4 -> 1 0 3 2 4
+    (target word j translates source word order[j])."""
+    order = list(range(n))
+    for j in range(0, n - 1, 2):
+        order[j], order[j + 1] = order[j + 1], order[j]
+    return order
+
+
+def reordered_pairs(n: int, seed: int = 0, reorder=swap_pairs) -> list[tuple[str, str, list[int]]]:
+    """Word-by-word translations whose target words come in another order: `(source, target,
+    order)`, target word j translating source word `order[j]`; no word repeats in a sentence, so
+    which source word a target word translates is never ambiguous."""
+    rng = random.Random(seed)
+    words = sorted(DICTIONARY)
+    triples = []
+    for _ in range(n):
+        sentence = rng.sample(words, rng.randint(2, 7))
+        order = reorder(len(sentence))
+        target = " ".join(DICTIONARY[sentence[i]] for i in order)
+        triples.append((" ".join(sentence), target, order))
+    return triples
+
+
+@functools.cache
+def trained_reordering_model(steps: int = 1500, **overrides):
+    """A tiny model trained to translate word by word and swap each adjacent pair of words
+    (`reordered_pairs`): a known alignment. Shared between tests: do not modify it."""
+    pairs = [(s, t) for s, t, _ in reordered_pairs(steps * 16, seed=1)]
+    return train_toy(pairs, steps, **overrides)

@@ -113,6 +113,19 @@ def _case_finetune_a_missing_model(tmp):
     return "finetune", args, ["nope does not exist"]
 
 
+def _case_score_files_of_different_line_counts(tmp):
+    (tmp / "a.en").write_text("one\ntwo\nthree\n")
+    (tmp / "b.es").write_text("uno\ndos\n")
+    args = [str(tmp / "nope"), "--source", str(tmp / "a.en"), "--target", str(tmp / "b.es")]
+    return "score", args, ["line 3 of", "has no partner"]
+
+
+def _case_score_a_missing_model(tmp):
+    (tmp / "a.en").write_text("one\n")
+    args = [str(tmp / "nope"), "--source", str(tmp / "a.en"), "--target", str(tmp / "a.en")]
+    return "score", args, ["nope does not exist"]
+
+
 CASES = {
     name.removeprefix("_case_"): fn
     for name, fn in dict(globals()).items()

@@ -7,6 +7,7 @@ Examples:
     vanilla-transformer-translate runs/cpu-small --num_beams 1              # a run folder: its model
     vanilla-transformer-translate runs/cpu-small/hub --fast_cpu int8 --input verses.en
     vanilla-transformer-translate MODEL --do_sample --top_p 0.9 --num_return_sequences 3
+    vanilla-transformer-translate MODEL --input verses.en --alignment    # "text ||| 0-0 2-1 1-2"
 
 MODEL is a save_pretrained folder (a Hub folder, a checkpoint), a training run folder (its final
 model, else its newest checkpoint) or a Hub id. Lines (docs/translate.md): only "\\n" ends a line (a
@@ -23,19 +24,19 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.alignment import AlignmentOptions, aligned_stream
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.loading import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+from vanilla_transformer.recipe.lines import count_lines, decoded_lines
 from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import (
     DecodingOptions,
@@ -63,15 +64,15 @@ class TranslateOptions:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    decoding, options, positional = parse_cli(
-        [DecodingOptions, TranslateOptions],
+    decoding, options, alignment, positional = parse_cli(
+        [DecodingOptions, TranslateOptions, AlignmentOptions],
         argv,
         __doc__,
         extra_arguments=[
             ("model", {"help": "Model folder, run folder or Hub id."}),
         ],
     )
-    return decoding, argparse.Namespace(**vars(options), **vars(positional))
+    return decoding, argparse.Namespace(**vars(options), **vars(positional), alignment=alignment)
 
 
 def model_folder(name: str) -> str:
@@ -108,41 +109,6 @@ def load_model_and_tokenizer(name: str, device: str, fast_cpu: str | None = None
     return model, tokenizer
 
 
-def decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
-    """The lines of a byte stream as text: only b"\\n" ends a line, a "\\r" before it and a UTF-8 BOM
-    at the start are dropped; a line that is not UTF-8 (or holds a NUL byte, binary data) is a
-    UserError naming `name` and the line."""
-    for number, raw in enumerate(stream, start=1):
-        if raw.endswith(b"\n"):
-            raw = raw[:-1]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        if b"\0" in raw:
-            raise UserError(
-                f"{name}, line {number}: a NUL byte, binary data and not text; the lines before "
-                "it were translated. Pass a UTF-8 text file, one sentence per line."
-            )
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise UserError(
-                f"{name}, line {number}: not UTF-8 ({err.reason} at byte {err.start}); the "
-                "lines before it were translated. Convert the input to UTF-8 (e.g. iconv)."
-            ) from None
-
-
-def count_lines(path: str) -> int:
-    """Lines in a file by the tool's rule (only b"\\n" ends one; a last line without it counts)."""
-    count, last = 0, b"\n"
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     """The console tool: `translate` with the one error style (`run_tool`); returns the exit code."""
     return run_tool(translate, argv)
@@ -168,9 +134,15 @@ def translate(argv: list[str]) -> int:
         bar = stack.enter_context(
             tqdm(total=total, desc="translate", unit="line", disable=not is_file, file=sys.stderr)
         )
-        outputs = translate_stream(
-            model, tokenizer, decoded_lines(source, name), decoding, window, device, bar
+        lines = decoded_lines(source, name)
+        run = lambda lines: translate_stream(  # noqa: E731
+            model, tokenizer, lines, decoding, window, device, bar
         )
+        if args.alignment.alignment:  # each line gets " ||| " and its alignment
+            align = args.alignment.aligner(model, tokenizer, decoding, device)
+            outputs = aligned_stream(run, lines, align)
+        else:
+            outputs = run(lines)
         for done, texts in enumerate(outputs, start=1):
             for text in texts:  # a line end inside a translation would shift the next lines
                 sink.write(text.replace("\r", " ").replace("\n", " ") + "\n")
