@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.errors import UserError, run_tool
-from vanilla_transformer.publishing.safety import load_model, load_tokenizer
+from vanilla_transformer.loading import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
 from vanilla_transformer.recipe.options import option, parse_cli
