@@ -65,7 +65,7 @@ def create_app(
     async def answer(request: Request, v1: bool) -> dict:
         text_request = read_request(await _payload(request, v1), pair, limits, v1)
         options = decoding_options(decoding, text_request)
-        hypotheses = await _translated(batcher, text_request.texts, options)
+        hypotheses = await _translated(batcher, text_request.texts, options, scores=v1)
         return _response(text_request, hypotheses, pair, v1)
 
     @app.post("/translate")
@@ -112,11 +112,13 @@ async def _payload(request: Request, json_only: bool) -> dict:
     return data
 
 
-async def _translated(batcher: MicroBatcher, texts: list[str], options: DecodingOptions):
+async def _translated(
+    batcher: MicroBatcher, texts: list[str], options: DecodingOptions, scores: bool
+):
     """The batcher's hypotheses; an engine error is this request's 400 (an option the engine
     lacks, a `UserError`) or 500, never the server's."""
     try:
-        return await batcher.translate(texts, options)
+        return await batcher.translate(texts, options, scores)
     except (BatcherClosed, RequestError):
         raise
     except UserError as err:

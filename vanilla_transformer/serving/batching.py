@@ -6,7 +6,8 @@ the oldest waiting request, waits up to `max_wait_ms` after its arrival for more
 same options, and sends them together, within `max_batch_sentences` lines and `max_batch_tokens`
 padded source tokens (a request larger than that alone is one call), to the translator's
 `translate_hypotheses`; each request gets its own lines' results. The engine splits the call into
-its own batches again (`DecodingOptions.batch_size` / `max_tokens`).
+its own batches again (`DecodingOptions.batch_size` / `max_tokens`). Hypotheses with scores come from `translate_hypotheses`, texts alone from
+`translate` (LibreTranslate's answers need no scores).
 
 An engine exception fails that call's requests only (their futures raise it); the worker keeps
 serving. `close()` refuses new requests, finishes every request already submitted, then stops the
@@ -87,9 +88,12 @@ class MicroBatcher:
 
     # -- the requests' side --------------------------------------------------------------------
 
-    def submit(self, lines: list[str], options: DecodingOptions) -> Future:
-        """A future of `lines`' hypotheses (per line, `options.num_return_sequences` of them)."""
-        job = _Job(list(lines), options, dataclasses.astuple(options), time.monotonic())
+    def submit(self, lines: list[str], options: DecodingOptions, scores: bool = False) -> Future:
+        """A future of `lines`' hypotheses (per line, `options.num_return_sequences` of them);
+        `scores`: with their scores (the engine's `translate_hypotheses`; else `translate`, texts
+        only). Requests are gathered only with others of the same options and `scores`."""
+        key = (scores, dataclasses.astuple(options))
+        job = _Job(list(lines), options, key, time.monotonic())
         with self._ready:
             if self._closing:
                 raise BatcherClosed("the server is shutting down; retry on another replica.")
@@ -97,8 +101,10 @@ class MicroBatcher:
             self._ready.notify()
         return job.future
 
-    async def translate(self, lines: list[str], options: DecodingOptions) -> list[list[Hypothesis]]:
-        return await asyncio.wrap_future(self.submit(lines, options))
+    async def translate(
+        self, lines: list[str], options: DecodingOptions, scores: bool = False
+    ) -> list[list[Hypothesis]]:
+        return await asyncio.wrap_future(self.submit(lines, options, scores))
 
     def close(self, timeout: float | None = None) -> None:
         """Take no new requests, finish the submitted ones, stop the worker (waits `timeout`)."""
@@ -175,7 +181,7 @@ class MicroBatcher:
         start = time.perf_counter()
         self.calls += 1
         try:
-            results = self.translator.translate_hypotheses(lines, jobs[0].options)
+            results = self._call(lines, jobs[0])
         except Exception as err:  # that call's requests fail; the worker goes on
             logger.exception("translation of %d lines failed", len(lines))
             self._observe(jobs, lines, start, failed=True)
@@ -187,6 +193,13 @@ class MicroBatcher:
         for job in jobs:
             job.future.set_result(results[offset : offset + len(job.lines)])
             offset += len(job.lines)
+
+    def _call(self, lines: list[str], job: _Job) -> list[list[Hypothesis]]:
+        scores, _ = job.key
+        if scores:
+            return self.translator.translate_hypotheses(lines, job.options)
+        texts = self.translator.translate(lines, job.options)
+        return [[Hypothesis(text) for text in outputs] for outputs in texts]
 
     def _observe(self, jobs, lines, start: float, failed: bool) -> None:
         if self.on_batch is not None:
