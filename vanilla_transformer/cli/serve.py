@@ -68,21 +68,11 @@ def parse_args(argv: list[str] | None = None):
 def build_app(model: str, decoding: DecodingOptions, options: ServeOptions):
     """Load `model` on the chosen engine and build the server's app."""
     try:
-        from vanilla_transformer.engines import load_translator
-        from vanilla_transformer.serving import (
-            BatchLimits,
-            RequestLimits,
-            create_app,
-            resolve_language_pair,
-        )
+        from vanilla_transformer.serving import BatchLimits, RequestLimits, serve_model
     except ImportError as err:
         raise UserError(
             f"the server needs {err.name}: pip install 'vanilla-transformer[serve]'."
         ) from None
-    translator = load_translator(model, options.engine, options.quantization, options.device)
-    pair = resolve_language_pair(
-        translator, _local_folder(model), options.source_lang, options.target_lang
-    )
     keys = frozenset(k.strip() for k in (options.api_keys or "").split(",") if k.strip())
     try:
         limits = RequestLimits(
@@ -93,17 +83,17 @@ def build_app(model: str, decoding: DecodingOptions, options: ServeOptions):
         )
     except ValueError as err:
         raise UserError(str(err)) from None
-    return create_app(translator, pair, decoding, limits, batch_limits)
-
-
-def _local_folder(model: str) -> str | None:
-    """The model's local folder (where its card is), or None (a Hub id)."""
-    from vanilla_transformer.recipe.checkpoints import resolve_model_folder
-
-    try:
-        return resolve_model_folder(model)
-    except (FileNotFoundError, UserError):
-        return None
+    return serve_model(
+        model,
+        options.engine,
+        options.quantization,
+        options.device,
+        options.source_lang,
+        options.target_lang,
+        decoding,
+        limits,
+        batch_limits,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@
 See docs/serving.md. Needs the `serve` extra (fastapi, uvicorn, python-multipart, prometheus-client).
 """
 
-from .app import create_app
+from .app import create_app, serve_model
 from .batching import BatcherClosed, BatchLimits, MicroBatcher
 from .languages import LanguagePair, resolve_language_pair
 from .requests import RequestLimits
@@ -27,4 +27,5 @@ __all__ = [
     "RequestLimits",
     "create_app",
     "resolve_language_pair",
+    "serve_model",
 ]

@@ -27,11 +27,11 @@ from starlette.exceptions import HTTPException
 from ..errors import UserError
 from ..translation import DecodingOptions, Hypothesis
 from .batching import BatcherClosed, BatchLimits, MicroBatcher
-from .languages import LanguagePair
+from .languages import LanguagePair, resolve_language_pair
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .requests import RequestError, RequestLimits, TextRequest, decoding_options, read_request
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve_model"]
 
 logger = logging.getLogger("vanilla_transformer.serving")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -89,6 +89,26 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def serve_model(
+    model: str,
+    engine: str = "torch",
+    quantization: str | None = None,
+    device: str | None = None,
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    decoding: DecodingOptions | None = None,
+    limits: RequestLimits | None = None,
+    batch_limits: BatchLimits | None = None,
+) -> FastAPI:
+    """The app for `model` (a model folder, run folder or Hub id) loaded on `engine` by
+    `engines.load_translator`; the language pair by `resolve_language_pair`."""
+    from ..engines import load_translator
+
+    translator = load_translator(model, engine, quantization, device)
+    pair = resolve_language_pair(translator, model, source_lang, target_lang)
+    return create_app(translator, pair, decoding, limits, batch_limits)
 
 
 async def _payload(request: Request, json_only: bool) -> dict:

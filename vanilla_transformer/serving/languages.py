@@ -45,10 +45,11 @@ class LanguagePair:
 
 
 def resolve_language_pair(
-    translator, model_folder: str | Path | None = None, source=None, target=None
+    translator, model: str | Path | None = None, source=None, target=None
 ) -> LanguagePair:
-    """The pair from the options, else the translator, else the model card (module docstring)."""
-    card = _card_languages(model_folder)
+    """The pair from the options, else the translator, else the card of `model` (a model folder,
+    run folder or Hub id; module docstring)."""
+    card = _card_languages(_local_folder(model)) if not (source and target) else (None, None)
     source = source or getattr(translator, "source_lang", None) or card[0]
     target = target or getattr(translator, "target_lang", None) or card[1]
     if not source or not target:
@@ -59,6 +60,18 @@ def resolve_language_pair(
     if source == target:
         raise UserError(f"the source and target languages are both {source!r}.")
     return LanguagePair(source, target)
+
+
+def _local_folder(model) -> str | None:
+    """The model's local folder (where its card is), or None (a Hub id, nothing given)."""
+    if model is None:
+        return None
+    from ..recipe.checkpoints import resolve_model_folder
+
+    try:
+        return resolve_model_folder(model)
+    except (FileNotFoundError, UserError):
+        return None
 
 
 def _card_languages(folder) -> tuple[str | None, str | None]:

@@ -44,6 +44,12 @@ class RequestLimits:
     alternatives_limit: int = 4
     api_keys: frozenset[str] = frozenset()
 
+    def __post_init__(self):
+        for name, least in (("char_limit", 1), ("batch_limit", 1), ("alternatives_limit", 0)):
+            value = getattr(self, name)
+            if value != -1 and value < least:
+                raise ValueError(f"{name} must be -1 (no limit) or >= {least}, got {value}.")
+
 
 @dataclasses.dataclass
 class TextRequest:
