@@ -51,13 +51,14 @@ def parse_args():
         "--parts",
         nargs="+",
         default=["training", "real", "decoding"],
-        choices=["training", "real", "decoding", "reference", "int8-kernels"],
+        choices=["training", "real", "decoding", "reference", "int8-kernels", "server"],
         help="which benchmarks to run (default: training real decoding). reference: decoding "
         "at the reference shape on the same weights (ours default / fast fp32, int8, bf16 where "
         "native; Marian; CTranslate2 fp32 and int8), a training step vs Marian, the memory "
         "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores). "
         "int8-kernels: one reference-shape step's matrix products through each CPU int8 kernel "
-        "(and fp32), each product timed alone (under a minute)",
+        "(and fp32), each product timed alone (under a minute). server: a load test of "
+        "vanilla-transformer-serve --model on localhost (research/server_load.py; --server-*)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
@@ -103,7 +104,29 @@ def parse_args():
         help="measure peak training memory in subprocesses (default: on unless --quick)",
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
-    parser.add_argument("--model", default=None, help="quantized-bleu: trained model folder")
+    parser.add_argument(
+        "--model", default=None, help="quantized-bleu, server: trained model folder"
+    )
+    parser.add_argument(
+        "--server-clients", type=int, default=16, help="server: concurrent httpx clients"
+    )
+    parser.add_argument(
+        "--server-libretranslate-clients",
+        type=int,
+        default=2,
+        help="server: concurrent libretranslatepy clients (threads)",
+    )
+    parser.add_argument(
+        "--server-requests", type=int, default=200, help="server: texts sent in each phase"
+    )
+    parser.add_argument(
+        "--server-seconds", type=float, default=300, help="server: time limit of each phase"
+    )
+    parser.add_argument(
+        "--server-flags",
+        default="--num_beams 4",
+        help="server: flags of vanilla-transformer-serve, e.g. '--engine ctranslate2'",
+    )
     parser.add_argument(
         "--limit", type=int, default=None, help="quantized-bleu: first N test pairs"
     )
@@ -286,6 +309,30 @@ def run_reference(args, results):
     }
 
 
+def run_server(args, results):
+    """The server load test over the Bible test set's English verses (--corpus)."""
+    import shlex
+
+    from datasets import load_from_disk
+
+    from research import server_load
+
+    if not args.model:
+        raise SystemExit("--parts server needs --model FOLDER (a trained model with its tokenizer)")
+    texts = [row["translation"]["en"] for row in load_from_disk(args.corpus)["test"]]
+    results["server"] = server_load.load_test(
+        args.model,
+        texts,
+        "en",
+        "es",
+        clients=args.server_clients,
+        libretranslate_clients=args.server_libretranslate_clients,
+        requests=args.server_requests,
+        seconds=args.server_seconds,
+        server_flags=shlex.split(args.server_flags),
+    )
+
+
 def quantized_bleu(args):
     if not args.model:
         raise SystemExit("quantized-bleu needs --model FOLDER (a trained model with its tokenizer)")
@@ -322,8 +369,14 @@ def main():
             rows: bm.int8_kernel_step_ms(config, rows, repeats=args.repeats or 5)
             for rows in (1, 8 * 4)  # greedy batch 1; beam 4, batch 8
         }
+    if "server" in args.parts:
+        run_server(args, results)
     results["machine"]["load_average_end"] = os.getloadavg()
     report = bm.format_report(results)
+    if results.get("server"):
+        from research.server_load import format_load_report
+
+        report += "\n\n" + format_load_report(results["server"])
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report + "\n")

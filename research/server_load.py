@@ -9,7 +9,7 @@
    threads running LibreTranslate's own Python client (`libretranslatepy`), bounded the same way.
 4. Reports throughput, p50/p99 latency of both phases, the errors (any status but 200, any
    exception), the answers that differ from the single-request translation of their input, the
-   mean lines per engine call (the server's /metrics), and stops the server with SIGTERM (it must
+   mean lines per engine call of the concurrent phase (the server's /metrics), and stops the server with SIGTERM (it must
    exit 0).
 """
 
@@ -178,13 +178,14 @@ async def _concurrent(url, texts, source, target, clients, lt_clients, seconds):
     return results, errors, time.perf_counter() - start
 
 
-def _mean_batch_sentences(url: str) -> float | None:
+def _batch_totals(url: str) -> tuple[float, float]:
+    """(lines, engine calls) so far, from the server's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-    count = values.get("translation_batch_sentences_count")
-    return round(values["translation_batch_sentences_sum"] / count, 2) if count else None
+    name = "translation_batch_sentences"
+    return values.get(f"{name}_sum", 0.0), values.get(f"{name}_count", 0.0)
 
 
 def load_test(
@@ -206,10 +207,13 @@ def load_test(
     with running_server(model, flags) as (url, process):
         alone, sequential, errors = one_at_a_time(url, texts, source, target, seconds)
         batched = [t for t in texts if t in alone]  # those with a single-request answer
+        lines_before, calls_before = _batch_totals(url)  # the first phase's
         results, more_errors, wall = asyncio.run(
             _concurrent(url, batched, source, target, clients, libretranslate_clients, seconds)
         )
-        mean_batch = _mean_batch_sentences(url)
+        lines, calls = _batch_totals(url)
+        lines, calls = lines - lines_before, calls - calls_before
+        mean_batch = round(lines / calls, 2) if calls else None
     concurrent = _stats([r[2] for r in results], wall)
     concurrent["clients"] = clients
     concurrent["libretranslatepy_clients"] = libretranslate_clients
@@ -224,7 +228,7 @@ def load_test(
         "one_at_a_time": sequential,
         "concurrent": concurrent,
         "speedup": speedup,
-        "mean_lines_per_engine_call": mean_batch,
+        "mean_lines_per_engine_call": mean_batch,  # in the concurrent phase
         "errors": len(errors) + len(more_errors),
         "error_samples": (errors + more_errors)[:5],
         "mismatches": len(mismatches),
