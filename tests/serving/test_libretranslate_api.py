@@ -49,6 +49,15 @@ def test_an_empty_text_in_a_list_keeps_its_place(client, translator):
     assert reply.json()["translatedText"][1] == ""
 
 
+def test_each_line_of_a_text_is_translated_and_the_line_breaks_kept(client, translator):
+    reply = client.post(
+        "/translate", data={"q": "the big dog\r\na red cat", "source": "en", "target": "es"}
+    )
+    assert reply.json()["translatedText"] == "\n".join(
+        expected(translator, ["the big dog", "a red cat"])
+    )
+
+
 def test_source_auto_is_the_models_source_and_is_reported(client, translator):
     reply = client.post("/translate", json={"q": SENTENCES[0], "source": "auto", "target": "es"})
     assert reply.json()["translatedText"] == expected(translator, SENTENCES[:1])[0]

@@ -65,7 +65,8 @@ def create_app(
     async def answer(request: Request, v1: bool) -> dict:
         text_request = read_request(await _payload(request, v1), pair, limits, v1)
         options = decoding_options(decoding, text_request)
-        hypotheses = await _translated(batcher, text_request.texts, options, scores=v1)
+        lines, counts = _split_lines(text_request.texts)
+        hypotheses = _joined(await _translated(batcher, lines, options, scores=v1), counts)
         return _response(text_request, hypotheses, pair, v1)
 
     @app.post("/translate")
@@ -145,6 +146,32 @@ async def _translated(
         raise RequestError(400, f"Invalid request: {err}") from None
     except Exception as err:
         raise RequestError(500, f"Cannot translate text: {type(err).__name__}: {err}") from None
+
+
+def _split_lines(texts: list[str]) -> tuple[list[str], list[int]]:
+    """Every line of every text (the model translates sentences; a text's line breaks are kept),
+    and how many lines each text has."""
+    lines: list[str] = []
+    counts = []
+    for text in texts:
+        parts = text.split("\n")
+        lines += parts
+        counts.append(len(parts))
+    return lines, counts
+
+
+def _joined(hypotheses: list[list[Hypothesis]], counts: list[int]) -> list[list[Hypothesis]]:
+    """Per text, its lines' k-th hypotheses joined by line breaks (the score only of a one-line
+    text: a sum over lines normalised per line would compare with nothing)."""
+    joined, at = [], 0
+    for n in counts:
+        group, at = hypotheses[at : at + n], at + n
+        if n == 1:
+            joined.append(group[0])
+            continue
+        ranks = range(len(group[0]))
+        joined.append([Hypothesis("\n".join(h[k].text for h in group)) for k in ranks])
+    return joined
 
 
 def _response(
