@@ -77,16 +77,16 @@ def test_a_failed_export_leaves_nothing_in_the_cache(model_folder, tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         cache.cached_export(
-            model_folder, "ctranslate2", "float32", "ctranslate2", failing, tmp_path
+            model_folder, "ctranslate2", "float32", "ctranslate2", failing, tmp_path / "cache"
         )
-    assert list(tmp_path.iterdir()) == []
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_an_export_finished_by_another_process_meanwhile_is_used(model_folder, tmp_path):
     """Two processes exporting at once: the second rename fails on the first's folder, which is
     complete (renamed in one step), and is returned."""
     key = cache.content_key(model_folder, "ctranslate2", "float32", "ctranslate2")
-    finished = tmp_path / f"ctranslate2-float32-{key}"
+    finished = tmp_path / "cache" / f"ctranslate2-float32-{key}"
 
     def racing(target):
         (target / "model.bin").write_bytes(b"mine")
@@ -94,7 +94,7 @@ def test_an_export_finished_by_another_process_meanwhile_is_used(model_folder, t
         (finished / "model.bin").write_bytes(b"theirs")
 
     folder = cache.cached_export(
-        model_folder, "ctranslate2", "float32", "ctranslate2", racing, tmp_path
+        model_folder, "ctranslate2", "float32", "ctranslate2", racing, tmp_path / "cache"
     )
     assert folder == finished and (folder / "model.bin").read_bytes() == b"theirs"
-    assert [p.name for p in tmp_path.iterdir()] == [finished.name]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [finished.name]

@@ -21,6 +21,7 @@ Quantizations: torch: None (plain `generate()`), or a fast CPU mode of
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -171,17 +172,35 @@ def quantize_onnx_int8(folder: Path) -> None:
 
     from ..export.onnx import GRAPHS
 
-    for graph in GRAPHS:
-        path = folder / f"{graph}.onnx"
-        quantized = folder / f"{graph}.int8.onnx"
-        quantize_dynamic(
-            path,
-            quantized,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-        )
-        os.replace(quantized, path)
+    root = logging.getLogger()  # quantize_dynamic advises a pre-processing pass, once per graph
+    advice = _DropMessage("consider to run pre-processing before quantization")
+    root.addFilter(advice)
+    try:
+        for graph in GRAPHS:
+            _quantize_graph(folder, graph, quantize_dynamic, QuantType)
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _quantize_graph(folder: Path, graph: str, quantize_dynamic, QuantType) -> None:
+    path, quantized = folder / f"{graph}.onnx", folder / f"{graph}.int8.onnx"
+    quantize_dynamic(
+        path,
+        quantized,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    os.replace(quantized, path)
 
 
 def tool_quantization(engine: str, quantization: str | None, fast_cpu: str | None) -> str | None:

@@ -13,6 +13,9 @@ Scores: CTranslate2 divides a hypothesis' log-probability by its length (the gen
 `</s>`) to the power `length_penalty`, as `generate()`'s `sequences_scores` are; the length penalty
 is passed in every mode (it changes no greedy or sampled choice), so `Hypothesis.score` means the
 same on every engine (tests/engines: equal to the PyTorch model's within 1e-4).
+With a target prefix, `generate()` scores only the tokens after it (the prefix is its prompt):
+CTranslate2 sums the same log-probabilities but divides by the whole length, which the engine
+corrects.
 """
 
 from __future__ import annotations
@@ -98,15 +101,22 @@ class CTranslate2Translator(Translator):
             results = self.translator.translate_batch(
                 tokens_of(self.tokenizer, sources), **arguments
             )
-            return [self._hypotheses(result) for result in results]
+            prefix_lengths = [0] * len(sources) if targets is None else [len(t) for t in targets]
+            return [
+                self._hypotheses(result, prefix_length, options.length_penalty)
+                for result, prefix_length in zip(results, prefix_lengths, strict=True)
+            ]
 
         return self._batched(lines, options, prefixes, progress, decode)
 
-    def _hypotheses(self, result) -> list[Hypothesis]:
+    def _hypotheses(self, result, prefix_length: int, length_penalty: float) -> list[Hypothesis]:
         hypotheses = []
         for tokens, score in zip(result.hypotheses, result.scores, strict=True):
             text = self.tokenizer.decode(
                 self.tokenizer.convert_tokens_to_ids(tokens), skip_special_tokens=True
             ).strip()
+            if prefix_length:  # CTranslate2 divides by the whole length, prefix included
+                length = len(tokens) + 1  # </s> counted
+                score *= (length / (length - prefix_length)) ** length_penalty
             hypotheses.append(Hypothesis(text, float(score)))
         return hypotheses

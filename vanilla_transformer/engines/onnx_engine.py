@@ -41,6 +41,8 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 class OnnxEncoder(nn.Module):
     """`encoder.onnx` as the encoder `generate()` calls (`get_encoder()`)."""
 
+    main_input_name = "input_ids"
+
     def __init__(self, session):
         super().__init__()
         self.session = session
