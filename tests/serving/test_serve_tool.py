@@ -3,6 +3,7 @@ languages, and on SIGTERM answers every request in flight, then exits 0."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -88,3 +89,29 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(model_folder):
     got = [replies[i] for i in range(len(texts))]
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in got), got
     assert [r.json()["translatedText"] for r in got] == [w[0] for w in wanted]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ctranslate2") is None, reason="the export extra is not installed"
+)
+def test_on_ctranslate2_the_server_answers_the_engines_translations_with_scores(
+    model_folder, tmp_path
+):
+    from fastapi.testclient import TestClient
+
+    from vanilla_transformer.engines import load_translator
+    from vanilla_transformer.serving import serve_model
+
+    cache = tmp_path / "cache"
+    translator = load_translator(model_folder, "ctranslate2", cache_dir=cache)
+    app = serve_model(
+        str(model_folder), "ctranslate2", source_lang="en", target_lang="es", cache_dir=cache
+    )
+    texts = [source for source, _ in toy_pairs(4, seed=5)]
+    body = {"q": texts, "source": "en", "target": "es", "num_return_sequences": 2}
+    with TestClient(app) as client:
+        reply = client.post("/v1/translate", json=body).json()
+    wanted = translator.translate_hypotheses(texts, DecodingOptions(num_return_sequences=2))
+    assert reply["translatedText"] == [w[0].text for w in wanted]
+    got = [[(h["text"], round(h["score"], 4)) for h in hs] for hs in reply["hypotheses"]]
+    assert got == [[(h.text, round(h.score, 4)) for h in w] for w in wanted]

@@ -102,12 +102,14 @@ def serve_model(
     decoding: DecodingOptions | None = None,
     limits: RequestLimits | None = None,
     batch_limits: BatchLimits | None = None,
+    cache_dir: str | None = None,
 ) -> FastAPI:
     """The app for `model` (a model folder, run folder or Hub id) loaded on `engine` by
-    `engines.load_translator`; the language pair by `resolve_language_pair`."""
+    `engines.load_translator` (exports in `cache_dir`, default the engines' cache); the language
+    pair by `resolve_language_pair`."""
     from ..engines import load_translator
 
-    translator = load_translator(model, engine, quantization, device)
+    translator = load_translator(model, engine, quantization, device, cache_dir)
     pair = resolve_language_pair(translator, model, source_lang, target_lang)
     return create_app(translator, pair, decoding, limits, batch_limits)
 

@@ -48,6 +48,7 @@ def translation_app(
     decoding: DecodingOptions | None = None,
     limits: RequestLimits | None = None,
     batch_limits: BatchLimits | None = None,
+    cache_dir: str | None = None,
     num_replicas: int = 1,
     autoscaling_config: dict | None = None,
     ray_actor_options: dict | None = None,
@@ -56,7 +57,8 @@ def translation_app(
     `autoscaling_config` (Ray's: `min_replicas`, `max_replicas`, `target_ongoing_requests`, ...)
     as many as the load needs. `ray_actor_options`: each replica's resources (e.g.
     `{"num_cpus": 4}` for an engine with 4 threads, `{"num_gpus": 1}`). The model path must be
-    readable on every node (a shared folder) or be a Hub id."""
+    readable on every node (a shared folder) or be a Hub id; `cache_dir`: where each node keeps the
+    engine's export (default: the engines' cache)."""
     options: dict = {"ray_actor_options": ray_actor_options or {"num_cpus": 1}}
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
@@ -72,4 +74,5 @@ def translation_app(
         decoding=decoding,
         limits=limits,
         batch_limits=batch_limits,
+        cache_dir=cache_dir,
     )
