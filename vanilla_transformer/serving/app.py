@@ -15,6 +15,7 @@ Errors are LibreTranslate's `{"error": message}`: 400 for a bad request (403 a w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -55,7 +56,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        batcher.close()  # uvicorn has finished the requests in flight: finish the batcher's
+        # uvicorn has finished the requests in flight: finish the batcher's, off the loop.
+        await asyncio.to_thread(batcher.close)
 
     app = FastAPI(title="vanilla-transformer translation server", lifespan=lifespan)
     app.state.batcher, app.state.metrics, app.state.pair = batcher, metrics, pair
