@@ -35,12 +35,30 @@ def test_concurrent_requests_share_engine_calls_and_each_gets_its_own_answer(tra
     app.state.batcher.close()
 
 
-def test_a_call_stays_within_its_sentence_limit(translator):
-    app = make_app(translator, max_wait_ms=500, max_batch_sentences=4)
-    replies = asyncio.run(post_all(app, [body(text) for text in TEXTS]))
-    assert all(r.status_code == 200 for r in replies)
-    assert app.state.batcher.calls >= len(TEXTS) // 4
-    app.state.batcher.close()
+@pytest.mark.parametrize("limit", [{"max_batch_sentences": 4}, {"max_batch_tokens": 24}])
+def test_each_call_stays_within_its_limits_and_answers_everyone(translator, limit, monkeypatch):
+    calls = []
+    batcher = MicroBatcher(
+        translator,
+        BatchLimits(max_wait_ms=300, **limit),
+        on_batch=lambda requests, sentences, seconds, failed: calls.append(sentences),
+    )
+    seen = []
+    original = translator.translate
+
+    def recording(lines, options=None, progress=None):
+        lengths = [len(ids) for ids in translator.tokenizer(lines)["input_ids"]]
+        seen.append(len(lines) * max(lengths))
+        return original(lines, options, progress)
+
+    monkeypatch.setattr(translator, "translate", recording)  # the engine calls, recorded
+    futures = [batcher.submit([text], GREEDY) for text in TEXTS]
+    answers = [f.result(60)[0][0].text for f in futures]
+    batcher.close()
+    assert answers == [original([t], GREEDY)[0][0] for t in TEXTS]
+    assert sum(calls) == len(TEXTS) and 1 < len(calls) < len(TEXTS)
+    assert max(calls) <= limit.get("max_batch_sentences", len(TEXTS))
+    assert max(seen) <= limit.get("max_batch_tokens", 10**9)
 
 
 def test_requests_with_other_options_are_not_mixed(translator):
