@@ -26,4 +26,3 @@ def test_the_load_test_reports_both_phases_with_no_errors_and_equal_answers(tmp_
     assert report["mean_lines_per_engine_call"] >= 1
     table = format_load_report(report)
     assert "| one at a time | 20 |" in table and "errors 0" in table
-
