@@ -6,6 +6,11 @@ main job's folder `runs/cpu-small/hub`. Options on the page: the beam size (the 
 default; 1 is greedy) and a fast CPU path (int8 weights, `optimize_for_cpu_inference`).
 
     python demo/app.py --model runs/cpu-small/hub        # then open http://127.0.0.1:7860
+    python demo/app.py --model runs/cpu-small/hub --engine ctranslate2 --quantization int8
+
+The engine (`--engine` or `$ENGINE`: torch, ctranslate2, onnxruntime; `--quantization` or
+`$QUANTIZATION`) is chosen when the page starts: an engine other than torch is exported on first
+use (`vanilla_transformer.engines.load_translator`) and replaces the fast CPU option.
 
 With this package installed the model loads without remote code; without it (a Space that only
 installs transformers), the code saved beside the weights is used (`trust_remote_code=True`) and
@@ -71,15 +76,31 @@ def translate_lines(pipe, lines: list[str], beam_size: int) -> list[str]:
             for line in lines
         ]
     options = DecodingOptions(num_beams=beam_size)
+    if hasattr(pipe, "translate_hypotheses"):  # a Translator on an engine (--engine)
+        return [texts[0] for texts in pipe.translate(lines, options)]
     return [texts[0] for texts in batched(pipe.model, pipe.tokenizer, lines, options)]
 
 
-def build_demo(model: str | None = None) -> gr.Blocks:
+def load_engine(model: str, engine: str = "torch", quantization: str | None = None):
+    """(pipe, fast) for `translate`: `load_pipelines` on torch, else the model on an engine of this
+    package (`vanilla_transformer.engines.load_translator`, exported on first use) and no separate
+    fast path."""
+    if engine == "torch" and quantization is None:
+        return load_pipelines(model)
+    from vanilla_transformer.engines import load_translator
+
+    return load_translator(model, engine, quantization), None
+
+
+def build_demo(
+    model: str | None = None, engine: str = "torch", quantization: str | None = None
+) -> gr.Blocks:
     model = model or os.environ.get("MODEL") or DEFAULT_MODEL
-    pipe, fast = load_pipelines(model)
+    pipe, fast = load_engine(model, engine, quantization)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
-            f"# {TITLE}\nType English, read the translation (model: `{model}`). The main job's "
+            f"# {TITLE}\nType English, read the translation (model: `{model}`, engine: {engine}"
+            f"{' ' + quantization if quantization else ''}). The main job's "
             "model learned from Bible verses (KJV -> Reina-Valera 1909) and knows little else."
         )
         source = gr.Textbox(label="English", lines=3, placeholder=EXAMPLES[0])
@@ -113,8 +134,22 @@ def main(argv=None) -> None:
         help="Address to serve on (default: Gradio's, 127.0.0.1 or a Space's).",
     )
     parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860).")
+    parser.add_argument(
+        "--engine",
+        default=os.environ.get("ENGINE", "torch"),
+        choices=["torch", "ctranslate2", "onnxruntime"],
+        help="What runs the model (default: $ENGINE or torch; the others need this package and "
+        "its export extra, see docs/deployment.md).",
+    )
+    parser.add_argument(
+        "--quantization",
+        default=os.environ.get("QUANTIZATION") or None,
+        help="The engine's weights, e.g. int8 (default: $QUANTIZATION or the engine's float32).",
+    )
     args = parser.parse_args(argv)
-    build_demo(args.model).launch(server_name=args.host, server_port=args.port)
+    build_demo(args.model, args.engine, args.quantization).launch(
+        server_name=args.host, server_port=args.port
+    )
 
 
 if __name__ == "__main__":

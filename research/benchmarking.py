@@ -984,6 +984,8 @@ def format_report(results: dict) -> str:
         lines += ["", format_reference(results["reference"], m, results.get("command"))]
     if results.get("int8_kernels"):
         lines += ["", format_int8_kernels(results["int8_kernels"])]
+    if results.get("engines"):
+        lines += ["", format_engines(results["engines"], m)]
     for note in results.get("notes", []):
         lines.append(f"- note: {note}")
     if results.get("training"):
@@ -1064,4 +1066,175 @@ def format_report(results: dict) -> str:
                 + " / ".join(f"{r[f'{n}_latency_ms_per_sentence']:.0f}" for n in names)
                 + " |"
             )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Engines: one trained model on every engine, the whole test set, sentences/s and BLEU
+# --------------------------------------------------------------------------------------------------
+
+ENGINE_SETTINGS = (("greedy", 1), ("beam 4", 4))
+
+
+class _PaperOutputLimit(torch.nn.Module):
+    """MarianMTModel decoding with our output limit (the batch's longest source + 50 tokens) and
+    the same options, through `translation.translate_lines`."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def generate(self, **kwargs):
+        kwargs.setdefault("max_new_tokens", kwargs["input_ids"].shape[1] + 50)
+        return self.model.generate(**kwargs)
+
+
+def _best(translator):
+    return lambda lines, options: [texts[0] for texts in translator.translate(lines, options)]
+
+
+def direct_ctranslate2(translator):
+    """`ctranslate2.Translator.translate_batch` called directly on the batches our CTranslate2
+    engine forms, with the arguments it passes, the tokens prepared beforehand: what the engine
+    costs beyond CTranslate2 itself. Returns `run(lines, options)` -> best texts."""
+    from vanilla_transformer.engines.ctranslate2_engine import tokens_of, translate_batch_arguments
+    from vanilla_transformer.translation import token_batches
+
+    prepared = {}
+
+    def batches(lines, options):
+        key = (id(lines), options.max_tokens, options.batch_size)
+        if key not in prepared:
+            encoded = translator.tokenizer(lines).input_ids
+            groups = token_batches(
+                [len(e) for e in encoded], options.max_tokens, options.batch_size
+            )
+            prepared[key] = [
+                (g, tokens_of(translator.tokenizer, [encoded[i] for i in g])) for g in groups
+            ]
+        return prepared[key]
+
+    def run(lines, options):
+        outputs = [None] * len(lines)
+        for group, sources in batches(lines, options):
+            arguments = translate_batch_arguments(options, max(len(s) for s in sources))
+            for i, result in zip(
+                group, translator.translator.translate_batch(sources, **arguments), strict=True
+            ):
+                outputs[i] = result.hypotheses[0]
+        return outputs
+
+    def texts(lines, options):
+        tokenizer = translator.tokenizer
+        return [
+            tokenizer.decode(tokenizer.convert_tokens_to_ids(t), skip_special_tokens=True).strip()
+            for t in run(lines, options)
+        ]
+
+    return run, texts
+
+
+def engine_paths(
+    model: str, cache_dir: str | None, threads: int, notes: list[str], fast_int8: bool = True
+) -> dict:
+    """name -> (timed `run(lines, options)`, `texts(lines, options)` -> best translations) for
+    torch plain, torch fast int8 (where the CPU has fast int8), CTranslate2 fp32 / int8 (our engine
+    and direct translate_batch), ONNX Runtime fp32 / int8, and MarianMTModel fp32 on the same
+    weights. `fast_int8=False` leaves the fast path out (it compiles for minutes per shape).
+    """
+    from vanilla_transformer.engines import load_translator
+    from vanilla_transformer.inference import cpu_has_fast_int8
+    from vanilla_transformer.translation import translate_lines
+
+    torch_plain = load_translator(model, "torch", device="cpu")
+    paths = {"torch plain fp32": _best(torch_plain)}
+    if not fast_int8:
+        notes.append("torch fast int8: left out (fast_int8=False)")
+    elif cpu_has_fast_int8():
+        paths["torch fast int8"] = _best(load_translator(model, "torch", "int8", device="cpu"))
+    else:
+        notes.append("torch fast int8: refused on this CPU (no VNNI / AMX-INT8): not measured")
+    for quantization, label in (("float32", "fp32"), ("int8", "int8")):
+        ct2 = load_translator(
+            model, "ctranslate2", quantization, cache_dir=cache_dir, threads=threads
+        )
+        paths[f"CTranslate2 {label}"] = _best(ct2)
+        paths[f"CTranslate2 {label}, direct translate_batch"] = direct_ctranslate2(ct2)
+    for quantization, label in (("float32", "fp32"), ("int8", "int8")):
+        ort = load_translator(
+            model, "onnxruntime", quantization, cache_dir=cache_dir, threads=threads
+        )
+        paths[f"ONNX Runtime {label}"] = _best(ort)
+    marian = _PaperOutputLimit(marian_like(torch_plain.model))
+    tokenizer = torch_plain.tokenizer
+    paths["MarianMTModel fp32"] = lambda lines, options: [
+        texts[0] for texts in translate_lines(marian, tokenizer, lines, options)
+    ]
+    return {name: p if isinstance(p, tuple) else (p, p) for name, p in paths.items()}
+
+
+def bench_engines(
+    paths: dict, lines: list[str], references: list[str], max_tokens: int, repeats: int = 1,
+    settings=ENGINE_SETTINGS, progress: Callable[[str], None] | None = None,
+) -> list[dict]:  # fmt: skip
+    """Per setting and path: sentences/s over all `lines` (median of `repeats` interleaved runs
+    after one untimed run, whose outputs are scored: BLEU with sacrebleu's defaults) and the ratio
+    to torch plain fp32 measured in the same rounds."""
+    from vanilla_transformer.recipe.evaluation import compute_bleu
+    from vanilla_transformer.translation import DecodingOptions
+
+    rows = []
+    for label, beams in settings:
+        options = DecodingOptions(num_beams=beams, max_tokens=max_tokens, batch_size=10_000)
+        bleu = {}
+        for name, (_, texts) in paths.items():
+            if progress:
+                progress(f"{label}: {name} (untimed run, scored)")
+            bleu[name] = compute_bleu(texts(lines, options), references)["bleu"]
+        runs = {name: functools.partial(run, lines, options) for name, (run, _) in paths.items()}
+        times = alternate(runs, repeats=repeats, warmup=0)
+        plain = median(times["torch plain fp32"])
+        for name in paths:
+            seconds = median(times[name])
+            rows.append(
+                {
+                    "setting": label,
+                    "path": name,
+                    "seconds": seconds,
+                    "sentences_per_s": len(lines) / seconds,
+                    "vs_torch_plain": plain / seconds,
+                    "bleu": bleu[name],
+                    "bleu_vs_torch_plain": bleu[name] - bleu["torch plain fp32"],
+                }
+            )
+    return rows
+
+
+def format_engines(result: dict, machine: dict) -> str:
+    """The engines table (markdown) with the CPU and the engine / direct CTranslate2 ratios."""
+    rows = result["rows"]
+    lines = [
+        f"Engines on {result['data']} ({result['lines']} lines), model {result['model']}, "
+        f"batches of at most {result['max_tokens']} source tokens, {result['threads']} threads; "
+        f"CPU: {machine.get('cpu_model', '?')} ({machine.get('cpu_flags', '?')}). x torch: "
+        "sentences/s over torch plain fp32 in the same rounds.",
+        "",
+        "| setting | path | sentences/s | x torch plain | BLEU | BLEU - torch plain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['path']} | {r['sentences_per_s']:.1f} "
+            f"| **{r['vs_torch_plain']:.2f}x** | {r['bleu']:.2f} | {r['bleu_vs_torch_plain']:+.2f} |"
+        )
+    by = {(r["setting"], r["path"]): r for r in rows}
+    ratios = [
+        f"{setting} {label} {by[(setting, f'CTranslate2 {label}')]['seconds'] / by[(setting, direct)]['seconds']:.3f}"
+        for setting, _ in ENGINE_SETTINGS
+        for label in ("fp32", "int8")
+        if (setting, direct := f"CTranslate2 {label}, direct translate_batch") in by
+    ]
+    if ratios:
+        lines += ["", "Our CTranslate2 engine's time / direct translate_batch on the same batches "
+                  "(target <= 1.05): " + ", ".join(ratios)]  # fmt: skip
     return "\n".join(lines)

@@ -10,6 +10,10 @@ batching, generate()), plus the opt-in int8 CPU inference path.
     # Marian, CTranslate2, the fast CPU path; training vs Marian; bandwidth and GEMM peak):
     python scripts/benchmark.py --parts reference --threads 2 --markdown reference.md
 
+    # Every engine on one trained model over the Bible test set (758 verses), greedy and beam 4:
+    # sentences/s and BLEU (torch plain / fast int8, CTranslate2, ONNX Runtime, Marian):
+    python scripts/benchmark.py --parts engines --model runs/base/hub --threads 2 --markdown engines.md
+
 Models are timed alternately (A B A B) after a warm-up: on a shared machine read the ratios.
 """
 
@@ -51,13 +55,18 @@ def parse_args():
         "--parts",
         nargs="+",
         default=["training", "real", "decoding"],
-        choices=["training", "real", "decoding", "reference", "int8-kernels"],
+        choices=["training", "real", "decoding", "reference", "int8-kernels", "engines", "server"],
         help="which benchmarks to run (default: training real decoding). reference: decoding "
         "at the reference shape on the same weights (ours default / fast fp32, int8, bf16 where "
         "native; Marian; CTranslate2 fp32 and int8), a training step vs Marian, the memory "
         "bandwidth and GEMM peak, each path against its bandwidth floor (about 3-5 min on 2 quiet cores). "
         "int8-kernels: one reference-shape step's matrix products through each CPU int8 kernel "
-        "(and fp32), each product timed alone (under a minute)",
+        "(and fp32), each product timed alone (under a minute). engines: a trained --model on "
+        "every engine (torch plain, torch fast int8 where accepted, CTranslate2 fp32/int8 and "
+        "direct translate_batch, ONNX Runtime fp32/int8, MarianMTModel fp32) over the Bible test "
+        "set (or --lines/--references), greedy and beam 4: sentences/s and BLEU. server: a load "
+        "test of vanilla-transformer-serve --model on localhost (research/server_load.py; "
+        "--server-*) over the same verses",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
@@ -103,7 +112,38 @@ def parse_args():
         help="measure peak training memory in subprocesses (default: on unless --quick)",
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
-    parser.add_argument("--model", default=None, help="quantized-bleu: trained model folder")
+    parser.add_argument(
+        "--model", default=None, help="quantized-bleu, engines, server: trained model folder"
+    )
+    parser.add_argument(
+        "--lines", default=None, help="engines: source lines (default: the Bible test set)"
+    )
+    parser.add_argument("--references", default=None, help="engines: references of --lines")
+    parser.add_argument(
+        "--engine-cache",
+        default=None,
+        help="engines: where the exports go (default: vanilla_transformer.engines' cache)",
+    )
+    parser.add_argument(
+        "--server-clients", type=int, default=16, help="server: concurrent httpx clients"
+    )
+    parser.add_argument(
+        "--server-libretranslate-clients",
+        type=int,
+        default=2,
+        help="server: concurrent libretranslatepy clients (threads)",
+    )
+    parser.add_argument(
+        "--server-requests", type=int, default=200, help="server: texts sent in each phase"
+    )
+    parser.add_argument(
+        "--server-seconds", type=float, default=300, help="server: time limit of each phase"
+    )
+    parser.add_argument(
+        "--server-flags",
+        default="--num_beams 4",
+        help="server: flags of vanilla-transformer-serve, e.g. '--engine ctranslate2'",
+    )
     parser.add_argument(
         "--limit", type=int, default=None, help="quantized-bleu: first N test pairs"
     )
@@ -286,6 +326,72 @@ def run_reference(args, results):
     }
 
 
+def engine_test_set(args) -> tuple[list[str], list[str], str]:
+    """(sources, references, description): --lines and --references, else the Bible test split
+    through the recipe's corpus loader (built once into data_cache/bible)."""
+    if args.lines:
+        if not args.references:
+            raise SystemExit("--lines needs --references (one reference per line)")
+        sources = Path(args.lines).read_text(encoding="utf-8").splitlines()
+        references = Path(args.references).read_text(encoding="utf-8").splitlines()
+        if len(sources) != len(references):
+            raise SystemExit(f"{len(sources)} lines but {len(references)} references")
+        return sources, references, args.lines
+    from vanilla_transformer.recipe.options import CorpusOptions
+
+    test = CorpusOptions(bible_cache_dir=str(ROOT / "data_cache/bible")).load()["test"]
+    rows = test["translation"]
+    return [r["en"] for r in rows], [r["es"] for r in rows], "the Bible test set"
+
+
+def run_engines(args, results):
+    if not args.model:
+        raise SystemExit(
+            "--parts engines needs --model FOLDER (a trained model with its tokenizer)"
+        )
+    sources, references, data = engine_test_set(args)
+    threads = torch.get_num_threads()
+    paths = bm.engine_paths(args.model, args.engine_cache, threads, results["notes"])
+    rows = bm.bench_engines(
+        paths,
+        sources,
+        references,
+        args.max_tokens,
+        repeats=args.repeats or 1,
+        progress=lambda message: tqdm.write(message),
+    )
+    results["engines"] = {
+        "rows": rows,
+        "data": data,
+        "lines": len(sources),
+        "model": args.model,
+        "max_tokens": args.max_tokens,
+        "threads": threads,
+    }
+
+
+def run_server(args, results):
+    """The server load test over the engines' test set (the Bible test verses, or --lines)."""
+    import shlex
+
+    from research import server_load
+
+    if not args.model:
+        raise SystemExit("--parts server needs --model FOLDER (a trained model with its tokenizer)")
+    texts, _, _ = engine_test_set(args)
+    results["server"] = server_load.load_test(
+        args.model,
+        texts,
+        "en",
+        "es",
+        clients=args.server_clients,
+        libretranslate_clients=args.server_libretranslate_clients,
+        requests=args.server_requests,
+        seconds=args.server_seconds,
+        server_flags=shlex.split(args.server_flags),
+    )
+
+
 def quantized_bleu(args):
     if not args.model:
         raise SystemExit("quantized-bleu needs --model FOLDER (a trained model with its tokenizer)")
@@ -316,14 +422,22 @@ def main():
         run_decoding(args, results)
     if "reference" in args.parts:
         run_reference(args, results)
+    if "engines" in args.parts:
+        run_engines(args, results)
     if "int8-kernels" in args.parts:
         config, _ = bm.model_configs("base")
         results["int8_kernels"] = {
             rows: bm.int8_kernel_step_ms(config, rows, repeats=args.repeats or 5)
             for rows in (1, 8 * 4)  # greedy batch 1; beam 4, batch 8
         }
+    if "server" in args.parts:
+        run_server(args, results)
     results["machine"]["load_average_end"] = os.getloadavg()
     report = bm.format_report(results)
+    if results.get("server"):
+        from research.server_load import format_load_report
+
+        report += "\n\n" + format_load_report(results["server"])
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report + "\n")

@@ -27,6 +27,7 @@ TOOLS = {
     "train-tokenizer": "train_tokenizer",
     "finetune": "finetune",
     "export": "export",
+    "serve": "serve",
 }
 
 _RENDER_FROM_THE_WHEEL = """

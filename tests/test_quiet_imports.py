@@ -15,7 +15,7 @@ import vanilla_transformer  # noqa: F401  (installs the filters)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("tool", ["translate", "export"])
+@pytest.mark.parametrize("tool", ["translate", "export", "serve"])
 def test_a_tools_help_prints_nothing_on_stderr(tool):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(

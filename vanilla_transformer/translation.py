@@ -26,6 +26,7 @@ __all__ = [
     "Hypothesis",
     "TokenizerMismatchError",
     "check_tokenizer_matches",
+    "read_windows",
     "token_batches",
     "translate_lines",
     "translate_stream",
@@ -247,23 +248,9 @@ def translate_lines(
     return outputs
 
 
-def translate_stream(
-    model,
-    tokenizer,
-    lines: Iterable[str],
-    options: DecodingOptions | None = None,
-    window: int | None = None,
-    device: str | torch.device | None = None,
-    progress=None,
-) -> Iterator[list[str]]:
-    """`translate_lines` over `lines` read `window` lines at a time (default: one batch,
-    `options.batch_size`): yields each line's translations in input order, a window as soon as it is
-    done, so a reader of stdin translates as lines arrive and a caller that writes each output at
-    once keeps every finished window when interrupted. Sorting by length happens within a window.
-    If reading `lines` raises (e.g. a line that is not UTF-8), the lines read before it are
-    translated and yielded first, then the error propagates."""
-    options = options or DecodingOptions()
-    window = window or options.batch_size
+def read_windows(lines: Iterable[str], window: int) -> Iterator[list[str]]:
+    """`lines` read `window` at a time, each window as a list. If reading raises (e.g. a line that
+    is not UTF-8), the lines read before it are yielded first, then the error propagates."""
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}.")
     source = iter(lines)
@@ -278,8 +265,28 @@ def translate_stream(
         except Exception as err:  # keep what was read before it
             failure = err
         if chunk:
-            yield from translate_lines(model, tokenizer, chunk, options, device, progress)
+            yield chunk
         if failure is not None:
             raise failure
         if len(chunk) < window:
             return
+
+
+def translate_stream(
+    model,
+    tokenizer,
+    lines: Iterable[str],
+    options: DecodingOptions | None = None,
+    window: int | None = None,
+    device: str | torch.device | None = None,
+    progress=None,
+) -> Iterator[list[str]]:
+    """`translate_lines` over `lines` read `window` lines at a time (default: one batch,
+    `options.batch_size`; `read_windows`): yields each line's translations in input order, a window
+    as soon as it is done, so a reader of stdin translates as lines arrive and a caller that writes
+    each output at once keeps every finished window when interrupted. Sorting by length happens
+    within a window. If reading `lines` raises (e.g. a line that is not UTF-8), the lines read
+    before it are translated and yielded first, then the error propagates."""
+    options = options or DecodingOptions()
+    for chunk in read_windows(lines, window or options.batch_size):
+        yield from translate_lines(model, tokenizer, chunk, options, device, progress)

@@ -126,3 +126,18 @@ def test_non_string_input_is_read_as_text_not_an_attribute_error(demo_modules, m
     pipe, fast = app.load_pipelines(model_folder)
     expected = "" if value is None else app.translate(pipe, fast, str(value), 1, False)
     assert app.translate(pipe, fast, value, 1, False) == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None, reason="no ctranslate2")
+@pytest.mark.parametrize("beams", [1, 4])
+def test_the_page_on_ctranslate2_shows_torchs_translations(
+    demo_modules, model_folder, tmp_path, monkeypatch, beams
+):
+    app, _ = demo_modules
+    monkeypatch.setenv("VANILLA_TRANSFORMER_CACHE", str(tmp_path))
+    pipe, fast = app.load_engine(model_folder, "ctranslate2")
+    assert fast is None and pipe.engine == "ctranslate2"
+    text = "\n".join(SENTENCES)
+    assert app.translate(pipe, fast, text, beams, False) == app.translate(
+        *app.load_pipelines(model_folder), text, beams, False
+    )

@@ -104,7 +104,8 @@ def test_ctranslate2_greedy_output_equals_our_greedy_generate(tmp_path, override
 def test_translator_on_exported_folder_returns_the_pipeline_text(tmp_path):
     """The folder is self-contained (tokenizer beside the weights) and text in gives the same
     text out as our translation pipeline."""
-    from vanilla_transformer.export.ctranslate2 import CTranslate2Translator, export_ctranslate2
+    from vanilla_transformer.engines import CTranslate2Translator
+    from vanilla_transformer.export.ctranslate2 import export_ctranslate2
 
     model = trained_toy_model()
     folder = export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2")
@@ -112,7 +113,7 @@ def test_translator_on_exported_folder_returns_the_pipeline_text(tmp_path):
     translate = CTranslate2Translator(folder, intra_threads=1)
     pipe = translation_pipeline(model, word_tokenizer())
     expected = [pipe(s, num_beams=1)[0]["translation_text"] for s in SENTENCES]
-    assert translate(SENTENCES, beam_size=1) == expected
+    assert translate(SENTENCES, num_beams=1) == expected
 
 
 # CTranslate2 picks its int8 matrix kernels per CPU, and each can be selected on any x86 machine
@@ -238,15 +239,16 @@ def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(tm
     assert printed.strip() == expected
 
 
-def test_translator_decodes_with_the_models_beam_and_length_penalty_like_the_pipeline(tmp_path):
-    """Beam 4 and the model's length penalty (saved with the export), not CTranslate2's default 1."""
-    from vanilla_transformer.export.ctranslate2 import CTranslate2Translator, export_ctranslate2
+def test_translator_decodes_with_the_papers_beam_and_length_penalty_like_the_pipeline(tmp_path):
+    """Beam 4 and length penalty 0.6 (DecodingOptions' defaults, the model's generation config),
+    not CTranslate2's length penalty 1."""
+    from vanilla_transformer.engines import CTranslate2Translator
+    from vanilla_transformer.export.ctranslate2 import export_ctranslate2
 
     model = trained_toy_model()
     folder = export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2")
     translate = CTranslate2Translator(folder, intra_threads=1)
-    assert translate.generation["num_beams"] == model.generation_config.num_beams == 4
-    assert translate.generation["length_penalty"] == model.generation_config.length_penalty
+    assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (4, 0.6)
     pipe = translation_pipeline(model, word_tokenizer())
     # Inputs where the length penalty (or an immediate </s>) changes the best beam.
     sources = [*SENTENCES, "and blue see cat", "big big cat cat", "and is red and dog ran", "gato"]

@@ -1,5 +1,6 @@
-"""ONNX export (encoder, decoder, decoder with past) run with ONNX Runtime: the same logits and the
-same greedy tokens as PyTorch. The export goes through the command line, as a user runs it."""
+"""ONNX export (encoder, decoder, decoder with past) run with ONNX Runtime: the same logits as PyTorch,
+and transformers' generate() over the sessions gives the same tokens (greedy and beam search). The
+export goes through the command line, as a user runs it."""
 
 import importlib.util
 
@@ -51,11 +52,12 @@ def test_export_writes_the_three_graphs_config_and_tokenizer(exported):
 def test_onnx_logits_equal_pytorch_with_and_without_past(exported):
     """decoder.onnx over a whole target (teacher forcing) and decoder_with_past.onnx one token at
     a time both give the PyTorch logits within 1e-4."""
-    from vanilla_transformer.export.onnx import OnnxTranslator, past_names
+    from vanilla_transformer.engines import OnnxTranslator
+    from vanilla_transformer.export.onnx import past_names
 
     model, folder = exported
     tokenizer = word_tokenizer()
-    ort = OnnxTranslator(folder, intra_op_num_threads=1)
+    sessions = OnnxTranslator(folder, intra_op_num_threads=1).model.sessions
     source = tokenizer(SENTENCES[:2], padding=True, return_tensors="np")
     target = tokenizer(["el perro grande corre", "la gato"], padding=True, return_tensors="np")
     start = np.full((2, 1), model.config.decoder_start_token_id)
@@ -67,8 +69,8 @@ def test_onnx_logits_equal_pytorch_with_and_without_past(exported):
             decoder_input_ids=torch.from_numpy(decoder_input_ids),
             use_cache=False,
         ).logits.numpy()
-    (encoder_hidden_states,) = ort.sessions["encoder"].run(None, dict(source))
-    full = ort.sessions["decoder"].run(
+    (encoder_hidden_states,) = sessions["encoder"].run(None, dict(source))
+    full = sessions["decoder"].run(
         None,
         {
             "decoder_input_ids": decoder_input_ids,
@@ -79,7 +81,7 @@ def test_onnx_logits_equal_pytorch_with_and_without_past(exported):
     np.testing.assert_allclose(full[0], expected, atol=1e-4, rtol=0)
 
     layers = model.config.decoder_layers
-    logits, *past = ort.sessions["decoder"].run(
+    logits, *past = sessions["decoder"].run(
         None,
         {
             "decoder_input_ids": decoder_input_ids[:, :1],
@@ -94,33 +96,61 @@ def test_onnx_logits_equal_pytorch_with_and_without_past(exported):
             "encoder_attention_mask": source["attention_mask"],
             **dict(zip(past_names(layers, "past"), past, strict=True)),
         }
-        logits, *new_self = ort.sessions["decoder_with_past"].run(None, feed)
+        logits, *new_self = sessions["decoder_with_past"].run(None, feed)
         for i in range(layers):
             past[4 * i], past[4 * i + 1] = new_self[2 * i], new_self[2 * i + 1]
         steps.append(logits[:, -1])
     np.testing.assert_allclose(np.stack(steps, axis=1), expected, atol=1e-4, rtol=0)
 
 
-def test_onnx_greedy_tokens_equal_pytorch_greedy_generate(exported):
-    from vanilla_transformer.export.onnx import OnnxTranslator
+# Inputs of several lengths (padding), where the length penalty or an early </s> matters.
+SOURCES = [*SENTENCES, "and blue see cat", "big big cat cat", "and is red and dog ran", "gato"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"num_beams": 1, "do_sample": False},
+        {"num_beams": 4, "length_penalty": 0.6},
+        {"num_beams": 4, "length_penalty": 1.0, "num_return_sequences": 3},
+        {"num_beams": 4, "max_new_tokens": 3},
+    ],
+    ids=["greedy", "beam4", "beam4_nbest3_lp1", "beam4_max3"],
+)
+def test_generate_over_the_onnx_sessions_returns_pytorchs_tokens(exported, settings):
+    """transformers' own generate() drives the three sessions (OnnxSeq2SeqLM): the same token ids
+    as the PyTorch model's generate(), greedy and beam search alike, the output limit included."""
+    from vanilla_transformer.engines import OnnxTranslator
 
     model, folder = exported
-    batch = word_tokenizer()(SENTENCES, padding=True, return_tensors="pt")
+    batch = word_tokenizer()(SOURCES, padding=True, return_tensors="pt")
+    facade = OnnxTranslator(folder, intra_op_num_threads=1).model
     with torch.no_grad():
-        expected = model.generate(**batch, num_beams=1, do_sample=False).numpy()
-    tokens = OnnxTranslator(folder, intra_op_num_threads=1).generate(
-        batch["input_ids"].numpy(), batch["attention_mask"].numpy()
-    )
-    np.testing.assert_array_equal(tokens, expected)
+        expected = model.generate(**batch, **settings)
+        tokens = facade.generate(**batch, **settings)
+    torch.testing.assert_close(tokens, expected, rtol=0, atol=0)
+
+
+def test_generate_over_the_onnx_sessions_returns_pytorchs_beam_scores(exported):
+    from vanilla_transformer.engines import OnnxTranslator
+
+    model, folder = exported
+    batch = word_tokenizer()(SOURCES, padding=True, return_tensors="pt")
+    facade = OnnxTranslator(folder, intra_op_num_threads=1).model
+    settings = {"num_beams": 4, "output_scores": True, "return_dict_in_generate": True}
+    with torch.no_grad():
+        expected = model.generate(**batch, **settings).sequences_scores
+        scores = facade.generate(**batch, **settings).sequences_scores
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
 
 
 def test_onnx_translator_text_equals_the_pipeline_text(exported):
-    from vanilla_transformer.export.onnx import OnnxTranslator
+    from vanilla_transformer.engines import OnnxTranslator
 
     model, folder = exported
     pipe = translation_pipeline(model, word_tokenizer())
-    expected = [pipe(s, num_beams=1)[0]["translation_text"] for s in SENTENCES]
-    assert OnnxTranslator(folder, intra_op_num_threads=1)(SENTENCES) == expected
+    expected = [pipe(s)[0]["translation_text"] for s in SOURCES]  # beam 4, length penalty 0.6
+    assert OnnxTranslator(folder, intra_op_num_threads=1)(SOURCES) == expected
 
 
 def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(exported):
@@ -131,5 +161,5 @@ def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(ex
     printed = run_example(
         readme_python_example("Export to ONNX"), {"exported/onnx": str(folder), verse: SENTENCES[1]}
     )
-    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1], num_beams=1)
+    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1])  # the model's beam 4
     assert printed.strip() == str([expected[0]["translation_text"]])

@@ -10,6 +10,7 @@ Examples:
     vanilla-transformer-evaluate runs/base/hub                  # Bible KJV->RV1909, test split
     vanilla-transformer-evaluate runs/base/hub --split validation --num_beams 1
     vanilla-transformer-evaluate runs/base/hub --fast_cpu int8  # BLEU of the fast int8 path
+    vanilla-transformer-evaluate runs/base/hub --engine ctranslate2 --quantization int8
     vanilla-transformer-evaluate MODEL --dataset pairs.jsonl --split train --src_lang en --tgt_lang es
 
 Prints the scores with their sacrebleu signatures, writes the hypotheses one per line (dataset
@@ -28,14 +29,18 @@ from pathlib import Path
 import torch
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.errors import UserError, run_tool
-from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
-from vanilla_transformer.loading import load_model, load_tokenizer
-from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
+from vanilla_transformer.engines import (
+    ALL_QUANTIZATIONS,
+    ENGINES,
+    load_translator,
+    tool_quantization,
+)
+from vanilla_transformer.errors import run_tool
+from vanilla_transformer.inference import MODES
+from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
 from vanilla_transformer.recipe.run_folder import find_run_dir, run_corpus_options
-from vanilla_transformer.translation import check_tokenizer_matches
 
 
 @dataclass
@@ -54,6 +59,18 @@ class EvaluateOptions:
         "native bf16 only) or fp32. Scores the same test set as the default path, so that the "
         "BLEU of each mode can be compared with fp32's.",
         choices=list(MODES),
+    )
+    engine: str = option(
+        "torch",
+        "What runs the model: torch, ctranslate2 or onnxruntime (exported on first use into a "
+        "cache keyed by the model's content), decoding as vanilla-transformer-translate does.",
+        choices=list(ENGINES),
+    )
+    quantization: str | None = option(
+        None,
+        "The engine's weight type: ctranslate2 float32 (default), int8, int8_float32, ...; "
+        "onnxruntime float32 (default) or int8; torch: a --fast_cpu mode.",
+        choices=list(ALL_QUANTIZATIONS),
     )
 
 
@@ -102,27 +119,15 @@ def evaluate_tool(argv: list[str] | None = None) -> int:
     corpus_options = run_corpus_options(args.model, corpus_options)
     args.dataset = corpus_options.dataset
     split = corpus_options.split(corpus_options.load(), args.split)
-    try:
-        model = load_model(folder)  # a local folder loads strictly: every weight or an error
-    except OSError as err:
-        if Path(folder).is_dir():
-            raise
-        raise not_on_the_hub(folder, err) from None
-    if args.fast_cpu:
-        device = default_device(decoding.device)
-        if device != "cpu":
-            raise UserError(
-                f"--fast_cpu is a CPU path: pass --device cpu (the device is {device!r})."
-            )
-        model = optimize_for_cpu_inference(model, args.fast_cpu, inplace=True)
-    tokenizer = load_tokenizer(folder)
-    check_tokenizer_matches(model.config, tokenizer)  # a UserError naming both sizes / ids
+    quantization = tool_quantization(args.engine, args.quantization, args.fast_cpu)
+    # A local folder loads strictly (every weight or an error), the tokenizer checked against it.
+    translator = load_translator(folder, args.engine, quantization, decoding.device)
     hypotheses_file = args.hypotheses_file or default_hypotheses_file(
         args.model, args.split, args.results_json
     )
     scores = evaluate_translation(
-        model,
-        tokenizer,
+        translator,
+        translator.tokenizer,
         split,
         args.src_lang,
         args.tgt_lang,
@@ -134,6 +139,11 @@ def evaluate_tool(argv: list[str] | None = None) -> int:
         f"{args.model} on {args.dataset} [{args.split}], {scores['num_samples']} pairs, "
         f"beam {args.num_beams}, length penalty {args.length_penalty}"
         + (f", fast CPU path {args.fast_cpu}" if args.fast_cpu else "")
+        + (
+            f", engine {args.engine} {quantization or ''}".rstrip()
+            if args.engine != "torch"
+            else ""
+        )
     )
     print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")

@@ -6,6 +6,7 @@ Examples:
     vanilla-transformer-translate runs/cpu-small/hub --input verses.en --output verses.es
     vanilla-transformer-translate runs/cpu-small --num_beams 1              # a run folder: its model
     vanilla-transformer-translate runs/cpu-small/hub --fast_cpu int8 --input verses.en
+    vanilla-transformer-translate runs/cpu-small/hub --engine ctranslate2 --quantization int8 --input verses.en
     vanilla-transformer-translate MODEL --do_sample --top_p 0.9 --num_return_sequences 3
     vanilla-transformer-translate MODEL --input verses.en --alignment    # "text ||| 0-0 2-1 1-2"
 
@@ -32,17 +33,18 @@ from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.alignment import AlignmentOptions, aligned_stream
+from vanilla_transformer.engines import (
+    ALL_QUANTIZATIONS,
+    ENGINES,
+    load_translator,
+    tool_quantization,
+)
+from vanilla_transformer.engines.loading import load_model_and_tokenizer, model_folder  # noqa: F401
 from vanilla_transformer.errors import UserError, run_tool
-from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
-from vanilla_transformer.loading import load_model, load_tokenizer
-from vanilla_transformer.recipe.checkpoints import resolve_model_folder
+from vanilla_transformer.inference import MODES
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
 from vanilla_transformer.recipe.options import option, parse_cli
-from vanilla_transformer.translation import (
-    DecodingOptions,
-    check_tokenizer_matches,
-    translate_stream,
-)
+from vanilla_transformer.translation import DecodingOptions
 
 logger = logging.getLogger("vanilla_transformer.translate")
 
@@ -60,6 +62,18 @@ class TranslateOptions:
         "native bf16 only) or fp32; needs the cpu device.",
         choices=list(MODES),
     )
+    engine: str = option(
+        "torch",
+        "What runs the model: torch (its own generate()), ctranslate2 or onnxruntime (exported on "
+        "first use into a cache keyed by the model's content; docs/deployment.md).",
+        choices=list(ENGINES),
+    )
+    quantization: str | None = option(
+        None,
+        "The engine's weight type: ctranslate2 float32 (default), int8, int8_float32, ...; "
+        "onnxruntime float32 (default) or int8; torch: a --fast_cpu mode.",
+        choices=list(ALL_QUANTIZATIONS),
+    )
     seed: int = option(0, "Random seed of sampling (default: %(default)s).")
 
 
@@ -75,40 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return decoding, argparse.Namespace(**vars(options), **vars(positional), alignment=alignment)
 
 
-def model_folder(name: str) -> str:
-    """The folder (or Hub id) to load for `name`, refusing what is not one of our models."""
-    path = Path(name)
-    if path.is_dir() and (path / "model.bin").is_file() and not (path / "config.json").is_file():
-        raise UserError(
-            f"{name} is a CTranslate2 export (model.bin, no config.json): translate with "
-            "vanilla_transformer.export.ctranslate2.CTranslate2Translator(folder).translate(lines), "
-            "or pass the model folder it was exported from."
-        )
-    looks_local = path.is_absolute() or name.startswith(".") or name.count("/") != 1
-    if not path.exists() and looks_local:
-        raise UserError(f"no model at {name}: pass a model folder, a run folder or a Hub id.")
-    try:
-        return resolve_model_folder(name)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from err
-
-
-def load_model_and_tokenizer(name: str, device: str, fast_cpu: str | None = None):
-    """The model and tokenizer of `name` in eval mode on `device` (the fast CPU path with
-    `fast_cpu`), the tokenizer checked against the model."""
-    folder = model_folder(name)
-    model = load_model(folder).to(device).eval()  # a local folder loads strictly
-    tokenizer = load_tokenizer(folder)
-    check_tokenizer_matches(model.config, tokenizer)
-    if fast_cpu:
-        if device != "cpu":
-            raise UserError(
-                f"--fast_cpu is a CPU path: pass --device cpu (the device is {device})."
-            )
-        model = optimize_for_cpu_inference(model, fast_cpu, inplace=True)
-    return model, tokenizer
-
-
 def main(argv: list[str] | None = None) -> int:
     """The console tool: `translate` with the one error style (`run_tool`); returns the exit code."""
     return run_tool(translate, argv)
@@ -118,11 +98,11 @@ def translate(argv: list[str]) -> int:
     decoding, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     is_file = args.input != "-"
     if is_file and not Path(args.input).is_file():
         raise UserError(f"no input file {args.input}.")
-    model, tokenizer = load_model_and_tokenizer(args.model, device, args.fast_cpu)
+    quantization = tool_quantization(args.engine, args.quantization, args.fast_cpu)
+    translator = load_translator(args.model, args.engine, quantization, args.device)
     name = args.input if is_file else "stdin"
     window = decoding.batch_size * (FILE_WINDOW_BATCHES if is_file else 1)
     with contextlib.ExitStack() as stack:
@@ -135,11 +115,16 @@ def translate(argv: list[str]) -> int:
             tqdm(total=total, desc="translate", unit="line", disable=not is_file, file=sys.stderr)
         )
         lines = decoded_lines(source, name)
-        run = lambda lines: translate_stream(  # noqa: E731
-            model, tokenizer, lines, decoding, window, device, bar
-        )
+        run = lambda lines: translator.translate_stream(lines, decoding, window, bar)  # noqa: E731
         if args.alignment.alignment:  # each line gets " ||| " and its alignment
-            align = args.alignment.aligner(model, tokenizer, decoding, device)
+            if args.engine != "torch":
+                raise UserError(
+                    "--alignment reads the model's cross-attention, which only the torch engine "
+                    f"exposes: drop --engine {args.engine} (the default is torch)."
+                )
+            align = args.alignment.aligner(
+                translator.model, translator.tokenizer, decoding, translator.device
+            )
             outputs = aligned_stream(run, lines, align)
         else:
             outputs = run(lines)

@@ -188,7 +188,7 @@ def export_ctranslate2(
     spec.optimize(quantization=quantization)
     spec.save(str(output_dir))
     tokenizer.save_pretrained(output_dir)
-    model.generation_config.save_pretrained(output_dir)  # how CTranslate2Translator decodes
+    model.generation_config.save_pretrained(output_dir)  # the model's decoding settings, recorded
     return output_dir
 
 
@@ -197,52 +197,10 @@ def tokenize_for_ctranslate2(tokenizer, texts: list[str]) -> list[list[str]]:
     return [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(texts).input_ids]
 
 
-class CTranslate2Translator:
-    """Text in, text out over an exported folder: `CTranslate2Translator(folder)(["Hello"])`.
+def __getattr__(name: str):
+    # The translator over an export folder is the CTranslate2 engine (`vanilla_transformer.engines`).
+    if name == "CTranslate2Translator":
+        from ..engines.ctranslate2_engine import CTranslate2Translator
 
-    Decodes like the model's `generate()`: the beam size and length penalty of the generation
-    config saved with the export (`generation_config.json`; the paper's 4 and 0.6 when absent) and
-    the paper's output limit (longest source in the batch + 50 tokens, or the config's
-    `max_new_tokens`), an empty output allowed as in `generate()`, each overridable per call (`beam_size=`, `length_penalty=`,
-    `max_decoding_length=`, any other `translate_batch` argument)."""
-
-    def __init__(self, folder: str | os.PathLike, compute_type: str = "default", **kwargs):
-        import ctranslate2
-        from transformers import AutoTokenizer
-
-        self.translator = ctranslate2.Translator(str(folder), compute_type=compute_type, **kwargs)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.generation = _saved_generation_settings(Path(folder))
-
-    def __call__(self, texts: list[str], beam_size: int | None = None, **kwargs) -> list[str]:
-        sources = tokenize_for_ctranslate2(self.tokenizer, texts)
-        beam_size = beam_size or self.generation["num_beams"]
-        if beam_size > 1:
-            kwargs.setdefault("length_penalty", self.generation["length_penalty"])
-        limit = self.generation["max_new_tokens"]
-        # The paper's output limit (Section 6.1): source length + 50, per batch as generate() does.
-        kwargs.setdefault("max_decoding_length", limit or max(len(s) for s in sources) + 50)
-        kwargs.setdefault("min_decoding_length", 0)  # generate() may end at once; CTranslate2: 1
-        results = self.translator.translate_batch(sources, beam_size=beam_size, **kwargs)
-        return [
-            self.tokenizer.decode(
-                self.tokenizer.convert_tokens_to_ids(result.hypotheses[0]),
-                skip_special_tokens=True,
-            ).strip()
-            for result in results
-        ]
-
-
-def _saved_generation_settings(folder: Path) -> dict:
-    """num_beams, length_penalty and max_new_tokens of the generation config saved in `folder`,
-    else the model's defaults (the paper's)."""
-    from transformers import GenerationConfig
-
-    from ..modeling_vanilla_transformer import PAPER_GENERATION_DEFAULTS
-
-    settings = {**PAPER_GENERATION_DEFAULTS, "max_new_tokens": None}
-    if (folder / "generation_config.json").is_file():
-        saved = GenerationConfig.from_pretrained(folder)
-        settings.update({k: getattr(saved, k) for k in ("num_beams", "length_penalty")})
-        settings["max_new_tokens"] = saved.max_new_tokens
-    return settings
+        return CTranslate2Translator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Export to ONNX (encoder, decoder, decoder with past) and greedy decoding with ONNX Runtime.
+"""Export to ONNX (encoder, decoder, decoder with past), run by the ONNX Runtime engine.
 
 Three graphs, the layout of Hugging Face optimum's seq2seq exports:
 
@@ -19,15 +19,14 @@ tensors. Every config exports, `attention_scaling="key_norm_sum"` included.
 Usage::
 
     export_onnx(model, tokenizer, "onnx-model")
-    translate = OnnxTranslator("onnx-model")
-    translate(["In the beginning God created the heaven and the earth."])
+    translate = OnnxTranslator("onnx-model")  # vanilla_transformer.engines: generate() on ORT
+    translate.translate(["In the beginning God created the heaven and the earth."])  # beam 4
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import os
 import warnings
@@ -217,77 +216,11 @@ def export_onnx(model, tokenizer, output_dir: str | os.PathLike) -> Path:
     return output_dir
 
 
-class OnnxTranslator:
-    """Greedy translation with ONNX Runtime over an `export_onnx` folder; the graphs hold the whole
-    model (no PyTorch model is loaded): `OnnxTranslator(folder)(["Hello"])` -> list of strings."""
+def __getattr__(name: str):
+    # The translator over an export folder is the ONNX Runtime engine (`vanilla_transformer.engines`):
+    # transformers' generate() over the sessions, beam search included.
+    if name == "OnnxTranslator":
+        from ..engines.onnx_engine import OnnxTranslator
 
-    def __init__(self, folder: str | os.PathLike, intra_op_num_threads: int = 0):
-        import onnxruntime
-        from transformers import AutoTokenizer
-
-        folder = Path(folder)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        providers = ["CPUExecutionProvider"]
-        self.sessions = {
-            name: onnxruntime.InferenceSession(
-                str(folder / f"{name}.onnx"), options, providers=providers
-            )
-            for name in GRAPHS
-        }
-        self.config = json.loads((folder / "config.json").read_text())
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-
-    def generate(self, input_ids, attention_mask, max_new_tokens: int | None = None):
-        """Greedy decoding like `model.generate(num_beams=1, do_sample=False)`: (B, S) int64
-        numpy arrays in, (B, 1 + new tokens) ids out, starting with the decoder start token and
-        padded after `</s>`. `max_new_tokens` defaults to the source length + 50 (Section 6.1)."""
-        import numpy as np
-
-        config = self.config
-        eos, pad = config["eos_token_id"], config["pad_token_id"]
-        input_ids = np.asarray(input_ids, dtype=np.int64)
-        attention_mask = np.asarray(attention_mask, dtype=np.int64)
-        if max_new_tokens is None:
-            max_new_tokens = input_ids.shape[1] + 50
-        (encoder_hidden_states,) = self.sessions["encoder"].run(
-            None, {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
-        B = input_ids.shape[0]
-        tokens = np.full((B, 1), config["decoder_start_token_id"], dtype=np.int64)
-        logits, *past = self.sessions["decoder"].run(
-            None,
-            {
-                "decoder_input_ids": tokens,
-                "encoder_hidden_states": encoder_hidden_states,
-                "encoder_attention_mask": attention_mask,
-            },
-        )
-        layers = config["decoder_layers"]
-        past_inputs = past_names(layers, "past")
-        finished = np.zeros(B, dtype=bool)
-        for step in range(max_new_tokens):
-            next_ids = logits[:, -1].argmax(-1)
-            next_ids = np.where(finished, pad, next_ids)
-            tokens = np.concatenate([tokens, next_ids[:, None]], axis=1)
-            finished |= next_ids == eos
-            if finished.all() or step == max_new_tokens - 1:
-                break
-            feed = {
-                "decoder_input_ids": next_ids[:, None],
-                "encoder_attention_mask": attention_mask,
-            }
-            feed.update(zip(past_inputs, past, strict=True))
-            logits, *new_self = self.sessions["decoder_with_past"].run(None, feed)
-            # Replace the self-attention entries; the cross-attention ones stay.
-            for i in range(layers):
-                past[4 * i], past[4 * i + 1] = new_self[2 * i], new_self[2 * i + 1]
-        return tokens
-
-    def __call__(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
-        batch = self.tokenizer(texts, padding=True, return_tensors="np")
-        tokens = self.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens)
-        texts = self.tokenizer.batch_decode(
-            tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        return [text.strip() for text in texts]
+        return OnnxTranslator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..engines.base import Translator
 from ..metrics import corpus_scores
 from ..translation import DecodingOptions, translate_lines
 
@@ -43,7 +44,9 @@ def translate(
     **decoding,
 ) -> list[str]:
     """The best translation of each source, in the order of `sources`: `translate_lines`
-    (`vanilla_transformer.translation`, the one batched decoder) with its first output per line.
+    (`vanilla_transformer.translation`, the one batched decoder) with its first output per line, or
+    the `translate` of `model` when it is a `Translator` on an engine (`vanilla_transformer.engines`:
+    the translate tool's code path, so a BLEU on an engine is that of its translations).
 
     `options` or `decoding` (`DecodingOptions` fields, e.g. `batch_size`, `num_beams`,
     `length_penalty`, `max_new_tokens`) say how to decode; `show_progress`: a tqdm bar over lines.
@@ -55,7 +58,10 @@ def translate(
     with tqdm(total=None, desc="translate", unit="line", disable=not show_progress) as bar:
         if isinstance(sources, list):
             bar.total = len(sources)
-        outputs = translate_lines(model, tokenizer, sources, options, device, progress=bar)
+        if isinstance(model, Translator):  # a model on an engine (`vanilla_transformer.engines`)
+            outputs = model.translate(sources, options, progress=bar)
+        else:
+            outputs = translate_lines(model, tokenizer, sources, options, device, progress=bar)
     return [texts[0] for texts in outputs]
 
 
