@@ -7,11 +7,18 @@ Examples:
     vanilla-transformer-translate runs/cpu-small --num_beams 1              # a run folder: its model
     vanilla-transformer-translate runs/cpu-small/hub --fast_cpu int8 --input verses.en
     vanilla-transformer-translate MODEL --do_sample --top_p 0.9 --num_return_sequences 3
+    vanilla-transformer-translate MODEL --nbest 4 --input verses.en          # Moses n-best list
+    vanilla-transformer-translate MODEL --nbest 4 --output_format jsonl      # JSON lines
+    vanilla-transformer-translate MODEL --input verses.en --prefix starts.es # forced target prefixes
+    vanilla-transformer-translate CHECKPOINT_A CHECKPOINT_B ...              # an ensemble
 
 MODEL is a save_pretrained folder (a Hub folder, a checkpoint), a training run folder (its final
 model, else its newest checkpoint) or a Hub id. Lines (docs/translate.md): only "\\n" ends a line (a
 "\\r" before it is dropped); the input must be UTF-8. Output line i translates input line i; with
 --num_return_sequences N each input gives N consecutive lines (best first with beam search).
+--nbest N: N scored hypotheses per input (beam search with at least N beams, or sampling), written
+in Moses' n-best format `i ||| translation ||| F0= score ||| score` (i counts inputs from 0) or, with
+--output_format jsonl, as JSON lines. Several models decode as an ensemble (docs/translate.md).
 Streaming: lines are read a window at a time (stdin: one batch, --batch_size lines; a file: 8
 batches), sorted by length within the window, batched by --batch_size and --max_tokens, translated
 and written in input order before the next window is read; Ctrl-C keeps every window written.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
@@ -32,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.ensemble import EnsembleModel, check_same_tokenizer
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.inference import MODES, optimize_for_cpu_inference
 from vanilla_transformer.publishing.safety import load_model, load_tokenizer
@@ -40,7 +49,8 @@ from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import (
     DecodingOptions,
     check_tokenizer_matches,
-    translate_stream,
+    format_hypotheses,
+    stream_hypotheses,
 )
 
 logger = logging.getLogger("vanilla_transformer.translate")
@@ -60,6 +70,22 @@ class TranslateOptions:
         choices=list(MODES),
     )
     seed: int = option(0, "Random seed of sampling (default: %(default)s).")
+    nbest: int | None = option(
+        None,
+        "Write N scored hypotheses per input (Moses n-best format, or JSON lines); needs "
+        "--num_beams >= N or --do_sample.",
+    )
+    output_format: str = option(
+        "text",
+        "text (translations; with --nbest, Moses' n-best lines) or jsonl (one JSON object per "
+        "hypothesis: index, rank, translation, score).",
+        choices=["text", "jsonl"],
+    )
+    prefix: str | None = option(
+        None,
+        "File of target prefixes, one per input line (empty line: none): each translation starts "
+        "with its prefix and continues from it.",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,10 +94,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv,
         __doc__,
         extra_arguments=[
-            ("model", {"help": "Model folder, run folder or Hub id."}),
+            (
+                "model",
+                {"nargs": "+", "help": "Model folder, run folder or Hub id; several: an ensemble."},
+            ),
         ],
     )
-    return decoding, argparse.Namespace(**vars(options), **vars(positional))
+    return checked_nbest(decoding, options), argparse.Namespace(**vars(options), **vars(positional))
+
+
+def checked_nbest(decoding: DecodingOptions, options: TranslateOptions) -> DecodingOptions:
+    """The decoding options with `--nbest N` as N returned sequences (one flag per meaning: N plain
+    lines is --num_return_sequences, N scored hypotheses in the n-best format is --nbest)."""
+    if options.nbest is None:
+        return decoding
+    if options.nbest < 1:
+        raise UserError(f"--nbest must be >= 1, got {options.nbest}.")
+    if decoding.num_return_sequences != 1:
+        raise UserError(
+            "--nbest N already returns N hypotheses per input: drop --num_return_sequences."
+        )
+    if not decoding.do_sample and decoding.num_beams < options.nbest:
+        raise UserError(
+            f"--nbest {options.nbest} needs at least {options.nbest} beams (beam search returns its "
+            f"best beams), got --num_beams {decoding.num_beams}: raise --num_beams or pass --do_sample."
+        )
+    return dataclasses.replace(decoding, num_return_sequences=options.nbest)
 
 
 def model_folder(name: str) -> str:
@@ -106,6 +154,15 @@ def load_model_and_tokenizer(name: str, device: str, fast_cpu: str | None = None
             )
         model = optimize_for_cpu_inference(model, fast_cpu, inplace=True)
     return model, tokenizer
+
+
+def load_models(names: list[str], device: str, fast_cpu: str | None = None):
+    """One model, or the `EnsembleModel` of several sharing one tokenizer, and the tokenizer."""
+    loaded = [load_model_and_tokenizer(name, device, fast_cpu) for name in names]
+    if len(loaded) == 1:
+        return loaded[0]
+    check_same_tokenizer([tokenizer for _, tokenizer in loaded], names)
+    return EnsembleModel([model for model, _ in loaded], names).eval(), loaded[0][1]
 
 
 def decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
@@ -156,11 +213,17 @@ def translate(argv: list[str]) -> int:
     is_file = args.input != "-"
     if is_file and not Path(args.input).is_file():
         raise UserError(f"no input file {args.input}.")
-    model, tokenizer = load_model_and_tokenizer(args.model, device, args.fast_cpu)
+    check_prefix_file(args.prefix, args.input if is_file else None)
+    model, tokenizer = load_models(args.model, device, args.fast_cpu)
     name = args.input if is_file else "stdin"
     window = decoding.batch_size * (FILE_WINDOW_BATCHES if is_file else 1)
+    output_format = "nbest" if args.nbest and args.output_format == "text" else args.output_format
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open(args.input, "rb")) if is_file else sys.stdin.buffer
+        prefixes = None
+        if args.prefix:
+            prefix_stream = stack.enter_context(open(args.prefix, "rb"))
+            prefixes = decoded_lines(prefix_stream, args.prefix)
         sink = sys.stdout
         if args.output != "-":
             sink = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
@@ -168,18 +231,32 @@ def translate(argv: list[str]) -> int:
         bar = stack.enter_context(
             tqdm(total=total, desc="translate", unit="line", disable=not is_file, file=sys.stderr)
         )
-        outputs = translate_stream(
-            model, tokenizer, decoded_lines(source, name), decoding, window, device, bar
-        )
-        for done, texts in enumerate(outputs, start=1):
-            for text in texts:  # a line end inside a translation would shift the next lines
-                sink.write(text.replace("\r", " ").replace("\n", " ") + "\n")
-            if done % window == 0:
+        outputs = stream_hypotheses(
+            model, tokenizer, decoded_lines(source, name), decoding, window, device, bar,
+            prefixes, scores=output_format != "text",
+        )  # fmt: skip
+        for index, hypotheses in enumerate(outputs):
+            sink.write(format_hypotheses(index, hypotheses, output_format))
+            if (index + 1) % window == 0:
                 sink.flush()
         sink.flush()
     if args.output != "-":
         logger.info("%d lines translated into %s", bar.n, args.output)
     return 0
+
+
+def check_prefix_file(prefix: str | None, source: str | None) -> None:
+    """A missing prefix file, or one whose line count is not the input file's, is a user error
+    (stdin's count is checked as it is read)."""
+    if prefix is None:
+        return
+    if not Path(prefix).is_file():
+        raise UserError(f"no prefix file {prefix}.")
+    if source is not None and count_lines(prefix) != count_lines(source):
+        raise UserError(
+            f"{prefix} has {count_lines(prefix)} lines, {source} has {count_lines(source)}: "
+            "pass one prefix per input line (an empty line for none)."
+        )
 
 
 if __name__ == "__main__":
