@@ -183,6 +183,8 @@ class EnsembleModel(PreTrainedModel, GenerationMixin):
         self.encoder = EnsembleEncoder(self.members)
         self.widths = [m.config.d_model for m in models]
         self.generation_config = copy.deepcopy(models[0].generation_config)
+        # Decoding only; the flag alone, so that building an ensemble leaves its members' modes.
+        self.training = self.encoder.training = False
 
     @classmethod
     def from_pretrained_list(cls, folders: Sequence[str], **kwargs) -> EnsembleModel:
