@@ -144,6 +144,8 @@ class EnsembleCache(Cache):
 class EnsembleEncoder(nn.Module):
     """Every member's encoder on the same source; their outputs concatenated on the feature axis."""
 
+    main_input_name = "input_ids"
+
     def __init__(self, members: nn.ModuleList):
         super().__init__()
         self.members = members  # shared with the EnsembleModel, not a copy
