@@ -234,9 +234,10 @@ def _generate_batch(model, input_ids, attention_mask, kwargs, prefixes, with_sco
             **kwargs,
             "logits_processor": LogitsProcessorList([PrefixForcingLogitsProcessor(prefixes)]),
         }
-    if with_scores:  # raw logits for greedy/sampling, beam search's own scores otherwise
-        kwargs = {**kwargs, "return_dict_in_generate": True, "output_scores": True}
-        kwargs["output_logits"] = kwargs["num_beams"] == 1
+    if with_scores:  # beam search's own scores; the raw logits for greedy search and sampling
+        beam = kwargs["num_beams"] > 1
+        kwargs = {**kwargs, "return_dict_in_generate": True}
+        kwargs["output_scores" if beam else "output_logits"] = True
     with torch.inference_mode():
         generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     if not with_scores:
