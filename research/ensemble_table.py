@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
 from vanilla_transformer.ensemble import EnsembleModel
-from vanilla_transformer.publishing.safety import CheckpointError, load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import (
     average_checkpoints,
     list_checkpoints,
@@ -32,21 +33,29 @@ from vanilla_transformer.translation import DecodingOptions
 __all__ = ["checkpoint_variants", "ensemble_table", "format_ensemble_table"]
 
 
+def load_model(folder: Path):
+    """A checkpoint's model, its weights read as the average tool reads them (a save_pretrained
+    folder or an accelerate checkpoint alike; the mean of one checkpoint is its weights)."""
+    model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(folder))
+    load_averaged_weights(model, average_checkpoints([folder]))
+    return model.eval()
+
+
 def checkpoint_variants(folders: Sequence[Path]) -> list[tuple[str, Callable]]:
     """(name, build the model) for the last of `folders`, their average and their ensemble; each
     model is built when its row is scored, so one variant is in memory at a time."""
     folders = [Path(f) for f in folders]
 
     def last():
-        return load_model(folders[-1]).eval()
+        return load_model(folders[-1])
 
     def average():
-        model = load_model(folders[-1]).eval()
+        model = load_model(folders[-1])
         load_averaged_weights(model, average_checkpoints(folders))
         return model
 
     def ensemble():
-        return EnsembleModel([load_model(f).eval() for f in folders], [f.name for f in folders])
+        return EnsembleModel([load_model(f) for f in folders], [f.name for f in folders])
 
     k = len(folders)
     return [
@@ -57,12 +66,11 @@ def checkpoint_variants(folders: Sequence[Path]) -> list[tuple[str, Callable]]:
 
 
 def _run_tokenizer(run_dir: Path, folders: Sequence[Path]):
-    for folder in reversed(folders):  # a checkpoint that holds the tokenizer, else the run's model
-        try:
-            return load_tokenizer(folder)
-        except CheckpointError:  # no tokenizer files in this checkpoint
-            continue
-    return load_tokenizer(resolve_model_folder(run_dir))
+    """The newest checkpoint's tokenizer, else the run's model's."""
+    with_tokenizer = [f for f in folders if (f / "tokenizer_config.json").is_file()]
+    return AutoTokenizer.from_pretrained(
+        with_tokenizer[-1] if with_tokenizer else resolve_model_folder(run_dir)
+    )
 
 
 def ensemble_table(

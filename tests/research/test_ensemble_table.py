@@ -2,12 +2,12 @@
 run's last checkpoints, each scored as the evaluate tool scores it."""
 
 import pytest
+from transformers import AutoModelForSeq2SeqLM
 
 from research.ensemble_table import ensemble_table, format_ensemble_table
 from tests.conftest import word_tokenizer
 from tests.toy_translation import toy_pairs, trained_toy_model
 from vanilla_transformer.ensemble import EnsembleModel
-from vanilla_transformer.publishing.safety import load_model
 from vanilla_transformer.recipe.evaluation import evaluate_translation
 from vanilla_transformer.translation import DecodingOptions
 
@@ -36,10 +36,8 @@ def test_the_table_has_the_last_checkpoint_the_average_and_the_ensemble_scored_a
         "ensemble of the last 2",
     ]
     folders = [run_dir / "checkpoints" / f"checkpoint_{s}" for s in (200, 250)]
-    expected = {
-        0: load_model(folders[-1]).eval(),
-        2: EnsembleModel([load_model(f).eval() for f in folders]),
-    }
+    load = AutoModelForSeq2SeqLM.from_pretrained  # as the evaluate tool loads a model folder
+    expected = {0: load(folders[-1]), 2: EnsembleModel([load(f) for f in folders])}
     for index, model in expected.items():
         scores = evaluate_translation(model, word_tokenizer(), ROWS, "en", "es", options=options)
         assert (rows[index]["bleu"], rows[index]["chrf"]) == (scores["bleu"], scores["chrf"])
