@@ -100,5 +100,7 @@ def test_the_tool_decodes_several_models_as_an_ensemble(
     stdin = io.TextIOWrapper(io.BytesIO(("\n".join(SENTENCES) + "\n").encode()), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", stdin)
     assert translate_tool.main([*map(str, folders), "--num_beams", "4"]) == 0
-    expected = translate_lines(EnsembleModel([toy, other_toy]), word_tokenizer(), SENTENCES)
+    from_folders = EnsembleModel.from_pretrained_list([str(f) for f in folders])
+    expected = translate_lines(from_folders, word_tokenizer(), SENTENCES)
+    assert expected == translate_lines(EnsembleModel([toy, other_toy]), word_tokenizer(), SENTENCES)
     assert capsys.readouterr().out.splitlines() == [o[0] for o in expected]

@@ -219,10 +219,12 @@ def _checked_prefixes(prefixes, count: int) -> list[str] | None:
     return prefixes if any(prefixes) else None
 
 
-def _unfinished_outputs(lines, prefixes, n) -> list[list[Hypothesis]]:
-    """What each line gives before decoding: a blank line its prefix (or nothing), score 0.0."""
+def _unfinished_outputs(lines, prefixes, n, scores: bool) -> list[list[Hypothesis]]:
+    """What each line gives before decoding: a blank line its prefix (or nothing), scored 0.0
+    (None without scores)."""
+    score = 0.0 if scores else None
     return [
-        [Hypothesis(prefixes[i].strip() if prefixes else "", 0.0) for _ in range(n)]
+        [Hypothesis(prefixes[i].strip() if prefixes else "", score) for _ in range(n)]
         for i in range(len(lines))
     ]
 
@@ -271,7 +273,7 @@ def translate_hypotheses(
     lines = _checked_lines(lines)
     prefixes = _checked_prefixes(prefixes, len(lines))
     n = options.num_return_sequences
-    outputs = _unfinished_outputs(lines, prefixes, n)
+    outputs = _unfinished_outputs(lines, prefixes, n, scores)
     todo = [i for i, line in enumerate(lines) if line.strip()]
     if progress is not None and len(todo) < len(lines):
         progress.update(len(lines) - len(todo))
