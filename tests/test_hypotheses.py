@@ -2,6 +2,7 @@
 means the same on every decoding mode, the n-best format round-trips, and every output starts with
 its prefix."""
 
+import io
 import json
 import sys
 
@@ -104,15 +105,12 @@ def test_the_nbest_format_round_trips():
 
 
 def _run(argv, stdin: str, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdin", open_bytes(stdin))
+    """The tool in this process, stdin fed from `stdin`: (exit code, captured output)."""
+    monkeypatch.setattr(
+        sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
+    )
     code = translate_tool.main([str(a) for a in argv])
     return code, capsys.readouterr()
-
-
-def open_bytes(text: str):
-    import io
-
-    return io.TextIOWrapper(io.BytesIO(text.encode()), encoding="utf-8")
 
 
 def test_the_tools_nbest_list_has_n_scored_lines_per_input_best_first(
