@@ -227,3 +227,14 @@ def test_the_tool_reads_prefixes_from_a_file_with_the_inputs_line_count(
     prefixes.write_text("el\n")
     code, captured = _run(args, "", monkeypatch, capsys)
     assert code == 2 and "pass one prefix per input line" in captured.err
+
+
+def test_stdin_with_a_prefix_file_of_another_line_count_is_a_one_line_error(
+    toy_folder, tmp_path, monkeypatch, capsys
+):
+    prefixes = tmp_path / "prefix.es"
+    prefixes.write_text("el\nla\n")
+    args = [toy_folder, "--prefix", prefixes, "--num_beams", "1"]
+    code, captured = _run(args, "the dog\na house\nthe cat\n", monkeypatch, capsys)
+    assert code == 2 and "different line counts" in captured.err
+    assert "Traceback" not in captured.err
