@@ -242,7 +242,10 @@ class EnsembleModel(PreTrainedModel, GenerationMixin):
     def _reorder_cache(self, cache: EnsembleCache, beam_idx: torch.LongTensor) -> EnsembleCache:
         """Beam search's reordering: each member reorders its own cache its own way."""
         for member, member_cache in zip(self.members, cache.members, strict=True):
-            member._reorder_cache(member_cache, beam_idx)
+            if hasattr(member, "_reorder_cache"):
+                member._reorder_cache(member_cache, beam_idx)
+            else:  # a model without its own rule: the whole cache follows the beams
+                member_cache.reorder_cache(beam_idx)
         return cache
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
