@@ -5,6 +5,8 @@ batching, generate()), plus the opt-in int8 CPU inference path.
     python scripts/benchmark.py --quick              # tiny shape, < 2 minutes
     python scripts/benchmark.py --device cuda        # bf16 autocast training, GPU decoding
     python scripts/benchmark.py quantized-bleu --model outputs/run1   # BLEU fp32 vs fast int8/bf16
+    python scripts/benchmark.py ensemble-table --model runs/cpu-small --last 5 --markdown t.md
+                                   # last checkpoint vs average vs ensemble of the last 5
 
     # The reference decoding comparison (base shape, every path on the same weights: ours,
     # Marian, CTranslate2, the fast CPU path; training vs Marian; bandwidth and GEMM peak):
@@ -47,9 +49,11 @@ def parse_args():
         "command",
         nargs="?",
         default="run",
-        choices=["run", "quantized-bleu"],
+        choices=["run", "quantized-bleu", "ensemble-table"],
         help="run: the benchmark (default); quantized-bleu: BLEU of a trained model on the "
-        "Bible test set, default fp32 path vs the fast CPU path in int8 (and bf16 where native)",
+        "Bible test set, default fp32 path vs the fast CPU path in int8 (and bf16 where native); "
+        "ensemble-table: BLEU, chrF and sentences/s of a run's (--model) last checkpoint, the "
+        "average of its last --last and their ensemble, on its test split",
     )
     parser.add_argument(
         "--parts",
@@ -113,7 +117,9 @@ def parse_args():
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
     parser.add_argument(
-        "--model", default=None, help="quantized-bleu, engines, server: trained model folder"
+        "--model",
+        default=None,
+        help="quantized-bleu, engines, server: trained model folder; ensemble-table: run folder",
     )
     parser.add_argument(
         "--lines", default=None, help="engines: source lines (default: the Bible test set)"
@@ -145,7 +151,10 @@ def parse_args():
         help="server: flags of vanilla-transformer-serve, e.g. '--engine ctranslate2'",
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="quantized-bleu: first N test pairs"
+        "--last", type=int, default=5, help="ensemble-table: how many checkpoints (default 5)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="quantized-bleu, ensemble-table: first N test pairs"
     )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument(
@@ -401,12 +410,30 @@ def quantized_bleu(args):
         Path(args.out).write_text(json.dumps(report, indent=2))
 
 
+def ensemble_table(args):
+    from research.ensemble_table import ensemble_table, format_ensemble_table
+
+    if not args.model:
+        raise SystemExit(
+            "ensemble-table needs --model RUN_FOLDER (a training run with checkpoints)"
+        )
+    rows = ensemble_table(args.model, last=args.last, max_samples=args.limit, device=args.device)
+    table = format_ensemble_table(rows)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "quantized-bleu":
         return quantized_bleu(args)
+    if args.command == "ensemble-table":
+        return ensemble_table(args)
     results = {
         "machine": bm.machine_info(args.device),
         "quick": args.quick,

@@ -4,30 +4,42 @@ tool, the demo and the export comparisons.
 - `DecodingOptions`: how each batch is decoded (beam search as in the paper: 4 beams, length
   penalty 0.6; greedy; sampling) and how batches are formed (at most `batch_size` sentences and
   `max_tokens` padded source tokens, fairseq's `--max-tokens` / Marian's `--mini-batch-words`).
-- `translate_lines`: sentences sorted by length into batches (similar lengths waste little padding,
-  and the model's output limit, longest source + 50, is tighter), generated and decoded; the outputs
-  come back in the input order, `num_return_sequences` per line.
-- `translate_stream`: the same over an iterable of lines read a bounded window at a time, yielding
-  each window's outputs in input order as soon as it is done (a tool writes them at once).
+- `translate_hypotheses`: sentences sorted by length into batches (similar lengths waste little
+  padding, and the model's output limit, longest source + 50, is tighter), generated and decoded;
+  the outputs come back in the input order, `num_return_sequences` `Hypothesis` per line, each
+  with its score (`pipeline_vanilla_transformer.sequence_scores`), optionally after a forced target
+  prefix per line. `translate_lines`: their texts only.
+- `stream_hypotheses` / `translate_stream`: the same over an iterable of lines read a bounded window
+  at a time, yielding each window's outputs in input order as soon as it is done (a tool writes
+  them at once).
 - `check_tokenizer_matches`: refuses a tokenizer whose vocabulary or special ids are not the model's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
+from transformers import LogitsProcessorList
 
 from .errors import UserError
+from .pipeline_vanilla_transformer import PrefixForcingLogitsProcessor, sequence_scores
 
 __all__ = [
     "DecodingOptions",
     "Hypothesis",
+    "PrefixCountError",
     "TokenizerMismatchError",
     "check_tokenizer_matches",
+    "format_hypotheses",
+    "parse_nbest_line",
     "read_windows",
+    "stream_hypotheses",
     "token_batches",
+    "translate_hypotheses",
     "translate_lines",
     "translate_stream",
 ]
@@ -114,6 +126,10 @@ class TokenizerMismatchError(UserError, ValueError):
     """A tokenizer that is not the model's: its ids would index another vocabulary."""
 
 
+class PrefixCountError(UserError, ValueError):
+    """Target prefixes that are not one per input line."""
+
+
 def check_tokenizer_matches(config, tokenizer) -> None:
     """Raise `TokenizerMismatchError` unless `tokenizer` has the model's vocabulary size
     (`config.vocab_size`) and its pad / eos / bos ids are the config's (where both define one).
@@ -194,26 +210,71 @@ def _checked_lines(lines: Iterable[str]) -> list[str]:
     return lines
 
 
-def translate_lines(
+def _checked_prefixes(prefixes, count: int) -> list[str] | None:
+    """One prefix per line (None: none), or a ValueError; all-empty prefixes are no prefixes."""
+    if prefixes is None:
+        return None
+    prefixes = _checked_lines(prefixes)
+    if len(prefixes) != count:
+        raise PrefixCountError(f"{len(prefixes)} prefixes for {count} lines: pass one per line.")
+    return prefixes if any(prefixes) else None
+
+
+def _unfinished_outputs(lines, prefixes, n, scores: bool) -> list[list[Hypothesis]]:
+    """What each line gives before decoding: a blank line its prefix (or nothing), scored 0.0
+    (None without scores)."""
+    score = 0.0 if scores else None
+    return [
+        [Hypothesis(prefixes[i].strip() if prefixes else "", score) for _ in range(n)]
+        for i in range(len(lines))
+    ]
+
+
+def _generate_batch(model, input_ids, attention_mask, kwargs, prefixes, with_scores, penalty):
+    """One batch through `generate`: (B * n, T) sequences and (B * n,) scores (or None)."""
+    if prefixes is not None:
+        kwargs = {
+            **kwargs,
+            "logits_processor": LogitsProcessorList([PrefixForcingLogitsProcessor(prefixes)]),
+        }
+    if with_scores:  # beam search's own scores; the raw logits for greedy search and sampling
+        beam = kwargs["num_beams"] > 1
+        kwargs = {**kwargs, "return_dict_in_generate": True}
+        kwargs["output_scores" if beam else "output_logits"] = True
+    with torch.inference_mode():
+        generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    if not with_scores:
+        return generated, None
+    return generated.sequences, sequence_scores(model, generated, penalty)
+
+
+def translate_hypotheses(
     model,
     tokenizer,
     lines: Iterable[str],
     options: DecodingOptions | None = None,
     device: str | torch.device | None = None,
     progress=None,
-) -> list[list[str]]:
+    prefixes: Iterable[str] | None = None,
+    scores: bool = True,
+) -> list[list[Hypothesis]]:
     """Translate each line; returns, per input line and in input order, its
-    `options.num_return_sequences` translations (best first for beam search). An empty or
-    whitespace-only line translates to empty strings, so outputs stay aligned with the input.
+    `options.num_return_sequences` hypotheses (best first for beam search), each with its score
+    (`Hypothesis.score`, the same normalisation on every decoding mode; `scores=False` skips it,
+    and the memory generate() needs to keep per-step scores). An empty or whitespace-only line gives
+    empty hypotheses (its prefix, if any) scored 0.0, so outputs stay aligned with the input.
 
+    `prefixes`: one target prefix per line, forced as the first tokens of its translations (as
+    tokenized alone, without special tokens; beam search continues from it); "" for none.
     `model` is put in eval mode for the call (a DDP-style wrapper is unwrapped) and moved to
     `device` (default: where it is). `progress`: an object with `update(n)` (a tqdm bar), told the
     number of lines each batch finishes.
     """
     options = options or DecodingOptions()
     lines = _checked_lines(lines)
+    prefixes = _checked_prefixes(prefixes, len(lines))
     n = options.num_return_sequences
-    outputs: list[list[str]] = [[""] * n for _ in lines]
+    outputs = _unfinished_outputs(lines, prefixes, n, scores)
     todo = [i for i, line in enumerate(lines) if line.strip()]
     if progress is not None and len(todo) < len(lines):
         progress.update(len(lines) - len(todo))
@@ -225,6 +286,9 @@ def translate_lines(
     if next(model.parameters()).device != device:
         model.to(device)
     encoded = tokenizer([lines[i] for i in todo], add_special_tokens=True)["input_ids"]
+    prefix_ids = None
+    if prefixes is not None:
+        prefix_ids = tokenizer([prefixes[i] for i in todo], add_special_tokens=False)["input_ids"]
     batches = token_batches([len(ids) for ids in encoded], options.max_tokens, options.batch_size)
     kwargs = options.generate_kwargs()
     was_training = model.training
@@ -232,15 +296,16 @@ def translate_lines(
     try:
         for batch in batches:
             input_ids, attention_mask = _pad([encoded[j] for j in batch], pad_id)
-            with torch.inference_mode():
-                generated = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    **kwargs,
-                )  # (B * n, T)
-            texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            forced = None if prefix_ids is None else [prefix_ids[j] for j in batch]
+            sequences, batch_scores = _generate_batch(
+                model, input_ids.to(device), attention_mask.to(device), kwargs, forced, scores,
+                options.length_penalty,
+            )  # fmt: skip
+            texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)  # B * n
+            values = batch_scores.tolist() if batch_scores is not None else [None] * len(texts)
             for row, j in enumerate(batch):
-                outputs[todo[j]] = [t.strip() for t in texts[row * n : (row + 1) * n]]
+                span = range(row * n, (row + 1) * n)
+                outputs[todo[j]] = [Hypothesis(texts[k].strip(), values[k]) for k in span]
             if progress is not None:
                 progress.update(len(batch))
     finally:
@@ -248,15 +313,29 @@ def translate_lines(
     return outputs
 
 
-def read_windows(lines: Iterable[str], window: int) -> Iterator[list[str]]:
-    """`lines` read `window` at a time, each window as a list. If reading raises (e.g. a line that
-    is not UTF-8), the lines read before it are yielded first, then the error propagates."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}.")
+def translate_lines(
+    model,
+    tokenizer,
+    lines: Iterable[str],
+    options: DecodingOptions | None = None,
+    device: str | torch.device | None = None,
+    progress=None,
+    prefixes: Iterable[str] | None = None,
+) -> list[list[str]]:
+    """`translate_hypotheses`' texts, without scores: per input line and in input order, its
+    `options.num_return_sequences` translations (best first for beam search)."""
+    hypotheses = translate_hypotheses(
+        model, tokenizer, lines, options, device, progress, prefixes, scores=False
+    )
+    return [[h.text for h in per_line] for per_line in hypotheses]
+
+
+def _windows(lines: Iterable[str], window: int) -> Iterator[tuple[list[str], Exception | None]]:
+    """`lines` read `window` at a time: (chunk, the reading error that ended it, if any)."""
     source = iter(lines)
     while True:
         chunk: list[str] = []
-        failure: BaseException | None = None
+        failure: Exception | None = None
         try:
             for line in source:
                 chunk.append(line)
@@ -264,12 +343,66 @@ def read_windows(lines: Iterable[str], window: int) -> Iterator[list[str]]:
                     break
         except Exception as err:  # keep what was read before it
             failure = err
+        yield chunk, failure
+        if failure is not None or len(chunk) < window:
+            return
+
+
+def _take_prefixes(prefixes: Iterator[str] | None, count: int, last: bool) -> list[str] | None:
+    """The next `count` prefixes, one per line; a `PrefixCountError` when there are fewer, or
+    (after the `last` window) more."""
+    if prefixes is None:
+        return None
+    taken = list(itertools.islice(prefixes, count))
+    if len(taken) < count or (last and next(prefixes, None) is not None):
+        raise PrefixCountError(
+            "the prefixes and the input have different line counts: pass one prefix per input line."
+        )
+    return taken
+
+
+def read_windows(
+    lines: Iterable[str], window: int, prefixes: Iterable[str] | None = None
+) -> Iterator[tuple[list[str], list[str] | None]]:
+    """`lines` read `window` at a time, with their `prefixes` read in step (None without): each
+    window as `(lines, prefixes)`, the one streaming rule of every engine. If reading `lines` raises
+    (e.g. a line that is not UTF-8), the window read before it is yielded first, then the error
+    propagates; prefixes fewer or more than the lines are a `PrefixCountError`."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}.")
+    prefix_source = iter(prefixes) if prefixes is not None else None
+    for chunk, failure in _windows(lines, window):
+        last = failure is None and len(chunk) < window
+        forced = _take_prefixes(prefix_source, len(chunk), last)
         if chunk:
-            yield chunk
+            yield chunk, forced
         if failure is not None:
             raise failure
-        if len(chunk) < window:
-            return
+
+
+def stream_hypotheses(
+    model,
+    tokenizer,
+    lines: Iterable[str],
+    options: DecodingOptions | None = None,
+    window: int | None = None,
+    device: str | torch.device | None = None,
+    progress=None,
+    prefixes: Iterable[str] | None = None,
+    scores: bool = True,
+) -> Iterator[list[Hypothesis]]:
+    """`translate_hypotheses` over `lines` (and `prefixes`, read in step with them) `window` lines
+    at a time (default: one batch, `options.batch_size`; `read_windows`): yields each line's
+    hypotheses in input order, a window as soon as it is done, so a reader of stdin translates as
+    lines arrive and a caller that writes each output at once keeps every finished window when
+    interrupted. Sorting by length happens within a window. If reading `lines` raises (e.g. a line
+    that is not UTF-8), the lines read before it are translated and yielded first, then the error
+    propagates."""
+    options = options or DecodingOptions()
+    for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
+        yield from translate_hypotheses(
+            model, tokenizer, chunk, options, device, progress, forced, scores
+        )
 
 
 def translate_stream(
@@ -280,13 +413,47 @@ def translate_stream(
     window: int | None = None,
     device: str | torch.device | None = None,
     progress=None,
+    prefixes: Iterable[str] | None = None,
 ) -> Iterator[list[str]]:
-    """`translate_lines` over `lines` read `window` lines at a time (default: one batch,
-    `options.batch_size`; `read_windows`): yields each line's translations in input order, a window
-    as soon as it is done, so a reader of stdin translates as lines arrive and a caller that writes
-    each output at once keeps every finished window when interrupted. Sorting by length happens
-    within a window. If reading `lines` raises (e.g. a line that is not UTF-8), the lines read
-    before it are translated and yielded first, then the error propagates."""
-    options = options or DecodingOptions()
-    for chunk in read_windows(lines, window or options.batch_size):
-        yield from translate_lines(model, tokenizer, chunk, options, device, progress)
+    """`stream_hypotheses`' texts, without scores: each line's translations in input order, a
+    window at a time (default: one batch, `options.batch_size`)."""
+    for hypotheses in stream_hypotheses(
+        model, tokenizer, lines, options, window, device, progress, prefixes, scores=False
+    ):
+        yield [h.text for h in hypotheses]
+
+
+NBEST_SEPARATOR = " ||| "
+
+
+def format_hypotheses(index: int, hypotheses: Sequence[Hypothesis], output_format: str) -> str:
+    """One input's hypotheses as output lines (each ending in "\\n"), best first:
+    - "nbest": Moses' n-best format, `index ||| translation ||| F0= score ||| score`;
+    - "jsonl": `{"index", "rank", "translation", "score"}` per line;
+    - "text": the translations alone.
+    `index` counts inputs from 0; a line end inside a translation is written as a space."""
+    lines = []
+    for rank, hypothesis in enumerate(hypotheses):
+        text = hypothesis.text.replace("\r", " ").replace("\n", " ")
+        if output_format == "jsonl":
+            record = {"index": index, "rank": rank, "translation": text, "score": hypothesis.score}
+            lines.append(json.dumps(record, ensure_ascii=False))
+        elif output_format == "nbest":
+            score = f"{hypothesis.score:.6f}"
+            lines.append(NBEST_SEPARATOR.join([str(index), text, f"F0= {score}", score]))
+        else:
+            lines.append(text)
+    return "".join(line + "\n" for line in lines)
+
+
+def parse_nbest_line(line: str) -> tuple[int, str, dict[str, float], float]:
+    """(index, translation, features, score) of one Moses n-best line (`format_hypotheses`)."""
+    fields = line.rstrip("\n").split(NBEST_SEPARATOR)
+    if len(fields) < 4:
+        raise ValueError(f"not an n-best line (index ||| text ||| features ||| score): {line!r}")
+    names_values = fields[-2].split()
+    features = {
+        n.rstrip("="): float(v) for n, v in zip(names_values[::2], names_values[1::2], strict=True)
+    }
+    text = NBEST_SEPARATOR.join(fields[1:-2])
+    return int(fields[0]), text, features, float(fields[-1])

@@ -96,8 +96,22 @@ class Translator:
         translations yielded in input order as soon as its window is done
         (`translation.read_windows`: a reading error comes after the lines read before it)."""
         options = with_defaults(options)
-        for chunk in read_windows(lines, window or options.batch_size):
+        for chunk, _ in read_windows(lines, window or options.batch_size):
             yield from self.translate(chunk, options, progress)
+
+    def stream_hypotheses(
+        self,
+        lines: Iterable[str],
+        options: DecodingOptions | None = None,
+        window: int | None = None,
+        progress=None,
+        prefixes: Iterable[str] | None = None,
+    ) -> Iterator[list[Hypothesis]]:
+        """`translate_hypotheses` over `lines` and their `prefixes`, read in step `window` lines at
+        a time (`translation.read_windows`, the streaming rule of `translate_stream`)."""
+        options = with_defaults(options)
+        for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
+            yield from self.translate_hypotheses(chunk, options, forced, progress)
 
     def __call__(self, texts: list[str], **decoding) -> list[str]:
         """The best translation of each text (`DecodingOptions(**decoding)`, the paper's beam 4 and
