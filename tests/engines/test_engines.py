@@ -67,12 +67,16 @@ def test_the_torch_engine_is_translate_lines_on_the_loaded_model(torch_translato
 
 @needs_runtimes
 @pytest.mark.parametrize("engine", ["ct2", "ort"])
-@pytest.mark.parametrize("beams", [1, 4])
+@pytest.mark.parametrize(
+    "settings",
+    [{"num_beams": 1}, {"num_beams": 4}, {"num_beams": 4, "max_new_tokens": 3}],
+    ids=["greedy", "beam4", "beam4_limit3"],
+)
 def test_float32_engines_translate_to_torchs_text_greedy_and_beam_4(
-    request, torch_translator, engine, beams
+    request, torch_translator, engine, settings
 ):
     translator = request.getfixturevalue(engine)
-    options = DecodingOptions(num_beams=beams, batch_size=5)  # several batches
+    options = DecodingOptions(**settings, batch_size=5)  # several batches
     expected = torch_translator.translate(LINES, options)
     assert translator.translate(LINES, options) == expected
     assert expected[len(SENTENCES) + 12] == [""]  # the empty line stays empty

@@ -21,7 +21,6 @@ Quantizations: torch: None (plain `generate()`), or a fast CPU mode of
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from pathlib import Path
 
@@ -148,7 +147,7 @@ def _ctranslate2(name: str, quantization: str, device: str, cache_dir, threads: 
 
 
 def _onnxruntime(name: str, quantization: str, cache_dir, threads: int):
-    from ..export.onnx import export_onnx
+    from ..export.onnx import export_onnx, quantize_onnx_int8
     from .cache import cached_export
     from .loading import local_model_folder
     from .onnx_engine import OnnxTranslator
@@ -163,44 +162,6 @@ def _onnxruntime(name: str, quantization: str, cache_dir, threads: int):
 
     exported = cached_export(folder, "onnxruntime", quantization, "onnxruntime", export, cache_dir)
     return OnnxTranslator(exported, intra_op_num_threads=threads)
-
-
-def quantize_onnx_int8(folder: Path) -> None:
-    """Each graph's matrix products in int8 (ONNX Runtime's dynamic quantization: int8 weights
-    with one scale per output channel, activations quantised per call), in place."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from ..export.onnx import GRAPHS
-
-    root = logging.getLogger()  # quantize_dynamic advises a pre-processing pass, once per graph
-    advice = _DropMessage("consider to run pre-processing before quantization")
-    root.addFilter(advice)
-    try:
-        for graph in GRAPHS:
-            _quantize_graph(folder, graph, quantize_dynamic, QuantType)
-    finally:
-        root.removeFilter(advice)
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-def _quantize_graph(folder: Path, graph: str, quantize_dynamic, QuantType) -> None:
-    path, quantized = folder / f"{graph}.onnx", folder / f"{graph}.int8.onnx"
-    quantize_dynamic(
-        path,
-        quantized,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-    )
-    os.replace(quantized, path)
 
 
 def tool_quantization(engine: str, quantization: str | None, fast_cpu: str | None) -> str | None:

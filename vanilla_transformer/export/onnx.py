@@ -15,6 +15,8 @@ exporter (`torch.onnx.export(..., dynamo=True)`, the default and recommended rou
 2.9; it needs `onnxscript`). The wrappers below call the model's submodules with keyword arguments
 and build the key/value cache object themselves, so the graphs' inputs and outputs are plain
 tensors. Every config exports, `attention_scaling="key_norm_sum"` included.
+`quantize_onnx_int8(folder)` turns an export's matrix products into int8 (ONNX Runtime's dynamic
+quantization), what the engine's `quantization="int8"` runs.
 
 Usage::
 
@@ -214,6 +216,42 @@ def export_onnx(model, tokenizer, output_dir: str | os.PathLike) -> Path:
     model.generation_config.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def quantize_onnx_int8(folder: Path) -> None:
+    """Each graph's matrix products in int8 (ONNX Runtime's dynamic quantization: int8 weights
+    with one scale per output channel, activations quantised per call), in place."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()  # quantize_dynamic advises a pre-processing pass, once per graph
+    advice = _DropMessage("consider to run pre-processing before quantization")
+    root.addFilter(advice)
+    try:
+        for graph in GRAPHS:
+            _quantize_graph(folder, graph, quantize_dynamic, QuantType)
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _quantize_graph(folder: Path, graph: str, quantize_dynamic, QuantType) -> None:
+    path, quantized = folder / f"{graph}.onnx", folder / f"{graph}.int8.onnx"
+    quantize_dynamic(
+        path,
+        quantized,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    os.replace(quantized, path)
 
 
 def __getattr__(name: str):
