@@ -103,3 +103,25 @@ def test_an_unknown_engine_is_refused_with_the_choices(model_folder, monkeypatch
         translated([model_folder, "--engine", "tensorflow"], ["the dog"], monkeypatch, capsys)
     assert stopped.value.code == 2
     assert "ctranslate2" in capsys.readouterr().err
+
+
+@needs_ctranslate2
+@pytest.mark.parametrize("engine", ["ctranslate2", "onnxruntime"])
+def test_the_readme_engines_example_prints_the_pipelines_translation(model_folder, engine):
+    from tests.export.readme_examples import readme_python_example, run_example
+    from vanilla_transformer import translation_pipeline
+
+    verse = "In the beginning God created the heaven and the earth."
+    printed = run_example(
+        readme_python_example("Engines, tools for MT work, and a server"),
+        # int8 run in float32: the printed text then equals the pipeline's on every CPU (int8's
+        # closeness per CPU backend is tests/export/test_ctranslate2_export.py's).
+        {
+            "runs/cpu-small/hub": str(model_folder),
+            verse: SENTENCES[1],
+            '"ctranslate2"': f'"{engine}"',
+            '"int8"': '"float32"',
+        },
+    )
+    expected = translation_pipeline(str(model_folder))(SENTENCES[1])[0]["translation_text"]
+    assert printed.strip() == str([expected])

@@ -13,7 +13,6 @@ import torch
 from conftest import word_tokenizer
 from toy_translation import SENTENCES, toy_pairs, trained_toy_model
 
-from vanilla_transformer import translation
 from vanilla_transformer.engines import UnsupportedOption, load_translator
 from vanilla_transformer.errors import UserError
 from vanilla_transformer.translation import DecodingOptions, translate_lines
@@ -126,12 +125,14 @@ def generate_score(line: str, output: str, prefix_words: int, length_penalty: fl
 
 @pytest.mark.parametrize("engine", ["torch_translator", pytest.param("ort", marks=needs_runtimes)])
 def test_torch_and_onnx_hypotheses_come_from_translation_translate_hypotheses(request, engine):
-    if not hasattr(translation, "translate_hypotheses"):
-        pytest.skip("translation.translate_hypotheses arrives with the n-best branch")
     translator = request.getfixturevalue(engine)
     options = DecodingOptions(num_beams=4, num_return_sequences=2)
     hypotheses = translator.translate_hypotheses(LINES, options)
     assert [[h.text for h in line] for line in hypotheses] == translator.translate(LINES, options)
+    for line in hypotheses:  # best first, each scored
+        scores = [h.score for h in line]
+        assert all(isinstance(score, float) for score in scores)
+        assert scores == sorted(scores, reverse=True)
 
 
 @needs_runtimes

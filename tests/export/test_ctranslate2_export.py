@@ -220,25 +220,6 @@ def test_key_norm_sum_attention_is_refused_with_the_reason(tmp_path):
     assert not (tmp_path / "ct2").exists()
 
 
-def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(tmp_path):
-    from readme_examples import readme_python_example, run_example
-
-    from vanilla_transformer.export.ctranslate2 import export_ctranslate2
-
-    model = trained_toy_model()
-    folder = export_ctranslate2(model, word_tokenizer(), tmp_path / "ct2", quantization="int8")
-    verse = "In the beginning God created the heaven and the earth."
-    printed = run_example(
-        readme_python_example("Export to CTranslate2"),
-        # The int8 folder run in float32: the example's text then equals our pipeline's on every
-        # CPU (int8's own closeness, per CPU backend, is the test above).
-        {"exported/ct2": str(folder), verse: SENTENCES[1], '"int8"': '"float32"'},
-    )
-    # Beam 4, length penalty 0.6 on both sides.
-    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1])[0]["translation_text"]
-    assert printed.strip() == expected
-
-
 def test_translator_decodes_with_the_papers_beam_and_length_penalty_like_the_pipeline(tmp_path):
     """Beam 4 and length penalty 0.6 (DecodingOptions' defaults, the model's generation config),
     not CTranslate2's length penalty 1."""

@@ -151,15 +151,3 @@ def test_onnx_translator_text_equals_the_pipeline_text(exported):
     pipe = translation_pipeline(model, word_tokenizer())
     expected = [pipe(s)[0]["translation_text"] for s in SOURCES]  # beam 4, length penalty 0.6
     assert OnnxTranslator(folder, intra_op_num_threads=1)(SOURCES) == expected
-
-
-def test_readme_example_translates_with_the_exported_folder_like_our_pipeline(exported):
-    from readme_examples import readme_python_example, run_example
-
-    model, folder = exported
-    verse = "In the beginning God created the heaven and the earth."
-    printed = run_example(
-        readme_python_example("Export to ONNX"), {"exported/onnx": str(folder), verse: SENTENCES[1]}
-    )
-    expected = translation_pipeline(model, word_tokenizer())(SENTENCES[1])  # the model's beam 4
-    assert printed.strip() == str([expected[0]["translation_text"]])

@@ -195,12 +195,3 @@ def export_ctranslate2(
 def tokenize_for_ctranslate2(tokenizer, texts: list[str]) -> list[list[str]]:
     """Source token strings as CTranslate2 takes them (with the tokenizer's own `</s>`)."""
     return [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(texts).input_ids]
-
-
-def __getattr__(name: str):
-    # The translator over an export folder is the CTranslate2 engine (`vanilla_transformer.engines`).
-    if name == "CTranslate2Translator":
-        from ..engines.ctranslate2_engine import CTranslate2Translator
-
-        return CTranslate2Translator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,9 +20,9 @@ quantization), what the engine's `quantization="int8"` runs.
 
 Usage::
 
-    export_onnx(model, tokenizer, "onnx-model")
-    translate = OnnxTranslator("onnx-model")  # vanilla_transformer.engines: generate() on ORT
-    translate.translate(["In the beginning God created the heaven and the earth."])  # beam 4
+    export_onnx(model, tokenizer, "onnx-model")  # three graphs, config and tokenizer
+    # to translate, vanilla_transformer.engines.load_translator(model_folder, engine="onnxruntime")
+    # exports on first use and drives the graphs with generate() (beam search included)
 """
 
 from __future__ import annotations
@@ -252,13 +252,3 @@ def _quantize_graph(folder: Path, graph: str, quantize_dynamic, QuantType) -> No
         op_types_to_quantize=["MatMul"],
     )
     os.replace(quantized, path)
-
-
-def __getattr__(name: str):
-    # The translator over an export folder is the ONNX Runtime engine (`vanilla_transformer.engines`):
-    # transformers' generate() over the sessions, beam search included.
-    if name == "OnnxTranslator":
-        from ..engines.onnx_engine import OnnxTranslator
-
-        return OnnxTranslator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
