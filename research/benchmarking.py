@@ -1117,7 +1117,8 @@ def direct_ctranslate2(translator):
     def run(lines, options):
         outputs = [None] * len(lines)
         for group, sources in batches(lines, options):
-            arguments = translate_batch_arguments(options, max(len(s) for s in sources))
+            longest = max(len(s) for s in sources)
+            arguments = translate_batch_arguments(options, longest, translator.position_limit)
             for i, result in zip(
                 group, translator.translator.translate_batch(sources, **arguments), strict=True
             ):

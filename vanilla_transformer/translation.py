@@ -13,6 +13,9 @@ tool, the demo and the export comparisons.
   at a time, yielding each window's outputs in input order as soon as it is done (a tool writes
   them at once).
 - `check_tokenizer_matches`: refuses a tokenizer whose vocabulary or special ids are not the model's.
+- `position_limit` / `check_position_limit`: a model with learned positions (or an engine's export
+  with a position table) encodes at most so many positions; a longer line, or a longer requested
+  output, is refused before decoding with the line's number, never a kernel's index error.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from .pipeline_vanilla_transformer import PrefixForcingLogitsProcessor, sequence
 __all__ = [
     "DecodingOptions",
     "Hypothesis",
+    "InputTooLongError",
     "PrefixCountError",
     "TokenizerMismatchError",
+    "check_position_limit",
     "check_tokenizer_matches",
+    "position_limit",
     "format_hypotheses",
     "parse_nbest_line",
     "read_windows",
@@ -147,6 +153,48 @@ def check_tokenizer_matches(config, tokenizer) -> None:
         raise TokenizerMismatchError(
             "the tokenizer does not match the model (" + "; ".join(problems) + "): use the "
             "tokenizer saved with the model (the same folder)."
+        )
+
+
+class InputTooLongError(UserError, ValueError):
+    """A line, or a requested output, longer than the positions the model can encode."""
+
+
+def position_limit(model_or_config) -> int | None:
+    """The most positions a model encodes (source tokens; decoder steps): the size of its learned
+    position table (`position_encoding="learned"`), the smallest of an ensemble's members; None
+    where sinusoids extend to any length."""
+    members = getattr(model_or_config, "members", None) or [model_or_config]
+    limits = []
+    for member in members:
+        config = getattr(member, "config", member)
+        if getattr(config, "position_encoding", None) == "learned":
+            limits.append(config.max_position_embeddings)
+    return min(limits) if limits else None
+
+
+def check_position_limit(
+    lengths: Sequence[int],
+    line_numbers: Sequence[int],
+    limit: int | None,
+    max_new_tokens: int | None = None,
+    table: str = "the model's learned position table",
+) -> None:
+    """Raise `InputTooLongError` if a source (`lengths[k]` tokens, input line `line_numbers[k]`,
+    counted from 0) or `max_new_tokens` needs more than `limit` positions (`table` names where the
+    limit comes from)."""
+    if limit is None:
+        return
+    for length, number in zip(lengths, line_numbers, strict=True):
+        if length > limit:
+            raise InputTooLongError(
+                f"line {number + 1} is {length} tokens long, but the model encodes at most {limit} "
+                f"positions ({table}, max_position_embeddings={limit}): shorten or split the line."
+            )
+    if max_new_tokens is not None and max_new_tokens > limit:
+        raise InputTooLongError(
+            f"max_new_tokens={max_new_tokens} needs {max_new_tokens} decoder positions, but the "
+            f"model encodes at most {limit} ({table}): pass max_new_tokens <= {limit}."
         )
 
 
@@ -286,6 +334,9 @@ def translate_hypotheses(
     if next(model.parameters()).device != device:
         model.to(device)
     encoded = tokenizer([lines[i] for i in todo], add_special_tokens=True)["input_ids"]
+    check_position_limit(
+        [len(ids) for ids in encoded], todo, position_limit(model), options.max_new_tokens
+    )
     prefix_ids = None
     if prefixes is not None:
         prefix_ids = tokenizer([prefixes[i] for i in todo], add_special_tokens=False)["input_ids"]

@@ -235,3 +235,31 @@ def test_languages_come_from_the_config_or_the_tokenizer(model_folder):
     assert (translator.source_lang, translator.target_lang) == (None, None)
     tokenizer.src_lang, tokenizer.tgt_lang = "en", "es"
     assert (translator.source_lang, translator.target_lang) == ("en", "es")
+
+
+@needs_runtimes
+def test_a_learned_position_model_fills_its_table_and_refuses_longer_lines_on_every_engine(
+    tmp_path,
+):
+    """Learned positions end at `max_position_embeddings`: every engine caps its default output at
+    the table (the same text as torch) and refuses a longer source or output limit with the line's
+    number, before decoding, never a kernel's index error."""
+    from conftest import tiny_model
+
+    from vanilla_transformer.translation import InputTooLongError
+
+    folder = tmp_path / "learned"
+    tiny_model(position_encoding="learned", max_position_embeddings=16).save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    fits = ["the cat", " ".join(["cat"] * 15)]  # 15 words + </s>: the whole table
+    too_long = ["the cat", " ".join(["cat"] * 16)]
+    expected = None
+    for engine in ("torch", "ctranslate2", "onnxruntime"):
+        translator = load_translator(folder, engine, cache_dir=tmp_path / "cache", threads=1)
+        outputs = translator.translate(fits, DecodingOptions(num_beams=2))
+        expected = expected or outputs
+        assert outputs == expected, engine
+        with pytest.raises(InputTooLongError, match="line 2 is 17 tokens long.*at most 16"):
+            translator.translate(too_long, DecodingOptions(num_beams=2))
+        with pytest.raises(InputTooLongError, match="max_new_tokens <= 16"):
+            translator.translate(fits, DecodingOptions(max_new_tokens=17))

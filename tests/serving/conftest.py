@@ -43,13 +43,20 @@ class FailingOn(ToyTranslator):
     """The toy translator, except that an engine call holding `word` raises (a fault injected
     into a real translator)."""
 
-    def __init__(self, word: str):
+    def __init__(self, word: str, error=RuntimeError):
         super().__init__()
-        self.word = word
+        self.word, self.error = word, error
+
+    def _check(self, lines):
+        if any(self.word in line.split() for line in lines):
+            raise self.error(f"the engine failed on {self.word!r}")
+
+    def translate(self, lines, options=None, progress=None):
+        self._check(lines)
+        return super().translate(lines, options, progress)
 
     def translate_hypotheses(self, lines, options=None, prefixes=None, progress=None):
-        if any(self.word in line.split() for line in lines):
-            raise RuntimeError(f"the engine failed on {self.word!r}")
+        self._check(lines)
         return super().translate_hypotheses(lines, options, prefixes, progress)
 
 

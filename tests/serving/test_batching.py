@@ -1,5 +1,5 @@
 """Concurrent requests are gathered into fewer engine calls and each gets its own answer; an engine
-failure fails only the requests of that call; closing the batcher answers what was submitted."""
+failure fails only the request that caused it; closing the batcher answers what was submitted."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from tests.toy_translation import SENTENCES, toy_pairs
 from vanilla_transformer.serving import BatcherClosed, BatchLimits, MicroBatcher
+from vanilla_transformer.translation import InputTooLongError
 
 from .conftest import GREEDY, FailingOn, make_app
 
@@ -87,6 +88,19 @@ def test_an_engine_failure_fails_only_its_calls_requests():
     after = asyncio.run(post_all(app, [body(SENTENCES[0])]))  # the worker lives on
     assert after[0].status_code == 200 and after[0].json()["translatedText"]
     assert app.state.batcher.calls == 3
+    app.state.batcher.close()
+
+
+def test_a_bad_request_batched_with_good_ones_fails_alone(translator):
+    """A line the engine refuses (as a model refuses a line longer than its positions) fails its
+    own request with a 400; the requests that shared its engine call get their translations."""
+    app = make_app(FailingOn("boom", InputTooLongError), max_wait_ms=500)
+    bodies = [body(t) for t in SENTENCES] + [body("the boom dog")]  # same options: one call
+    replies = asyncio.run(post_all(app, bodies))
+    assert [r.status_code for r in replies] == [200] * len(SENTENCES) + [400]
+    assert replies[-1].json() == {"error": "Invalid request: the engine failed on 'boom'"}
+    alone = [translator.translate([t], GREEDY)[0][0] for t in SENTENCES]
+    assert [r.json()["translatedText"] for r in replies[:-1]] == alone
     app.state.batcher.close()
 
 

@@ -23,6 +23,8 @@ from ..translation import (
     DecodingOptions,
     Hypothesis,
     _checked_lines,
+    check_position_limit,
+    position_limit,
     read_windows,
     token_batches,
 )
@@ -113,6 +115,14 @@ class Translator:
         for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
             yield from self.translate_hypotheses(chunk, options, forced, progress)
 
+    @property
+    def position_limit(self) -> int | None:
+        """The most positions the loaded model encodes (`translation.position_limit`): a longer
+        line is refused before decoding, and the default output limit is capped at it."""
+        return position_limit(self.config) if self.config is not None else None
+
+    position_table = "the model's learned position table"  # where `position_limit` comes from
+
     def __call__(self, texts: list[str], **decoding) -> list[str]:
         """The best translation of each text (`DecodingOptions(**decoding)`, the paper's beam 4 and
         length penalty 0.6 by default)."""
@@ -146,6 +156,10 @@ class Translator:
         if not todo:
             return outputs
         encoded = self.tokenizer([lines[i] for i in todo], add_special_tokens=True)["input_ids"]
+        check_position_limit(
+            [len(e) for e in encoded], todo, self.position_limit, options.max_new_tokens,
+            self.position_table,
+        )  # fmt: skip
         targets = None
         if prefixes is not None:
             targets = self.tokenizer(

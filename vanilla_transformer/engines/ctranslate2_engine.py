@@ -33,16 +33,22 @@ def tokens_of(tokenizer, ids_rows: list[list[int]]) -> list[list[str]]:
     return [tokenizer.convert_ids_to_tokens(ids) for ids in ids_rows]
 
 
-def translate_batch_arguments(options: DecodingOptions, longest_source: int) -> dict:
+def translate_batch_arguments(
+    options: DecodingOptions, longest_source: int, position_limit: int | None = None
+) -> dict:
     """`translate_batch`'s keyword arguments for `options` (a batch whose longest source has
-    `longest_source` tokens)."""
+    `longest_source` tokens); the default output limit is capped at `position_limit` decoder
+    positions where the export has a position table."""
+    default_limit = longest_source + 50
+    if position_limit is not None:
+        default_limit = min(default_limit, position_limit)
     if options.do_sample and options.num_beams > 1:
         raise unsupported("beam search with sampling (--do_sample with --num_beams > 1)",
                           "ctranslate2", ["torch", "onnxruntime"])  # fmt: skip
     arguments = {
         "beam_size": options.num_beams,
         "num_hypotheses": options.num_return_sequences,
-        "max_decoding_length": options.max_new_tokens or longest_source + 50,
+        "max_decoding_length": options.max_new_tokens or default_limit,
         "min_decoding_length": 0,
         "max_input_length": 0,
         "return_scores": True,
@@ -85,6 +91,14 @@ class CTranslate2Translator(Translator):
             str(folder), device=device, compute_type=compute_type, **kwargs
         )
 
+    @property
+    def position_limit(self) -> int | None:
+        """The export's position table (`max_position_embeddings` rows, sinusoidal or learned):
+        CTranslate2 encodes no position past it."""
+        return self.config.max_position_embeddings if self.config is not None else None
+
+    position_table = "the CTranslate2 export's position table"
+
     def translate_hypotheses(
         self,
         lines: list[str],
@@ -95,7 +109,8 @@ class CTranslate2Translator(Translator):
         options = with_defaults(options)
 
         def decode(sources, targets):
-            arguments = translate_batch_arguments(options, max(len(s) for s in sources))
+            longest = max(len(s) for s in sources)
+            arguments = translate_batch_arguments(options, longest, self.position_limit)
             if targets is not None:
                 arguments["target_prefix"] = tokens_of(self.tokenizer, targets)
             results = self.translator.translate_batch(

@@ -9,8 +9,9 @@ padded source tokens (a request larger than that alone is one call), to the tran
 its own batches again (`DecodingOptions.batch_size` / `max_tokens`). Hypotheses with scores come from `translate_hypotheses`, texts alone from
 `translate` (LibreTranslate's answers need no scores).
 
-An engine exception fails that call's requests only (their futures raise it); the worker keeps
-serving. `close()` refuses new requests, finishes every request already submitted, then stops the
+An engine exception fails the request that caused it only: a call of several requests that fails
+is retried one request at a time, so a client's bad input (say a line longer than the model's
+positions) never fails another client's request; the worker keeps serving. `close()` refuses new requests, finishes every request already submitted, then stops the
 thread (a server's graceful shutdown).
 """
 
@@ -25,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from ..errors import UserError
 from ..translation import DecodingOptions, Hypothesis
 
 __all__ = ["BatchLimits", "BatcherClosed", "MicroBatcher"]
@@ -182,8 +184,15 @@ class MicroBatcher:
         self.calls += 1
         try:
             results = self._call(lines, jobs[0])
-        except Exception as err:  # that call's requests fail; the worker goes on
-            logger.exception("translation of %d lines failed", len(lines))
+        except Exception as err:  # the failing request's own error; the worker goes on
+            if len(jobs) > 1:  # one request's input (a line too long, ...) fails it, not the others
+                for job in jobs:
+                    self._execute([job])
+                return
+            if isinstance(err, UserError):
+                logger.warning("request refused: %s", err)
+            else:
+                logger.exception("translation of %d lines failed", len(lines))
             self._observe(jobs, lines, start, failed=True)
             for job in jobs:
                 job.future.set_exception(err)
