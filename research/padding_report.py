@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 
+# First: the package's log filters precede transformers' torchao import (quiet_imports).
+import vanilla_transformer  # noqa: F401
+
+# isort: split
 from transformers import AutoTokenizer
 
 from vanilla_transformer.recipe.bible import ENGLISH_MODULES, build_bible_corpus

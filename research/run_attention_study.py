@@ -25,6 +25,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display on the training machines
 import matplotlib.pyplot as plt
 import numpy as np
+
+# First: the package's log filters precede transformers' torchao import (quiet_imports).
+import vanilla_transformer  # noqa: F401
+
+# isort: split
 from transformers import HfArgumentParser
 
 from research import attention_simulation, attention_study

@@ -28,6 +28,10 @@ import sys
 # 1.5-5 s instead of 0.19 s here. Passive waiting costs a few microseconds per region when idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# The package's log filters go in before transformers imports torchao (quiet_imports).
+import vanilla_transformer  # noqa: E402, F401
+
+# isort: split
 import argparse  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
