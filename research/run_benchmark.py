@@ -76,84 +76,13 @@ def parse_args():
         "test of vanilla-transformer-serve --model on localhost (research/server_load.py; "
         "--server-*) over the same verses",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
+    _synthetic_arguments(parser.add_argument_group("training, real, decoding, reference"))
+    _trained_model_arguments(
+        parser.add_argument_group(
+            "a trained model: engines, server, quantized-bleu, ensemble-table"
+        )
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument(
-        "--shapes",
-        nargs="+",
-        default=None,
-        help=f"shapes to train ({', '.join(bm.SHAPES)}); default base tiny "
-        "(cpu), base big (cuda), tiny (--quick)",
-    )
-    parser.add_argument("--batch", type=int, default=None, help="training batch (sentences)")
-    parser.add_argument("--src-len", type=int, default=32, help="training source length")
-    parser.add_argument("--tgt-len", type=int, default=32, help="training target length")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument("--decode-shape", default=None, help="shape for generate() (default base)")
-    parser.add_argument(
-        "--new-tokens",
-        type=int,
-        default=32,
-        help="generated tokens per sentence (min = max, so both models match)",
-    )
-    parser.add_argument("--max-tokens", type=int, default=2500, help="token budget of real batches")
-    parser.add_argument("--real-steps", type=int, default=None, help="training steps on real data")
-    parser.add_argument(
-        "--corpus",
-        default=str(ROOT / "data_cache/bible/kjv-rv1909"),
-        help="Bible corpus folder (save_to_disk) for the real-data benchmark",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        default=str(ROOT / "data_cache/tokenizer"),
-        help="tokenizer folder for the real-data benchmark",
-    )
-    parser.add_argument(
-        "--memory",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="measure peak training memory in subprocesses (default: on unless --quick)",
-    )
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="quantized-bleu, engines, server: trained model folder; ensemble-table: run folder",
-    )
-    parser.add_argument(
-        "--lines", default=None, help="engines: source lines (default: the Bible test set)"
-    )
-    parser.add_argument("--references", default=None, help="engines: references of --lines")
-    parser.add_argument(
-        "--engine-cache",
-        default=None,
-        help="engines: where the exports go (default: vanilla_transformer.engines' cache)",
-    )
-    parser.add_argument(
-        "--server-clients", type=int, default=16, help="server: concurrent httpx clients"
-    )
-    parser.add_argument(
-        "--server-libretranslate-clients",
-        type=int,
-        default=2,
-        help="server: concurrent libretranslatepy clients (threads)",
-    )
-    parser.add_argument(
-        "--server-requests", type=int, default=200, help="server: texts sent in each phase"
-    )
-    parser.add_argument(
-        "--server-seconds", type=float, default=300, help="server: time limit of each phase"
-    )
-    parser.add_argument(
-        "--server-flags",
-        default="--num_beams 4",
-        help="server: flags of vanilla-transformer-serve, e.g. '--engine ctranslate2'",
-    )
+    _server_arguments(parser.add_argument_group("server"))
     parser.add_argument(
         "--last", type=int, default=5, help="ensemble-table: how many checkpoints (default 5)"
     )
@@ -170,6 +99,94 @@ def parse_args():
         help="reference: where the converted CTranslate2 models go (default: a temporary folder)",
     )
     return parser.parse_args()
+
+
+def _synthetic_arguments(group) -> None:
+    """The parts timed on random weights and synthetic or real batches."""
+    group.add_argument(
+        "--quick", action="store_true", help="tiny shape only, few repeats (< 2 min)"
+    )
+    group.add_argument("--device", default="cpu", help="cpu or cuda")
+    group.add_argument(
+        "--shapes",
+        nargs="+",
+        default=None,
+        help=f"shapes to train ({', '.join(bm.SHAPES)}); default base tiny "
+        "(cpu), base big (cuda), tiny (--quick)",
+    )
+    group.add_argument("--batch", type=int, default=None, help="training batch (sentences)")
+    group.add_argument("--src-len", type=int, default=32, help="training source length")
+    group.add_argument("--tgt-len", type=int, default=32, help="training target length")
+    group.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement")
+    group.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    group.add_argument("--decode-shape", default=None, help="shape for generate() (default base)")
+    group.add_argument(
+        "--new-tokens",
+        type=int,
+        default=32,
+        help="generated tokens per sentence (min = max, so both models match)",
+    )
+    group.add_argument("--max-tokens", type=int, default=2500, help="token budget of real batches")
+    group.add_argument("--real-steps", type=int, default=None, help="training steps on real data")
+    group.add_argument(
+        "--corpus",
+        default=str(ROOT / "data_cache/bible/kjv-rv1909"),
+        help="Bible corpus folder (save_to_disk) for the real-data benchmark",
+    )
+    group.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "data_cache/tokenizer"),
+        help="tokenizer folder for the real-data benchmark",
+    )
+    group.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure peak training memory in subprocesses (default: on unless --quick)",
+    )
+    group.add_argument("--compile", action="store_true", help="also time torch.compile (cuda)")
+
+
+def _trained_model_arguments(group) -> None:
+    """The parts that measure a trained model (--model) on its data."""
+    group.add_argument(
+        "--model",
+        default=None,
+        help="quantized-bleu, engines, server: trained model folder; ensemble-table: run folder",
+    )
+    group.add_argument(
+        "--lines", default=None, help="engines: source lines (default: the Bible test set)"
+    )
+    group.add_argument("--references", default=None, help="engines: references of --lines")
+    group.add_argument(
+        "--engine-cache",
+        default=None,
+        help="engines: where the exports go (default: vanilla_transformer.engines' cache)",
+    )
+
+
+def _server_arguments(group) -> None:
+    """The load test of vanilla-transformer-serve."""
+    group.add_argument(
+        "--server-clients", type=int, default=16, help="server: concurrent httpx clients"
+    )
+    group.add_argument(
+        "--server-libretranslate-clients",
+        type=int,
+        default=2,
+        help="server: concurrent libretranslatepy clients (threads)",
+    )
+    group.add_argument(
+        "--server-requests", type=int, default=200, help="server: texts sent in each phase"
+    )
+    group.add_argument(
+        "--server-seconds", type=float, default=300, help="server: time limit of each phase"
+    )
+    group.add_argument(
+        "--server-flags",
+        default="--num_beams 4",
+        help="server: flags of vanilla-transformer-serve, e.g. '--engine ctranslate2'",
+    )
 
 
 def run_training(args, results):
