@@ -989,14 +989,24 @@ def format_report(results: dict) -> str:
     for note in results.get("notes", []):
         lines.append(f"- note: {note}")
     if results.get("training"):
-        lines += [
-            "",
-            "| training | batch x src x tgt | params ours / Marian | tokens/s ours "
-            "| tokens/s Marian | ours / Marian | matmul peak TFLOP/s | ours % of peak "
-            "| Marian % of peak | peak RSS MB ours / Marian |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-    for r in results["training"]:
+        lines += _format_training(results["training"])
+    if results.get("real_data"):
+        lines += _format_real_data(results["real_data"])
+    if results.get("decoding"):
+        lines += _format_decoding(results["decoding"])
+    return "\n".join(lines)
+
+
+def _format_training(rows: list[dict]) -> list[str]:
+    """The training table: ours against Marian per shape."""
+    lines = [
+        "",
+        "| training | batch x src x tgt | params ours / Marian | tokens/s ours "
+        "| tokens/s Marian | ours / Marian | matmul peak TFLOP/s | ours % of peak "
+        "| Marian % of peak | peak RSS MB ours / Marian |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
         rss = (
             f"{r['ours_peak_rss_mb']:.0f} / {r['marian_peak_rss_mb']:.0f}"
             if "ours_peak_rss_mb" in r
@@ -1019,54 +1029,58 @@ def format_report(results: dict) -> str:
                 f"{100 * r['ours_compiled_tflops'] / r['peak_tflops']:.0f}% | | "
                 f"flash: {r['flash_attention_ok']} |"
             )
-    if results.get("real_data"):
-        r = results["real_data"]
-        lines += [
-            "",
-            f"Real data: {r['data']}, shape {r['shape']}, {r['steps']} steps each. Token-budget "
-            f"batches of {r['max_tokens']} tokens ({100 * r['budget_padding']:.0f}% padding) vs "
-            f"random batches of {r['random_batch_size']} sentences "
-            f"({100 * r['random_padding']:.0f}% padding).",
-            "",
-            "| real data | non-padding target tokens/s |",
-            "|---|---|",
-            f"| ours, token-budget batches | {_fmt(r['ours_budget_real_tgt_tokens_per_s'])} |",
-            f"| ours, random fixed-size batches | {_fmt(r['ours_random_real_tgt_tokens_per_s'])} |",
-            f"| Marian, random fixed-size batches | "
-            f"{_fmt(r['marian_random_real_tgt_tokens_per_s'])} |",
-            f"| **ours budget / Marian random** | **{r['budget_vs_marian_random']:.2f}x** |",
-        ]
-    if results.get("decoding"):
-        rows = results["decoding"]
-        names = [k[: -len("_tokens_per_s")] for k in rows[0] if k.endswith("_tokens_per_s")]
-        others = [n for n in names if n != "marian"]
-        lines += [
-            "",
-            f"generate(), shape {rows[0]['shape']}, source {rows[0]['src_len']} tokens, exactly "
-            f"{rows[0]['new_tokens']} new tokens; tokens/s counts output tokens (not beams).",
-            "",
-            "| batch | beams | "
-            + " | ".join(f"{n} tok/s" for n in names)
+    return lines
+
+
+def _format_real_data(r: dict) -> list[str]:
+    """Token-budget batches against random fixed-size batches on real data."""
+    return [
+        "",
+        f"Real data: {r['data']}, shape {r['shape']}, {r['steps']} steps each. Token-budget "
+        f"batches of {r['max_tokens']} tokens ({100 * r['budget_padding']:.0f}% padding) vs "
+        f"random batches of {r['random_batch_size']} sentences "
+        f"({100 * r['random_padding']:.0f}% padding).",
+        "",
+        "| real data | non-padding target tokens/s |",
+        "|---|---|",
+        f"| ours, token-budget batches | {_fmt(r['ours_budget_real_tgt_tokens_per_s'])} |",
+        f"| ours, random fixed-size batches | {_fmt(r['ours_random_real_tgt_tokens_per_s'])} |",
+        f"| Marian, random fixed-size batches | {_fmt(r['marian_random_real_tgt_tokens_per_s'])} |",
+        f"| **ours budget / Marian random** | **{r['budget_vs_marian_random']:.2f}x** |",
+    ]
+
+
+def _format_decoding(rows: list[dict]) -> list[str]:
+    """generate() of ours and Marian (and other paths) per batch and beam count."""
+    names = [k[: -len("_tokens_per_s")] for k in rows[0] if k.endswith("_tokens_per_s")]
+    others = [n for n in names if n != "marian"]
+    lines = [
+        "",
+        f"generate(), shape {rows[0]['shape']}, source {rows[0]['src_len']} tokens, exactly "
+        f"{rows[0]['new_tokens']} new tokens; tokens/s counts output tokens (not beams).",
+        "",
+        "| batch | beams | "
+        + " | ".join(f"{n} tok/s" for n in names)
+        + " | "
+        + " | ".join(f"{n} / Marian" for n in others)
+        + " | ms/sentence "
+        + " / ".join(names)
+        + " |",
+        "|---|---|" + "---|" * (len(names) + len(others) + 1),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['num_beams']} | "
+            + " | ".join(_fmt(r[f"{n}_tokens_per_s"]) for n in names)
             + " | "
-            + " | ".join(f"{n} / Marian" for n in others)
-            + " | ms/sentence "
-            + " / ".join(names)
-            + " |",
-            "|---|---|" + "---|" * (len(names) + len(others) + 1),
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['batch']} | {r['num_beams']} | "
-                + " | ".join(_fmt(r[f"{n}_tokens_per_s"]) for n in names)
-                + " | "
-                + " | ".join(
-                    f"**{r[f'{n}_tokens_per_s'] / r['marian_tokens_per_s']:.2f}x**" for n in others
-                )
-                + " | "
-                + " / ".join(f"{r[f'{n}_latency_ms_per_sentence']:.0f}" for n in names)
-                + " |"
+            + " | ".join(
+                f"**{r[f'{n}_tokens_per_s'] / r['marian_tokens_per_s']:.2f}x**" for n in others
             )
-    return "\n".join(lines)
+            + " | "
+            + " / ".join(f"{r[f'{n}_latency_ms_per_sentence']:.0f}" for n in names)
+            + " |"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------

@@ -255,20 +255,13 @@ def run_decoding(args, results):
     results["decoding"] = rows
 
 
-def run_reference(args, results):
-    """Every decoding path at the reference shape on one set of random base weights."""
+def _reference_paths(ours, args, results) -> tuple[dict, dict]:
+    """The decoding paths of the reference comparison on `ours`' weights (name -> a function
+    making one setting's run) and each path's bytes per weight; what cannot run is a note."""
     import tempfile
 
     from vanilla_transformer.inference import MODES
 
-    # Training first, while the process holds no compiled model and no CTranslate2 thread pool.
-    tqdm.write("training step, ours vs Marian (base)")
-    training = bm.bench_training(
-        "base", 8, bm.REFERENCE_SRC_LEN, bm.REFERENCE_NEW_TOKENS, args.repeats or 5
-    )
-    ours, _ = bm.build_models("base")
-    ours.eval()
-    marian = bm.marian_like(ours)
     threads = torch.get_num_threads()
     bytes_per_weight = {"ours default fp32": 4, "Marian fp32": 4}
 
@@ -287,7 +280,7 @@ def run_reference(args, results):
 
         return make
 
-    paths = {"ours default fp32": hf(ours), "Marian fp32": hf(marian)}
+    paths = {"ours default fp32": hf(ours), "Marian fp32": hf(bm.marian_like(ours))}
     workdir = args.ctranslate2_dir or tempfile.mkdtemp(prefix="ct2-")
     try:
         import ctranslate2  # noqa: F401
@@ -321,6 +314,19 @@ def run_reference(args, results):
         bytes_per_weight[name] = bm.WEIGHT_BYTES[mode]
     paths["ours int8, torch.ao (deprecated, eager)"] = hf(bm.legacy_int8(ours))
     bytes_per_weight["ours int8, torch.ao (deprecated, eager)"] = 1
+    return paths, bytes_per_weight
+
+
+def run_reference(args, results):
+    """Every decoding path at the reference shape on one set of random base weights."""
+    # Training first, while the process holds no compiled model and no CTranslate2 thread pool.
+    tqdm.write("training step, ours vs Marian (base)")
+    training = bm.bench_training(
+        "base", 8, bm.REFERENCE_SRC_LEN, bm.REFERENCE_NEW_TOKENS, args.repeats or 5
+    )
+    ours, _ = bm.build_models("base")
+    ours.eval()
+    paths, bytes_per_weight = _reference_paths(ours, args, results)
 
     weights = bm.decoder_step_weights(ours.config)
     readers = {

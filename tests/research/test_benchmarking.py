@@ -216,3 +216,27 @@ def test_reference_report_states_flags_floors_and_target_ratios():
     assert "| ours default fp32 vs Marian fp32 | **1.30x** | **1.30x** | >= 1.3x |" in report
     assert "| ours fast int8 vs CTranslate2 int8 | **1.20x** | **1.20x** | >= 1.0x |" in report
     assert "**1.10x**" in report and "Command: `python x`" in report
+
+
+def test_the_report_has_a_table_for_each_part_measured_and_names_the_machine():
+    machine = {"cpu_model": "Test CPU", "cpu_count": 2, "torch": "2.13", "torch_threads": 2,
+               "cpu_capability": "AVX512", "cpu_flags": "avx2 avx512f"}  # fmt: skip
+    training = {"shape": "tiny", "batch": 8, "src_len": 32, "tgt_len": 32, "params_ours": 1e6,
+                "params_marian": 1.1e6, "ours_tokens_per_s": 110.0, "marian_tokens_per_s": 100.0,
+                "ratio": 1.1, "ours_peak_rss_mb": 10, "marian_peak_rss_mb": 11}  # fmt: skip
+    real = {"data": "Bible", "shape": "tiny", "steps": 3, "max_tokens": 100,
+            "budget_padding": 0.1, "random_batch_size": 8, "random_padding": 0.3,
+            "ours_budget_real_tgt_tokens_per_s": 3.0, "ours_random_real_tgt_tokens_per_s": 2.0,
+            "marian_random_real_tgt_tokens_per_s": 2.5, "budget_vs_marian_random": 1.2}  # fmt: skip
+    decoding = {"shape": "tiny", "src_len": 5, "new_tokens": 7, "batch": 1, "num_beams": 4,
+                "ours_tokens_per_s": 50.0, "marian_tokens_per_s": 40.0,
+                "ours_latency_ms_per_sentence": 3.0, "marian_latency_ms_per_sentence": 4.0}  # fmt: skip
+    report = bm.format_report(
+        {"machine": machine, "training": [training], "real_data": real, "decoding": [decoding]}
+    )
+    assert report.startswith("Machine: Test CPU, 2 cores") and "CPU flags: avx2 avx512f" in report
+    assert "| tiny | 8x32x32 | 1.00M / 1.10M | " in report and "| **1.10x** |" in report
+    assert "| **ours budget / Marian random** | **1.20x** |" in report
+    assert "| 1 | 4 | " in report and "| **1.25x** |" in report  # ours / Marian at decoding
+    only_training = bm.format_report({"machine": machine, "training": [training]})
+    assert "real data" not in only_training and "generate()" not in only_training
