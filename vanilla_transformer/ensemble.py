@@ -36,6 +36,7 @@ from .modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     renamed_cache_kwarg,
 )
+from .translation import position_limit
 
 __all__ = [
     "EnsembleCache",
@@ -256,8 +257,6 @@ class EnsembleModel(PreTrainedModel, GenerationMixin):
         source = inputs if inputs is not None else kwargs.get("input_ids")
         if not given and kwargs.get("max_length") is None and source is not None:
             limit = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
-            for member in self.members:
-                if getattr(member.config, "position_encoding", None) == "learned":
-                    limit = min(limit, member.config.max_position_embeddings)
-            kwargs["max_new_tokens"] = limit
+            table = position_limit(self)  # the smallest learned table of a member
+            kwargs["max_new_tokens"] = limit if table is None else min(limit, table)
         return super().generate(inputs, generation_config=generation_config, **kwargs)

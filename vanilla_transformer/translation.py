@@ -156,6 +156,9 @@ def check_tokenizer_matches(config, tokenizer) -> None:
         )
 
 
+LEARNED_TABLE = "the model's learned position table"
+
+
 class InputTooLongError(UserError, ValueError):
     """A line, or a requested output, longer than the positions the model can encode."""
 
@@ -178,7 +181,7 @@ def check_position_limit(
     line_numbers: Sequence[int],
     limit: int | None,
     max_new_tokens: int | None = None,
-    table: str = "the model's learned position table",
+    table: str = LEARNED_TABLE,
 ) -> None:
     """Raise `InputTooLongError` if a source (`lengths[k]` tokens, input line `line_numbers[k]`,
     counted from 0) or `max_new_tokens` needs more than `limit` positions (`table` names where the

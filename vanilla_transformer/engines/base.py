@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import UserError
 from ..translation import (
+    LEARNED_TABLE,
     DecodingOptions,
     Hypothesis,
     _checked_lines,
@@ -121,7 +122,7 @@ class Translator:
         line is refused before decoding, and the default output limit is capped at it."""
         return position_limit(self.config) if self.config is not None else None
 
-    position_table = "the model's learned position table"  # where `position_limit` comes from
+    position_table = LEARNED_TABLE  # where `position_limit` comes from
 
     def __call__(self, texts: list[str], **decoding) -> list[str]:
         """The best translation of each text (`DecodingOptions(**decoding)`, the paper's beam 4 and

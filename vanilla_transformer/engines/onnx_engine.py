@@ -156,9 +156,8 @@ class OnnxSeq2SeqLM(PreTrainedModel, GenerationMixin):
             source = inputs if inputs is not None else kwargs.get("input_ids")
             if source is not None:
                 default = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
-                if self.config.position_encoding == "learned":
-                    default = min(default, self.config.max_position_embeddings)
-                kwargs["max_new_tokens"] = default
+                table = translation.position_limit(self.config)
+                kwargs["max_new_tokens"] = default if table is None else min(default, table)
         return super().generate(inputs, generation_config=generation_config, **kwargs)
 
 

@@ -11,8 +11,9 @@ its own batches again (`DecodingOptions.batch_size` / `max_tokens`). Hypotheses 
 
 An engine exception fails the request that caused it only: a call of several requests that fails
 is retried one request at a time, so a client's bad input (say a line longer than the model's
-positions) never fails another client's request; the worker keeps serving. `close()` refuses new requests, finishes every request already submitted, then stops the
-thread (a server's graceful shutdown).
+positions) never fails another client's request; the worker keeps serving. `close()` refuses new
+requests, finishes every request already submitted, then stops the thread (a server's graceful
+shutdown).
 """
 
 from __future__ import annotations
