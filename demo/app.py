@@ -34,11 +34,14 @@ EXAMPLES = [
 
 
 def load_pipelines(model: str):
-    """(pipeline, fast pipeline or None): the float32 model and, where this package is installed,
-    its int8 copy for the fast CPU path. A Space without the package loads the model through the
+    """(pipeline, fast pipeline or None): the float32 model and, where this package is installed
+    and the CPU has int8 dot products (VNNI or AMX), its int8 copy for the fast CPU path. Elsewhere
+    int8 would be slower than float32, so the page offers no fast path (`--engine ctranslate2
+    --quantization int8` is fast there). A Space without the package loads the model through the
     code saved beside its weights and offers no fast path (the int8 layers live in the package)."""
     try:
         from vanilla_transformer import optimize_for_cpu_inference, translation_pipeline
+        from vanilla_transformer.inference import cpu_has_fast_int8
     except ImportError:  # a Space without the package: the code saved beside the weights
         from transformers import pipeline
 
@@ -47,6 +50,8 @@ def load_pipelines(model: str):
         return pipe, None
     pipe = translation_pipeline(model)
     pipe.model.eval()
+    if not cpu_has_fast_int8():
+        return pipe, None
     fast_model = optimize_for_cpu_inference(pipe.model, mode="int8")
     return pipe, type(pipe)(model=fast_model, tokenizer=pipe.tokenizer)
 

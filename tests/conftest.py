@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny model configuration and a word-level tokenizer built in memory, so that no
 test needs the Hub, the Bible corpus or a trained BPE."""
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from transformers import PreTrainedTokenizerFast
 from vanilla_transformer import (
     VanillaTransformerConfig,
     VanillaTransformerForConditionalGeneration,
+    inference,
 )
 from vanilla_transformer.modeling_vanilla_transformer import CACHE_OUTPUT_FIELD
 from vanilla_transformer.recipe.tokenization import SPECIAL_TOKEN_KWARGS, train_tokenizer
@@ -89,6 +91,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+INT8_ANYWHERE = "import vanilla_transformer.inference as i; i.cpu_has_fast_int8 = lambda: True"
+
+
+@contextlib.contextmanager
+def int8_on_any_cpu():
+    """The torch int8 fast path allowed on this CPU whatever its flags. Without VNNI or AMX the
+    package refuses it because it is slower than float32 there (a speed rule, tested with faked
+    flags in test_inference.py); its arithmetic is the same on every CPU, and the tests that use
+    this check that arithmetic. `INT8_ANYWHERE` does the same in a subprocess's code."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "cpu_has_fast_int8", lambda: True)
+        yield
+
+
+@pytest.fixture
+def int8_anywhere():
+    with int8_on_any_cpu():
+        yield
 
 
 class _DeprecationLogs(logging.Handler):

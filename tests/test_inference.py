@@ -14,7 +14,7 @@ import torch
 
 import vanilla_transformer.hardware as hardware
 import vanilla_transformer.inference as inference
-from tests.conftest import sharpened_tiny_model, word_tokenizer
+from tests.conftest import INT8_ANYWHERE, sharpened_tiny_model, word_tokenizer
 from vanilla_transformer.errors import UserError
 from vanilla_transformer.inference import (
     cpu_features,
@@ -128,7 +128,7 @@ def test_the_original_model_is_left_untouched_and_stays_savable():
     assert "cache_implementation" not in model.generation_config.to_diff_dict()
 
 
-def test_int8_quantises_the_linear_layers_but_not_the_embedding_lookups():
+def test_int8_quantises_the_linear_layers_but_not_the_embedding_lookups(int8_anywhere):
     pytest.importorskip("torchao")
     model = build()
     fast = optimize_for_cpu_inference(model, "int8", compile=False)
@@ -159,7 +159,7 @@ def test_int8_linear_is_the_linear_within_its_quantisation_error():
     assert quantised.qweight.dtype == torch.int8 and quantised.qweight.shape == (48, 64)
 
 
-def test_int8_logits_stay_close_to_fp32():
+def test_int8_logits_stay_close_to_fp32(int8_anywhere):
     pytest.importorskip("torchao")
     model = build()
     fast = optimize_for_cpu_inference(model, "int8", compile=False)
@@ -191,7 +191,7 @@ def test_fp32_fast_path_generates_the_default_paths_tokens(graph_only_compile, s
         )
 
 
-def test_int8_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile):
+def test_int8_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile, int8_anywhere):
     pytest.importorskip("torchao")
     model = build()
     fast = optimize_for_cpu_inference(model, "int8")
@@ -217,7 +217,7 @@ def test_bf16_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile):
 
 
 @pytest.mark.slow
-def test_inductor_compiled_fast_paths_generate_like_the_default_path():
+def test_inductor_compiled_fast_paths_generate_like_the_default_path(int8_anywhere):
     """The real thing: inductor with freezing, greedy and beam, fp32 exact and int8 close."""
     model = build()
     batch = sources()
@@ -253,7 +253,7 @@ def test_translation_pipeline_fast_cpu_flag_translates_like_the_default_pipeline
 
 
 @pytest.mark.slow
-def test_inductor_compiled_int8_generates_the_eager_int8_tokens():
+def test_inductor_compiled_int8_generates_the_eager_int8_tokens(int8_anywhere):
     """Compiling changes no arithmetic of the int8 path: the compiled decode step gives the tokens
     of the same int8 model run eagerly, greedy and beam. (torchao's int8 tensor subclass did not:
     under inductor its tokens drifted after the first, which is why the path uses `Int8Linear`.)"""
@@ -271,8 +271,9 @@ def test_inductor_compiled_int8_generates_the_eager_int8_tokens():
             assert torch.equal(compiled.generate(**batch, **settings), expected)
 
 
-_OTHER_PROCESS = """
+_OTHER_PROCESS = f"""
 import sys, torch
+{INT8_ANYWHERE}
 from tests.test_inference import GREEDY, build, sources
 from vanilla_transformer.inference import optimize_for_cpu_inference
 

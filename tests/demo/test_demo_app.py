@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import word_tokenizer
+from conftest import int8_on_any_cpu, word_tokenizer
 from toy_translation import SENTENCES, trained_toy_model
 
-from vanilla_transformer import optimize_for_cpu_inference, translation_pipeline
+from vanilla_transformer import inference, optimize_for_cpu_inference, translation_pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"
 CHROMIUM = "/usr/bin/chromium"
@@ -50,7 +50,9 @@ def model_folder(tmp_path_factory):
 def page(demo_modules, model_folder):
     """The app served on 127.0.0.1 (a free port) and open in headless Chromium; closed after."""
     app, screenshot = demo_modules
-    with screenshot.serve(app.build_demo(model_folder)) as url, screenshot.browser_page() as page:
+    with int8_on_any_cpu():  # the fast path's checkbox on every CPU (its arithmetic is tested)
+        demo = app.build_demo(model_folder)
+    with screenshot.serve(demo) as url, screenshot.browser_page() as page:
         screenshot.open_app(page, url)
         yield page
 
@@ -75,7 +77,9 @@ def test_page_shows_exactly_what_the_pipeline_returns_with_the_paper_beam(
 
 
 @needs_browser
-def test_fast_path_shows_what_the_int8_model_returns_greedily(page, demo_modules, model_folder):
+def test_fast_path_shows_what_the_int8_model_returns_greedily(
+    page, demo_modules, model_folder, int8_anywhere
+):
     _, screenshot = demo_modules
     pipe = translation_pipeline(model_folder)
     fast = translation_pipeline(optimize_for_cpu_inference(pipe.model, "int8"), pipe.tokenizer)
@@ -83,6 +87,22 @@ def test_fast_path_shows_what_the_int8_model_returns_greedily(page, demo_modules
     expected = expected_texts(fast, texts, num_beams=1)
     shown = [screenshot.translate_on_page(page, t, beam_size=1, fast=True) for t in texts]
     assert shown == expected
+
+
+def test_the_page_offers_int8_only_on_a_cpu_where_it_is_faster_than_float32(
+    demo_modules, model_folder, monkeypatch
+):
+    """Without VNNI or AMX torch's int8 is slower than float32: the page then has no fast path
+    (its checkbox hidden) instead of failing to start."""
+    app, _ = demo_modules
+    monkeypatch.setattr(inference, "cpu_has_fast_int8", lambda: False)
+    pipe, fast = app.load_pipelines(model_folder)
+    assert fast is None
+    assert app.translate(pipe, fast, SENTENCES[0], 1, True) == app.translate(
+        pipe, None, SENTENCES[0], 1, False
+    )
+    monkeypatch.setattr(inference, "cpu_has_fast_int8", lambda: True)
+    assert app.load_pipelines(model_folder)[1] is not None
 
 
 def test_blank_input_is_not_translated(demo_modules, model_folder):

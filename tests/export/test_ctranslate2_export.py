@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 from conftest import tiny_config, word_tokenizer
-from toy_translation import SENTENCES, trained_toy_model
+from toy_translation import SENTENCES, toy_pairs, trained_toy_model
 from transformers import AutoTokenizer
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration, translation_pipeline
+from vanilla_transformer.translation import DecodingOptions
 
 needs_ctranslate2 = pytest.mark.skipif(
     importlib.util.find_spec("ctranslate2") is None,
@@ -193,9 +194,11 @@ def test_int8_scores_the_models_own_translations_close_to_float32_on_every_cpu_b
         ]
     )
     assert differences.mean() < int8_bound(environment)
-    # The translations themselves: 24/24 equal measured with VNNI or MKL, 23/24 without VNNI.
+    # The translations themselves, equal to float32: 24/24 measured with VNNI or MKL, 23/24 with
+    # DNNL capped at AVX2 on a Zen 4, 20/24 with DNNL on a real Zen 3 (2026-12-05: its scores
+    # still within the bound above). Wider bound where the int16 pair sums saturate.
     same = sum(a == b for a, b in zip(int8_outputs, float32_outputs, strict=True))
-    assert same >= 22
+    assert same >= (18 if int8_bound(environment) > 0.02 else 22)
 
 
 def test_export_leaves_the_pytorch_weights_unchanged(tmp_path):
@@ -231,8 +234,21 @@ def test_translator_decodes_with_the_papers_beam_and_length_penalty_like_the_pip
     translate = CTranslate2Translator(folder, intra_threads=1)
     assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (4, 0.6)
     pipe = translation_pipeline(model, word_tokenizer())
-    # Inputs where the length penalty (or an immediate </s>) changes the best beam.
+    # Inputs where the length penalty (or an immediate </s>) may change the best beam; the toy
+    # model's training differs a little from one CPU kind to another, so many of them.
     sources = [*SENTENCES, "and blue see cat", "big big cat cat", "and is red and dog ran", "gato"]
+    sources += [source for source, _ in toy_pairs(40, seed=7)]
     expected = [pipe(s)[0]["translation_text"] for s in sources]  # the model's own settings
     assert translate(sources) == expected
-    assert translate(sources, length_penalty=1.0) != expected  # the setting matters here
+    unpenalised = [pipe(s, length_penalty=1.0)[0]["translation_text"] for s in sources]
+    assert translate(sources, length_penalty=1.0) == unpenalised
+    # The best beam may be the same under both settings (on some CPU kinds it is for every one of
+    # these inputs), its score is not: log-probability / length ** length_penalty, so a longer
+    # output than </s> alone scores lower (further below 0) with 0.6 than with 1.
+    paper, plain = (
+        [best.score for [best] in translate.translate_hypotheses(sources, options)]
+        for options in (DecodingOptions(), DecodingOptions(length_penalty=1.0))
+    )
+    rows = zip(expected, unpenalised, paper, plain, strict=True)
+    same = [(a, b) for t, u, a, b in rows if t == u and t]
+    assert same and all(score < score_plain for score, score_plain in same)

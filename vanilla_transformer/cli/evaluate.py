@@ -31,7 +31,9 @@ import torch
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.engines import (
     ALL_QUANTIZATIONS,
+    ENGINE_HELP,
     ENGINES,
+    QUANTIZATION_HELP,
     load_translator,
     tool_quantization,
 )
@@ -60,18 +62,8 @@ class EvaluateOptions:
         "BLEU of each mode can be compared with fp32's.",
         choices=list(MODES),
     )
-    engine: str = option(
-        "torch",
-        "What runs the model: torch, ctranslate2 or onnxruntime (exported on first use into a "
-        "cache keyed by the model's content), decoding as vanilla-transformer-translate does.",
-        choices=list(ENGINES),
-    )
-    quantization: str | None = option(
-        None,
-        "The engine's weight type: ctranslate2 float32 (default), int8, int8_float32, ...; "
-        "onnxruntime float32 (default) or int8; torch: a --fast_cpu mode.",
-        choices=list(ALL_QUANTIZATIONS),
-    )
+    engine: str = option("torch", ENGINE_HELP, choices=list(ENGINES))
+    quantization: str | None = option(None, QUANTIZATION_HELP, choices=list(ALL_QUANTIZATIONS))
 
 
 def parse_args(argv: list[str] | None = None):

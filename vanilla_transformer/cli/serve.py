@@ -20,22 +20,20 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from vanilla_transformer.engines import ALL_QUANTIZATIONS, ENGINE_HELP, ENGINES, QUANTIZATION_HELP
 from vanilla_transformer.errors import UserError, run_tool
 from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import DecodingOptions
 
 logger = logging.getLogger("vanilla_transformer.serve")
-ENGINE_CHOICES = ["torch", "ctranslate2", "onnxruntime"]
 
 
 @dataclass
 class ServeOptions:
     host: str = option("127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
     port: int = option(5000, "Port (default: %(default)s, LibreTranslate's).")
-    engine: str = option("torch", "Inference engine.", choices=ENGINE_CHOICES)
-    quantization: str | None = option(
-        None, "The engine's weights/compute type, e.g. int8 (default: the engine's fp32)."
-    )
+    engine: str = option("torch", ENGINE_HELP, choices=list(ENGINES))
+    quantization: str | None = option(None, QUANTIZATION_HELP, choices=list(ALL_QUANTIZATIONS))
     device: str | None = option(None, "cpu or cuda (default: the engine's).")
     source_lang: str | None = option(
         None, "Source language code (default: from the model's config, tokenizer or card)."

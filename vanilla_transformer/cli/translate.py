@@ -43,7 +43,9 @@ import vanilla_transformer  # noqa: F401  (registers the model with the Auto cla
 from vanilla_transformer.alignment import AlignmentOptions, aligned_stream
 from vanilla_transformer.engines import (
     ALL_QUANTIZATIONS,
+    ENGINE_HELP,
     ENGINES,
+    QUANTIZATION_HELP,
     TorchTranslator,
     load_translator,
     tool_quantization,
@@ -72,18 +74,8 @@ class TranslateOptions:
         "native bf16 only) or fp32; needs the cpu device.",
         choices=list(MODES),
     )
-    engine: str = option(
-        "torch",
-        "What runs the model: torch (its own generate()), ctranslate2 or onnxruntime (exported on "
-        "first use into a cache keyed by the model's content; docs/deployment.md).",
-        choices=list(ENGINES),
-    )
-    quantization: str | None = option(
-        None,
-        "The engine's weight type: ctranslate2 float32 (default), int8, int8_float32, ...; "
-        "onnxruntime float32 (default) or int8; torch: a --fast_cpu mode.",
-        choices=list(ALL_QUANTIZATIONS),
-    )
+    engine: str = option("torch", ENGINE_HELP, choices=list(ENGINES))
+    quantization: str | None = option(None, QUANTIZATION_HELP, choices=list(ALL_QUANTIZATIONS))
     seed: int = option(0, "Random seed of sampling (default: %(default)s).")
     nbest: int | None = option(
         None,

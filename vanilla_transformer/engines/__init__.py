@@ -46,6 +46,15 @@ QUANTIZATIONS = {
     "onnxruntime": ("float32", "int8"),
 }
 ALL_QUANTIZATIONS = tuple(dict.fromkeys(q for qs in QUANTIZATIONS.values() for q in qs))
+# The --engine and --quantization help of every tool that has them (translate, evaluate, serve).
+ENGINE_HELP = (
+    "What runs the model: torch (its own generate()), ctranslate2 or onnxruntime (exported on "
+    "first use into a cache keyed by the model's content; docs/deployment.md)."
+)
+QUANTIZATION_HELP = (
+    "The engine's weight type: ctranslate2 float32 (default), int8, int8_float32, ...; "
+    "onnxruntime float32 (default) or int8; torch: a --fast_cpu mode."
+)
 # The Python packages each engine needs (pip extra `export`): to run, and to export.
 RUNTIMES = {"ctranslate2": ("ctranslate2",), "onnxruntime": ("onnxruntime", "onnx", "onnxscript")}
 

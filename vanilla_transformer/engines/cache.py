@@ -2,11 +2,11 @@
 files are unchanged.
 
 The key is a SHA-256 over the model folder's weight, config and tokenizer files (names and
-contents), the engine, the quantization, this package's version and the exporting library's
-version: a changed model (new weights, an edited config or tokenizer) or an upgrade is exported
-again, an unchanged one is not. An export is written into a temporary folder beside its final
-place and renamed into it (one atomic step), so a reader, or a second process exporting the same
-model at the same time, never sees half an export.
+contents), the engine, the quantization, this package's version, the exporters' revision
+(`EXPORT_REVISION`) and the exporting library's version: a changed model (new weights, an edited
+config or tokenizer) or an upgrade is exported again, an unchanged one is not. An export is written
+into a temporary folder beside its final place and renamed into it (one atomic step), so a reader,
+or a second process exporting the same model at the same time, never sees half an export.
 
 The folder is `cache_dir`, else `$VANILLA_TRANSFORMER_CACHE/engines`, else
 `$HF_HOME/vanilla_transformer/engines`, else `~/.cache/vanilla_transformer/engines`.
@@ -47,6 +47,11 @@ def model_files(folder: Path) -> list[Path]:
     )
 
 
+# Raised when an exporter writes something else for the same model and versions (2: ONNX int8 with
+# 7-bit weights), so that exports cached by an earlier revision are made again.
+EXPORT_REVISION = 2
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -60,7 +65,10 @@ def content_key(folder: Path, engine: str, quantization: str, library: str) -> s
     from .. import __version__
 
     digest = hashlib.sha256()
-    header = f"{engine}\0{quantization}\0{__version__}\0{library} {_version(library)}\0"
+    header = (
+        f"{engine}\0{quantization}\0{__version__}\0{EXPORT_REVISION}\0"
+        f"{library} {_version(library)}\0"
+    )
     digest.update(header.encode())
     for path in model_files(folder):
         digest.update(path.name.encode() + b"\0")
