@@ -25,13 +25,14 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if [ -n "${TORCH_INDEX:-}" ]; then
         "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" --index-url "$TORCH_INDEX"
     else
-        "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC"
+        "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
     fi
 fi
 # Keep the installed torch while everything else moves to its newest allowed release.
 pins=$(mktemp)
 trap 'rm -f "$pins"' EXIT
-"$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$pins"
+# (read from the metadata: importing torch before numpy is installed prints a warning)
+"$VENV/bin/python" -c "import importlib.metadata as md; print('torch==' + md.version('torch').split('+')[0])" > "$pins"
 if [ -n "${CONSTRAINTS:-}" ]; then
     cat "$CONSTRAINTS" >> "$pins"
     strategy=(--upgrade)

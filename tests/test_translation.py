@@ -266,6 +266,7 @@ def test_help_shows_the_batch_flags_and_their_defaults(capsys):
     assert "(default: 32)" in help_text or "default: 32" in help_text
 
 
+@pytest.mark.slow  # an inductor compilation in a subprocess (~45 s)
 def test_the_tool_on_a_file_with_fast_cpu_fp32_matches_the_plain_path(tmp_path, model_folder):
     source, plain, fast = tmp_path / "in.en", tmp_path / "plain.es", tmp_path / "fast.es"
     source.write_text("\n".join(SENTENCES) + "\n")

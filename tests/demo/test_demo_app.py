@@ -76,6 +76,7 @@ def test_page_shows_exactly_what_the_pipeline_returns_with_the_paper_beam(
     assert shown == expected
 
 
+@pytest.mark.slow  # two int8 compilations and a browser (~90 s on an AVX2 CPU)
 @needs_browser
 def test_fast_path_shows_what_the_int8_model_returns_greedily(
     page, demo_modules, model_folder, int8_anywhere

@@ -105,6 +105,7 @@ def test_an_unknown_engine_is_refused_with_the_choices(model_folder, monkeypatch
     assert "ctranslate2" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an export in a subprocess (~40 s for ONNX)
 @needs_ctranslate2
 @pytest.mark.parametrize("engine", ["ctranslate2", "onnxruntime"])
 def test_the_readme_engines_example_prints_the_pipelines_translation(model_folder, engine):

@@ -201,6 +201,7 @@ def test_ctranslate2_int8_translates_like_float32_on_both_cpu_backends(
     assert sum(a == b for a, b in zip(int8, float32, strict=True)) >= (15 if saturating else 22)
 
 
+@pytest.mark.slow  # an int8 ONNX export (~45 s)
 @needs_runtimes
 def test_onnxruntime_int8_translates_like_float32(model_folder, cache_dir, torch_translator):
     """ONNX Runtime's dynamic int8 (per-channel 7-bit weights, per-call activations) on the toy
@@ -241,6 +242,7 @@ def test_languages_come_from_the_config_or_the_tokenizer(model_folder):
     assert (translator.source_lang, translator.target_lang) == ("en", "es")
 
 
+@pytest.mark.slow  # exports a second model to every engine (~33 s)
 @needs_runtimes
 def test_a_learned_position_model_fills_its_table_and_refuses_longer_lines_on_every_engine(
     tmp_path,

@@ -162,6 +162,7 @@ def test_int8_export_is_under_60_percent_of_the_float32_size(tmp_path):
     assert (int8 / "model.bin").stat().st_size < 0.6 * (fp32 / "model.bin").stat().st_size
 
 
+@pytest.mark.slow  # a subprocess per int8 backend (~30 s)
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 int8 backends")
 @pytest.mark.parametrize("backend", INT8_BACKENDS, ids=INT8_BACKENDS)
 def test_int8_scores_the_models_own_translations_close_to_float32_on_every_cpu_backend(

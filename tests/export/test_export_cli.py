@@ -81,6 +81,7 @@ def _own_lines(result) -> list[str]:
     return [line for line in lines if "torchao" not in line and "_pytree.py" not in line]
 
 
+@pytest.mark.slow  # a whole ONNX export in a subprocess (~60 s)
 def test_onnx_export_shows_its_stages_and_ends_with_one_line_naming_the_folder(tmp_path):
     pytest.importorskip("onnxscript")
     model = VanillaTransformerForConditionalGeneration(tiny_config())

@@ -1,5 +1,6 @@
 """The model learns: a toy task end to end, and the Hugging Face Trainer path users know."""
 
+import pytest
 import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
@@ -22,6 +23,7 @@ def reversal_batch(n: int, vocab: int, generator: torch.Generator):
     return input_ids, (input_ids != PAD).long(), pad(targets, batch_first=True, padding_value=-100)
 
 
+@pytest.mark.slow  # trains to 90% exact match (~26 s)
 def test_tiny_model_learns_sequence_reversal_to_90_percent_exact_match():
     vocab = 14
     model = VanillaTransformerForConditionalGeneration(

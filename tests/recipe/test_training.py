@@ -307,6 +307,7 @@ def test_train_script_lowers_the_loss_and_writes_the_hub_folder(corpus, tmp_path
     assert summary["scores"]["test"]["bleu_signature"] in card
 
 
+@pytest.mark.slow  # two training subprocesses (~27 s)
 def test_train_script_refuses_to_mix_with_an_earlier_run(corpus, tmp_path):
     out = tmp_path / "run"
     run_train(corpus, out, "--max_steps", "2", "--checkpoint_steps", "2", *QUIET)
@@ -521,6 +522,7 @@ def test_an_empty_validation_split_is_refused_when_training_evaluates_on_it(corp
         train(config)
 
 
+@pytest.mark.slow  # four training runs (~55 s)
 def test_resume_reloads_the_runs_options_and_refuses_a_change_to_the_data_order(corpus, tmp_path):
     out = tmp_path / "run"
     run_train(corpus, out, "--max_steps", "2", "--checkpoint_steps", "2", *QUIET)

@@ -13,7 +13,10 @@ from research import benchmarking as bm
 MISSING = [
     m for m in ("ctranslate2", "onnxruntime", "onnxscript") if not importlib.util.find_spec(m)
 ]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed")
+pytestmark = [
+    pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed"),
+    pytest.mark.slow,  # one module fixture exports and times every engine (~70 s)
+]
 
 
 @pytest.fixture(scope="module")
