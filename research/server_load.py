@@ -133,15 +133,17 @@ async def _concurrent(url, texts, source, target, clients, lt_clients, seconds):
     results, errors = [], []
     start = time.perf_counter()
 
-    def expired() -> bool:
-        return time.perf_counter() - start > seconds
+    def take() -> str | None:
+        """The next text, or None once the queue is empty or the time is up."""
+        if time.perf_counter() - start > seconds:
+            return None
+        try:
+            return queue.popleft()
+        except IndexError:
+            return None
 
     async def httpx_client(client: httpx.AsyncClient) -> None:
-        while queue and not expired():
-            try:
-                text = queue.popleft()
-            except IndexError:
-                return
+        while (text := take()) is not None:
             began = time.perf_counter()
             try:
                 reply = await client.post("/translate", json=_body(text, source, target))
@@ -156,11 +158,7 @@ async def _concurrent(url, texts, source, target, clients, lt_clients, seconds):
 
     def libretranslate_client() -> None:
         api = LibreTranslateAPI(url)
-        while queue and not expired():
-            try:
-                text = queue.popleft()
-            except IndexError:
-                return
+        while (text := take()) is not None:
             began = time.perf_counter()
             try:
                 answer = api.translate(text, source, target, timeout=120)

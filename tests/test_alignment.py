@@ -4,7 +4,11 @@ in word or subword units; on a toy task whose word order is known, they recover 
 
 import pytest
 import torch
-from toy_translation import reordered_pairs, trained_reordering_model, trained_toy_model
+from toy_translation import (
+    reordered_pairs,
+    save_toy_model,
+    trained_reordering_model,
+)
 
 from tests.conftest import tiny_config, word_tokenizer
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
@@ -127,10 +131,7 @@ def test_aligned_stream_gives_each_translation_the_alignment_to_its_own_line(bpe
 
 @pytest.fixture(scope="module")
 def toy_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_toy_model(tmp_path_factory.mktemp("toy") / "model")
 
 
 @pytest.mark.parametrize("units", ["word", "subword"])

@@ -35,6 +35,13 @@ def trained_toy_model(steps: int = 250, **overrides) -> VanillaTransformerForCon
     return train_toy(toy_pairs(steps * 16), steps, **overrides)
 
 
+def save_toy_model(folder):
+    """`trained_toy_model()` and the word tokenizer saved as a model folder; returns `folder`."""
+    trained_toy_model().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def train_toy(
     pairs: list[tuple[str, str]], steps: int, **overrides
 ) -> VanillaTransformerForConditionalGeneration:

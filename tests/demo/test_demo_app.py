@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import int8_on_any_cpu, word_tokenizer
-from toy_translation import SENTENCES, trained_toy_model
+from conftest import int8_on_any_cpu
+from toy_translation import SENTENCES, save_toy_model
 
 from vanilla_transformer import inference, optimize_for_cpu_inference, translation_pipeline
 
@@ -40,10 +40,7 @@ def demo_modules():
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo-model")
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return str(folder)
+    return str(save_toy_model(tmp_path_factory.mktemp("demo-model")))
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import word_tokenizer
-from toy_translation import SENTENCES, trained_toy_model
+from toy_translation import SENTENCES, save_toy_model
 
 from vanilla_transformer import translation_pipeline
 
@@ -30,8 +29,7 @@ def test_screenshot_script_writes_a_png_of_the_page_showing_the_translation(
     import screenshot
 
     folder = tmp_path / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
+    save_toy_model(folder)
     output = tmp_path / "demo.png"
     screenshot.main([str(folder), SENTENCES[0], str(output), "--beam_size", "1"])
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

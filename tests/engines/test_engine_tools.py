@@ -7,8 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import word_tokenizer
-from toy_translation import SENTENCES, toy_pairs, trained_toy_model
+from toy_translation import SENTENCES, save_toy_model, toy_pairs
 
 from vanilla_transformer.cli import evaluate as evaluate_tool
 from vanilla_transformer.cli import translate as translate_tool
@@ -22,10 +21,7 @@ LINES = [*SENTENCES, *(s for s, _ in toy_pairs(8, seed=7))]
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_toy_model(tmp_path_factory.mktemp("toy") / "model")
 
 
 @pytest.fixture(autouse=True)

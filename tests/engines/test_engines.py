@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import word_tokenizer
-from toy_translation import SENTENCES, toy_pairs, trained_toy_model
+from toy_translation import SENTENCES, save_toy_model, toy_pairs, trained_toy_model
 
 from vanilla_transformer.engines import UnsupportedOption, load_translator
 from vanilla_transformer.errors import UserError
@@ -31,10 +31,7 @@ LINES = [*SENTENCES, *(s for s, _ in toy_pairs(12, seed=5)), "", "and blue see c
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_toy_model(tmp_path_factory.mktemp("toy") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import word_tokenizer
-from toy_translation import trained_toy_model
+from toy_translation import save_toy_model, trained_toy_model
 
 from vanilla_transformer.engines import cache, load_translator
 
@@ -18,10 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def model_folder(tmp_path):
-    folder = tmp_path / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_toy_model(tmp_path / "model")
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ outputs. Correctness only: no timing is asserted."""
 import importlib.util
 
 import pytest
-from conftest import word_tokenizer
-from toy_translation import toy_pairs, trained_toy_model
+from toy_translation import save_toy_model, toy_pairs
 
 from research import benchmarking as bm
 
@@ -22,8 +21,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    trained_toy_model().save_pretrained(root / "model")
-    word_tokenizer().save_pretrained(root / "model")
+    save_toy_model(root / "model")
     pairs = toy_pairs(6, seed=3)
     notes = []
     # The fast int8 path compiles for minutes per shape: its selection is tested on its own below.

@@ -4,15 +4,13 @@ every answer checked against the single-request translation of its input."""
 import pytest
 
 from research.server_load import format_load_report, load_test
-from tests.conftest import word_tokenizer
-from tests.toy_translation import toy_pairs, trained_toy_model
+from tests.toy_translation import save_toy_model, toy_pairs
 
 
 @pytest.mark.slow  # a server process started and stopped
 def test_the_load_test_reports_both_phases_with_no_errors_and_equal_answers(tmp_path):
     folder = tmp_path / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
+    save_toy_model(folder)
     texts = [source for source, _ in toy_pairs(30, seed=4)]
     report = load_test(
         str(folder), texts, "en", "es", clients=4, libretranslate_clients=1, requests=20,

@@ -12,7 +12,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from tests.conftest import word_tokenizer  # noqa: E402
-from tests.toy_translation import toy_pairs, trained_toy_model  # noqa: E402
+from tests.toy_translation import save_toy_model, toy_pairs, trained_toy_model  # noqa: E402
 from vanilla_transformer.serving.ray_serve import translation_app  # noqa: E402
 from vanilla_transformer.translation import DecodingOptions, translate_lines  # noqa: E402
 
@@ -22,8 +22,7 @@ from .conftest import free_port  # noqa: E402
 @pytest.mark.slow  # a local Ray cluster starts and stops (30 s or more)
 def test_ray_serve_replicas_answer_libretranslate_requests(tmp_path):
     folder = tmp_path / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
+    save_toy_model(folder)
     greedy = DecodingOptions(num_beams=1)
     texts = [source for source, _ in toy_pairs(6, seed=3)]
     port = free_port()

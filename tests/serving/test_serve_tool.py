@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, word_tokenizer
-from tests.toy_translation import toy_pairs, trained_toy_model
+from tests.toy_translation import save_toy_model, toy_pairs, trained_toy_model
 from vanilla_transformer.cli.serve import main
 from vanilla_transformer.translation import DecodingOptions, translate_lines
 
@@ -25,10 +25,7 @@ from .conftest import free_port
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    trained_toy_model().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder
+    return save_toy_model(tmp_path_factory.mktemp("toy") / "model")
 
 
 def test_a_model_without_languages_is_a_user_error_naming_the_options(model_folder, capsys):

@@ -10,8 +10,8 @@ in the `EncoderDecoderCache` the installed transformers creates and passes (`cac
 5.24; `past_key_values` before), so beam search reorders them itself (`_reorder_cache`: the
 self-attention part only, the cross-attention keys are equal across a sentence's beams).
 
-`OnnxTranslator` is the engine: the facade and the tokenizer behind `Translator`, decoding through
-`translation.translate_lines` exactly like the PyTorch engine.
+`OnnxTranslator` is the engine: a `GenerateTranslator` over the facade and the tokenizer, decoding
+through `translation.translate_lines` exactly like the PyTorch engine.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from .. import translation
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
 from ..export.onnx import GRAPHS, past_names
 from ..modeling_vanilla_transformer import CACHE_OUTPUT_FIELD, MAX_OUTPUT_LENGTH_OFFSET
-from ..translation import DecodingOptions, Hypothesis
-from .base import Translator
+from .torch_engine import GenerateTranslator
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -175,7 +174,7 @@ def onnx_sessions(folder: Path, intra_op_num_threads: int = 0, providers=None) -
     }
 
 
-class OnnxTranslator(Translator):
+class OnnxTranslator(GenerateTranslator):
     """An `export_onnx` folder on ONNX Runtime: `OnnxTranslator(folder).translate(lines, options)`;
     the graphs hold the whole model (no PyTorch weights are loaded). `model` is the generating
     facade (`OnnxSeq2SeqLM`), `model.sessions` the three ONNX Runtime sessions."""
@@ -187,28 +186,10 @@ class OnnxTranslator(Translator):
 
         folder = Path(folder)
         config = VanillaTransformerConfig.from_pretrained(str(folder))
-        super().__init__(config, AutoTokenizer.from_pretrained(str(folder)))
         generation_config = None
         if (folder / "generation_config.json").is_file():
             generation_config = GenerationConfig.from_pretrained(str(folder))
         sessions = onnx_sessions(folder, intra_op_num_threads, providers)
+        model = OnnxSeq2SeqLM(config, sessions, generation_config).eval()
+        super().__init__(model, AutoTokenizer.from_pretrained(str(folder)))
         self.folder = folder
-        self.model = OnnxSeq2SeqLM(config, sessions, generation_config).eval()
-
-    def translate(
-        self, lines: list[str], options: DecodingOptions | None = None, progress=None
-    ) -> list[list[str]]:
-        return translation.translate_lines(
-            self.model, self.tokenizer, lines, options, progress=progress
-        )
-
-    def translate_hypotheses(
-        self,
-        lines: list[str],
-        options: DecodingOptions | None = None,
-        prefixes: list[str] | None = None,
-        progress=None,
-    ) -> list[list[Hypothesis]]:
-        return translation.translate_hypotheses(
-            self.model, self.tokenizer, lines, options, progress=progress, prefixes=prefixes
-        )

@@ -1,4 +1,7 @@
-"""The PyTorch engine: the model's own `generate()` through `translation.translate_lines`."""
+"""The engines that decode with transformers' `generate()` on a model object, through
+`translation.translate_lines` / `translate_hypotheses` (length sorting, token batches, prefixes,
+scores): `GenerateTranslator`, and the PyTorch engine `TorchTranslator` built on it. The ONNX
+Runtime engine is one too: its model is the `generate()` facade over the sessions."""
 
 from __future__ import annotations
 
@@ -7,11 +10,9 @@ from ..translation import DecodingOptions, Hypothesis
 from .base import Translator
 
 
-class TorchTranslator(Translator):
-    """A loaded `VanillaTransformerForConditionalGeneration` (plain, or prepared by
-    `optimize_for_cpu_inference`) and its tokenizer, on `device`."""
-
-    engine = "torch"
+class GenerateTranslator(Translator):
+    """`model` (anything with `generate()` and a config) and its tokenizer, on `device` (None:
+    where the model is)."""
 
     def __init__(self, model, tokenizer, device=None):
         super().__init__(model.config, tokenizer)
@@ -41,3 +42,10 @@ class TorchTranslator(Translator):
             progress=progress,
             prefixes=prefixes,
         )
+
+
+class TorchTranslator(GenerateTranslator):
+    """A loaded `VanillaTransformerForConditionalGeneration` (plain, or prepared by
+    `optimize_for_cpu_inference`) and its tokenizer, on `device`."""
+
+    engine = "torch"

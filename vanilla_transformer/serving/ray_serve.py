@@ -16,12 +16,11 @@ shutdown a replica stops taking requests and its batcher answers the ones it hol
 
 from __future__ import annotations
 
+import inspect
+
 from ray import serve
 
-from ..translation import DecodingOptions
 from .app import serve_model
-from .batching import BatchLimits
-from .requests import RequestLimits
 
 __all__ = ["TranslationServer", "translation_app"]
 
@@ -40,39 +39,26 @@ class TranslationServer:
 
 def translation_app(
     model: str,
-    engine: str = "torch",
-    quantization: str | None = None,
-    device: str | None = None,
-    source_lang: str | None = None,
-    target_lang: str | None = None,
-    decoding: DecodingOptions | None = None,
-    limits: RequestLimits | None = None,
-    batch_limits: BatchLimits | None = None,
-    cache_dir: str | None = None,
     num_replicas: int = 1,
     autoscaling_config: dict | None = None,
     ray_actor_options: dict | None = None,
+    **app_options,
 ):
-    """A Ray Serve application of `model` for `serve.run`: `num_replicas` replicas, or with
-    `autoscaling_config` (Ray's: `min_replicas`, `max_replicas`, `target_ongoing_requests`, ...)
-    as many as the load needs. `ray_actor_options`: each replica's resources (e.g.
-    `{"num_cpus": 4}` for an engine with 4 threads, `{"num_gpus": 1}`). The model path must be
-    readable on every node (a shared folder) or be a Hub id; `cache_dir`: where each node keeps the
-    engine's export (default: the engines' cache)."""
+    """A Ray Serve application of `model` for `serve.run`: each replica serves
+    `serving.app.serve_model(model, **app_options)` (its options: `engine`, `quantization`,
+    `device`, `source_lang`, `target_lang`, `decoding`, `limits`, `batch_limits`, `cache_dir`,
+    checked here before any replica starts). `num_replicas` replicas, or with `autoscaling_config`
+    (Ray's: `min_replicas`, `max_replicas`, `target_ongoing_requests`, ...) as many as the load
+    needs. `ray_actor_options`: each replica's resources (e.g. `{"num_cpus": 4}` for an engine with
+    4 threads, `{"num_gpus": 1}`). The model path must be readable on every node (a shared folder)
+    or be a Hub id; `cache_dir`: where each node keeps the engine's export (default: the engines'
+    cache)."""
+    unknown = sorted(set(app_options) - set(inspect.signature(serve_model).parameters))
+    if unknown:
+        raise TypeError(f"translation_app() got unknown options {unknown}: see serve_model")
     options: dict = {"ray_actor_options": ray_actor_options or {"num_cpus": 1}}
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
     else:
         options["num_replicas"] = num_replicas
-    return TranslationServer.options(**options).bind(
-        model,
-        engine=engine,
-        quantization=quantization,
-        device=device,
-        source_lang=source_lang,
-        target_lang=target_lang,
-        decoding=decoding,
-        limits=limits,
-        batch_limits=batch_limits,
-        cache_dir=cache_dir,
-    )
+    return TranslationServer.options(**options).bind(model, **app_options)
