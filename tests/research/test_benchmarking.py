@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from research import benchmarking as bm
+from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from vanilla_transformer.configuration_vanilla_transformer import SIZE_FIELDS
 
 TINY = dict(vocab_size=97, d_model=16, layers=2, heads=4, ffn_dim=32)
@@ -101,6 +102,21 @@ def test_marian_with_our_weights_computes_the_same_function(models):
         expected = ours(**data).logits
         got = marian(**data).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "change", [{"norm_first": True}, {"position_encoding": "learned"}, {"decoder_layers": 1}]
+)
+def test_marian_refuses_a_model_it_cannot_compute_instead_of_scoring_garbage(change):
+    """A pre-LN model once went through marian_like and the engines table showed Marian at BLEU
+    0.00 on the same weights: what Marian cannot compute is refused, naming why."""
+    shape = dict(
+        vocab_size=40, d_model=16, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+    )  # fmt: skip
+    ours = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig(**shape | change))
+    with pytest.raises(ValueError, match="cannot compute this model"):
+        bm.marian_like(ours)
 
 
 def test_ctranslate2_conversion_scores_like_our_model(models, tmp_path):
