@@ -45,17 +45,14 @@ def translation_app(
     **app_options,
 ):
     """A Ray Serve application of `model` for `serve.run`: each replica serves
-    `serving.app.serve_model(model, **app_options)` (its options: `engine`, `quantization`,
-    `device`, `source_lang`, `target_lang`, `decoding`, `limits`, `batch_limits`, `cache_dir`,
-    checked here before any replica starts). `num_replicas` replicas, or with `autoscaling_config`
+    `serving.app.serve_model(model, **app_options)` (the options are serve_model's; a wrong one
+    fails here, before any replica starts). `num_replicas` replicas, or with `autoscaling_config`
     (Ray's: `min_replicas`, `max_replicas`, `target_ongoing_requests`, ...) as many as the load
     needs. `ray_actor_options`: each replica's resources (e.g. `{"num_cpus": 4}` for an engine with
     4 threads, `{"num_gpus": 1}`). The model path must be readable on every node (a shared folder)
     or be a Hub id; `cache_dir`: where each node keeps the engine's export (default: the engines'
     cache)."""
-    unknown = sorted(set(app_options) - set(inspect.signature(serve_model).parameters))
-    if unknown:
-        raise TypeError(f"translation_app() got unknown options {unknown}: see serve_model")
+    inspect.signature(serve_model).bind(model, **app_options)  # TypeError naming a wrong option
     options: dict = {"ray_actor_options": ray_actor_options or {"num_cpus": 1}}
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
