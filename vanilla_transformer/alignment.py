@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .errors import UserError
-from .scoring import forced_decode, model_on_device
-from .translation import _checked_lines, _pad_token_id, token_batches
+from .scoring import forced_decode_batches, model_on_device
+from .translation import _checked_lines, _pad_token_id
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -215,27 +215,16 @@ def align_pairs(
     target_units = [
         token_units(t, e, units) for t, e in zip(targets, target_encodings, strict=True)
     ]
-    lengths = [len(s) + len(t) for s, t in zip(source_ids, target_ids, strict=True)]
     alignments: list[list[tuple[int, int]]] = [[] for _ in sources]
-    was_training = model.training
-    model.eval()
-    try:
-        with _eager_attention(model):
-            for batch in token_batches(lengths, max_tokens, batch_size):
-                _, _, outputs = forced_decode(
-                    model,
-                    [source_ids[i] for i in batch],
-                    [target_ids[i] for i in batch],
-                    pad_id,
-                    device,
-                    output_attentions=True,
-                )
-                attention = outputs.cross_attentions[index].mean(dim=1).cpu()  # (B, T, S)
-                for row, i in enumerate(batch):
-                    weights = attention[row, : len(target_ids[i]), : len(source_ids[i])]
-                    alignments[i] = unit_alignment(weights, source_units[i], target_units[i])
-    finally:
-        model.train(was_training)
+    batches = forced_decode_batches(
+        model, source_ids, target_ids, pad_id, device, max_tokens, batch_size, True
+    )
+    with _eager_attention(model), contextlib.closing(batches):  # closing: eval mode ends here
+        for batch, _, outputs in batches:
+            attention = outputs.cross_attentions[index].mean(dim=1).cpu()  # (B, T, S)
+            for row, i in enumerate(batch):
+                weights = attention[row, : len(target_ids[i]), : len(source_ids[i])]
+                alignments[i] = unit_alignment(weights, source_units[i], target_units[i])
     return alignments
 
 

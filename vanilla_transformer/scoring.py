@@ -17,6 +17,7 @@ rule) with their source and target lengths together.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Sequence
 
@@ -113,6 +114,33 @@ def forced_decode(
     return token_log_probs, target_mask, outputs
 
 
+def forced_decode_batches(
+    model,
+    source_ids: Sequence[Sequence[int]],
+    target_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    max_tokens: int | None,
+    batch_size: int | None,
+    output_attentions: bool = False,
+):
+    """`forced_decode` over all the pairs in `translation.token_batches` (by source + target
+    length), the model in eval mode meanwhile: yields `(batch, token_log_probs, outputs)`, `batch`
+    the pairs' indices (rows in that order)."""
+    lengths = [len(s) + len(t) for s, t in zip(source_ids, target_ids, strict=True)]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in token_batches(lengths, max_tokens, batch_size):
+            sources, targets = [source_ids[i] for i in batch], [target_ids[i] for i in batch]
+            token_log_probs, _, outputs = forced_decode(
+                model, sources, targets, pad_id, device, output_attentions
+            )
+            yield batch, token_log_probs, outputs
+    finally:
+        model.train(was_training)
+
+
 def model_on_device(model, device: str | torch.device | None = None):
     """The model that generates (a DDP-style wrapper unwrapped) on `device` (default: where it
     is), and that device."""
@@ -173,23 +201,14 @@ def score_pairs(
     source_ids, target_ids = encode_pairs(tokenizer, sources, targets)
     model, device = model_on_device(model, device)
     pad_id = _pad_token_id(model, tokenizer)
-    lengths = [len(s) + len(t) for s, t in zip(source_ids, target_ids, strict=True)]
-    scores: list[PairScore | None] = [None] * len(lengths)
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in token_batches(lengths, options.max_tokens, options.batch_size):
-            token_log_probs, _, _ = forced_decode(
-                model,
-                [source_ids[i] for i in batch],
-                [target_ids[i] for i in batch],
-                pad_id,
-                device,
-            )
+    scores: list[PairScore | None] = [None] * len(source_ids)
+    batches = forced_decode_batches(
+        model, source_ids, target_ids, pad_id, device, options.max_tokens, options.batch_size
+    )
+    with contextlib.closing(batches):  # closing: the model's training mode comes back here
+        for batch, token_log_probs, _ in batches:
             for row, i in enumerate(batch):
                 scores[i] = _pair_score(token_log_probs[row, : len(target_ids[i])].cpu(), options)
             if progress is not None:
                 progress.update(len(batch))
-    finally:
-        model.train(was_training)
     return scores

@@ -460,20 +460,12 @@ def stream_hypotheses(
 
 
 def translate_stream(
-    model,
-    tokenizer,
-    lines: Iterable[str],
-    options: DecodingOptions | None = None,
-    window: int | None = None,
-    device: str | torch.device | None = None,
-    progress=None,
-    prefixes: Iterable[str] | None = None,
+    model, tokenizer, lines: Iterable[str], *args, **kwargs
 ) -> Iterator[list[str]]:
-    """`stream_hypotheses`' texts, without scores: each line's translations in input order, a
-    window at a time (default: one batch, `options.batch_size`)."""
-    for hypotheses in stream_hypotheses(
-        model, tokenizer, lines, options, window, device, progress, prefixes, scores=False
-    ):
+    """`stream_hypotheses`' texts, without scores, with its arguments (`options`, `window`,
+    `device`, `progress`, `prefixes`): each line's translations in input order, a window at a time
+    (default: one batch, `options.batch_size`)."""
+    for hypotheses in stream_hypotheses(model, tokenizer, lines, *args, **kwargs, scores=False):
         yield [h.text for h in hypotheses]
 
 

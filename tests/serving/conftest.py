@@ -13,30 +13,19 @@ import uvicorn
 
 from tests.conftest import word_tokenizer
 from tests.toy_translation import trained_toy_model
-from vanilla_transformer import translation
+from vanilla_transformer.engines.torch_engine import TorchTranslator
 from vanilla_transformer.serving import BatchLimits, LanguagePair, RequestLimits, create_app
-from vanilla_transformer.translation import DecodingOptions, Hypothesis
+from vanilla_transformer.translation import DecodingOptions
 
 PAIR = LanguagePair("en", "es")
 GREEDY = DecodingOptions(num_beams=1)
 
 
-class ToyTranslator:
-    """The torch engine's contract over `translation.translate_lines` and the toy model."""
-
-    engine = "torch"
-    source_lang = target_lang = None
+class ToyTranslator(TorchTranslator):
+    """The torch engine over the toy model."""
 
     def __init__(self):
-        self.model = trained_toy_model()
-        self.tokenizer = word_tokenizer()
-        self.config = self.model.config
-
-    def translate(self, lines, options=None, progress=None):
-        return translation.translate_lines(self.model, self.tokenizer, lines, options)
-
-    def translate_hypotheses(self, lines, options=None, prefixes=None, progress=None):
-        return [[Hypothesis(t) for t in outs] for outs in self.translate(lines, options)]
+        super().__init__(trained_toy_model(), word_tokenizer())
 
 
 class FailingOn(ToyTranslator):
@@ -47,17 +36,10 @@ class FailingOn(ToyTranslator):
         super().__init__()
         self.word, self.error = word, error
 
-    def _check(self, lines):
+    def _decode(self, lines, options, prefixes, progress, scores):
         if any(self.word in line.split() for line in lines):
             raise self.error(f"the engine failed on {self.word!r}")
-
-    def translate(self, lines, options=None, progress=None):
-        self._check(lines)
-        return super().translate(lines, options, progress)
-
-    def translate_hypotheses(self, lines, options=None, prefixes=None, progress=None):
-        self._check(lines)
-        return super().translate_hypotheses(lines, options, prefixes, progress)
+        return super()._decode(lines, options, prefixes, progress, scores)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,11 @@ config and tokenizer, and translates lists of lines with `translation.DecodingOp
   `translation.translate_lines`;
 - `translate_hypotheses(lines, options, prefixes, progress)`: the same as `translation.Hypothesis`
   (text and score: the log-probability normalised as `generate()`'s `sequences_scores`), each
-  output optionally forced to start with a target prefix.
+  output optionally forced to start with a target prefix;
+- `stream_hypotheses(lines, options, window, progress, prefixes)`: the same over an iterable read
+  a window at a time (the translate tool's streaming).
+
+An engine implements one method, `_decode`; the public ones above are the base class's.
 
 An option an engine cannot honour is a `UnsupportedOption` (a `UserError`) naming the option and
 the engines that have it, never silently dropped.
@@ -76,7 +80,7 @@ class Translator:
         self, lines: list[str], options: DecodingOptions | None = None, progress=None
     ) -> list[list[str]]:
         """Per input line (input order) its `num_return_sequences` translations, best first."""
-        hypotheses = self.translate_hypotheses(lines, options, progress=progress)
+        hypotheses = self._decode(lines, with_defaults(options), None, progress, scores=False)
         return [[h.text for h in line] for line in hypotheses]
 
     def translate_hypotheses(
@@ -86,21 +90,9 @@ class Translator:
         prefixes: list[str] | None = None,
         progress=None,
     ) -> list[list[Hypothesis]]:
-        raise NotImplementedError
-
-    def translate_stream(
-        self,
-        lines: Iterable[str],
-        options: DecodingOptions | None = None,
-        window: int | None = None,
-        progress=None,
-    ) -> Iterator[list[str]]:
-        """`translate` over `lines` read `window` at a time (default: one batch), each line's
-        translations yielded in input order as soon as its window is done
-        (`translation.read_windows`: a reading error comes after the lines read before it)."""
-        options = with_defaults(options)
-        for chunk, _ in read_windows(lines, window or options.batch_size):
-            yield from self.translate(chunk, options, progress)
+        """Per input line its hypotheses (text and score), each starting with its prefix if
+        `prefixes` (one per line) are given."""
+        return self._decode(lines, with_defaults(options), prefixes, progress, scores=True)
 
     def stream_hypotheses(
         self,
@@ -111,10 +103,19 @@ class Translator:
         prefixes: Iterable[str] | None = None,
     ) -> Iterator[list[Hypothesis]]:
         """`translate_hypotheses` over `lines` and their `prefixes`, read in step `window` lines at
-        a time (`translation.read_windows`, the streaming rule of `translate_stream`)."""
+        a time (default: one batch), each line's hypotheses yielded in input order as soon as its
+        window is done (`translation.read_windows`: a reading error comes after the lines read
+        before it)."""
         options = with_defaults(options)
         for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
-            yield from self.translate_hypotheses(chunk, options, forced, progress)
+            yield from self._decode(chunk, options, forced, progress, scores=True)
+
+    def _decode(
+        self, lines: list[str], options: DecodingOptions, prefixes, progress, scores: bool
+    ) -> list[list[Hypothesis]]:
+        """What an engine implements: per line its hypotheses under `options` (defaults already
+        filled in); `scores=False` lets an engine skip computing them (the texts are the same)."""
+        raise NotImplementedError
 
     @property
     def position_limit(self) -> int | None:

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from ..translation import DecodingOptions, Hypothesis
-from .base import Translator, unsupported, with_defaults
+from .base import Translator, unsupported
 
 CONFIG_FILE = "vanilla_transformer_config.json"  # our config, beside CTranslate2's config.json
 
@@ -99,15 +99,7 @@ class CTranslate2Translator(Translator):
 
     position_table = "the CTranslate2 export's position table"
 
-    def translate_hypotheses(
-        self,
-        lines: list[str],
-        options: DecodingOptions | None = None,
-        prefixes: list[str] | None = None,
-        progress=None,
-    ) -> list[list[Hypothesis]]:
-        options = with_defaults(options)
-
+    def _decode(self, lines, options, prefixes, progress, scores):
         def decode(sources, targets):
             longest = max(len(s) for s in sources)
             arguments = translate_batch_arguments(options, longest, self.position_limit)

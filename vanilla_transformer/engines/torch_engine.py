@@ -6,7 +6,6 @@ Runtime engine is one too: its model is the `generate()` facade over the session
 from __future__ import annotations
 
 from .. import translation
-from ..translation import DecodingOptions, Hypothesis
 from .base import Translator
 
 
@@ -19,28 +18,9 @@ class GenerateTranslator(Translator):
         self.model = model
         self.device = device
 
-    def translate(
-        self, lines: list[str], options: DecodingOptions | None = None, progress=None
-    ) -> list[list[str]]:
-        return translation.translate_lines(
-            self.model, self.tokenizer, lines, options, self.device, progress
-        )
-
-    def translate_hypotheses(
-        self,
-        lines: list[str],
-        options: DecodingOptions | None = None,
-        prefixes: list[str] | None = None,
-        progress=None,
-    ) -> list[list[Hypothesis]]:
+    def _decode(self, lines, options, prefixes, progress, scores):
         return translation.translate_hypotheses(
-            self.model,
-            self.tokenizer,
-            lines,
-            options,
-            device=self.device,
-            progress=progress,
-            prefixes=prefixes,
+            self.model, self.tokenizer, lines, options, self.device, progress, prefixes, scores
         )
 
 
