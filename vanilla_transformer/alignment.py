@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .errors import UserError
-from .scoring import forced_decode_batches, model_on_device
+from .scoring import forced_decode, model_on_device
 from .translation import _checked_lines, _pad_token_id
 
 __all__ = [
@@ -216,7 +216,7 @@ def align_pairs(
         token_units(t, e, units) for t, e in zip(targets, target_encodings, strict=True)
     ]
     alignments: list[list[tuple[int, int]]] = [[] for _ in sources]
-    batches = forced_decode_batches(
+    batches = forced_decode(
         model, source_ids, target_ids, pad_id, device, max_tokens, batch_size, True
     )
     with _eager_attention(model), contextlib.closing(batches):  # closing: eval mode ends here

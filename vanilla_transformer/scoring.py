@@ -7,7 +7,7 @@ Used to filter corpora (dual conditional cross-entropy) and to rerank n-best lis
   `length_penalty` (exactly how `generate()` ranks finished beams and reports `sequences_scores`:
   scoring a beam search's own output with the same length penalty gives its sequence score back),
   and each token's log-probability on request.
-- `forced_decode`: the one teacher-forced pass over padded batches, shared with the word
+- `forced_decode`: the one teacher-forced pass over token batches of pairs, shared with the word
   alignments (`vanilla_transformer.alignment`).
 
 The log-probabilities are a plain log-softmax of the logits: label smoothing is a training loss,
@@ -89,53 +89,37 @@ def forced_decode(
     target_ids: Sequence[Sequence[int]],
     pad_id: int,
     device: torch.device,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
     output_attentions: bool = False,
 ):
-    """One teacher-forced pass of a padded batch: the decoder reads `<start> y_1 ... y_{T-1}` and
-    predicts `y_1 ... y_T`. Returns `(token_log_probs (B, T), target_mask (B, T), outputs)`:
-    the log-probability of each target token (0 at padding) and the model's outputs (with the
-    cross-attentions when `output_attentions`; the model must then run eager attention)."""
-    input_ids, attention_mask = _pad(source_ids, pad_id)  # (B, S)
-    labels, target_mask = _pad(target_ids, pad_id)  # (B, T)
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # (B, T)
-    with torch.inference_mode():
-        outputs = model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            decoder_input_ids=decoder_input_ids.to(device),
-            use_cache=False,
-            output_attentions=output_attentions,
-        )
-        # float32 as generate() computes them: log_softmax of the logits, nothing else.
-        log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)  # (B, T, V)
-        labels, target_mask = labels.to(device), target_mask.to(device)
-        token_log_probs = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        token_log_probs = token_log_probs.masked_fill(target_mask == 0, 0.0)
-    return token_log_probs, target_mask, outputs
-
-
-def forced_decode_batches(
-    model,
-    source_ids: Sequence[Sequence[int]],
-    target_ids: Sequence[Sequence[int]],
-    pad_id: int,
-    device: torch.device,
-    max_tokens: int | None,
-    batch_size: int | None,
-    output_attentions: bool = False,
-):
-    """`forced_decode` over all the pairs in `translation.token_batches` (by source + target
-    length), the model in eval mode meanwhile: yields `(batch, token_log_probs, outputs)`, `batch`
-    the pairs' indices (rows in that order)."""
+    """Teacher-forced passes over all the pairs, in `translation.token_batches` (by source +
+    target length), the model in eval mode meanwhile: the decoder reads `<start> y_1 ... y_{T-1}`
+    and predicts `y_1 ... y_T`. Yields `(batch, token_log_probs (B, T), outputs)`: the pairs'
+    indices (rows in that order), the log-probability of each target token (0 at padding) and
+    the model's outputs (with the cross-attentions when `output_attentions`; the model must then
+    run eager attention)."""
     lengths = [len(s) + len(t) for s, t in zip(source_ids, target_ids, strict=True)]
     was_training = model.training
     model.eval()
     try:
         for batch in token_batches(lengths, max_tokens, batch_size):
-            sources, targets = [source_ids[i] for i in batch], [target_ids[i] for i in batch]
-            token_log_probs, _, outputs = forced_decode(
-                model, sources, targets, pad_id, device, output_attentions
-            )
+            input_ids, attention_mask = _pad([source_ids[i] for i in batch], pad_id)  # (B, S)
+            labels, target_mask = _pad([target_ids[i] for i in batch], pad_id)  # (B, T)
+            decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # (B, T)
+            with torch.inference_mode():
+                outputs = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    decoder_input_ids=decoder_input_ids.to(device),
+                    use_cache=False,
+                    output_attentions=output_attentions,
+                )
+                # float32 as generate() computes them: log_softmax of the logits, nothing else.
+                log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)  # (B, T, V)
+                labels, target_mask = labels.to(device), target_mask.to(device)
+                token_log_probs = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+                token_log_probs = token_log_probs.masked_fill(target_mask == 0, 0.0)  # (B, T)
             yield batch, token_log_probs, outputs
     finally:
         model.train(was_training)
@@ -202,7 +186,7 @@ def score_pairs(
     model, device = model_on_device(model, device)
     pad_id = _pad_token_id(model, tokenizer)
     scores: list[PairScore | None] = [None] * len(source_ids)
-    batches = forced_decode_batches(
+    batches = forced_decode(
         model, source_ids, target_ids, pad_id, device, options.max_tokens, options.batch_size
     )
     with contextlib.closing(batches):  # closing: the model's training mode comes back here

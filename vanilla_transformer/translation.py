@@ -367,20 +367,11 @@ def translate_hypotheses(
     return outputs
 
 
-def translate_lines(
-    model,
-    tokenizer,
-    lines: Iterable[str],
-    options: DecodingOptions | None = None,
-    device: str | torch.device | None = None,
-    progress=None,
-    prefixes: Iterable[str] | None = None,
-) -> list[list[str]]:
-    """`translate_hypotheses`' texts, without scores: per input line and in input order, its
+def translate_lines(model, tokenizer, lines: Iterable[str], *args, **kwargs) -> list[list[str]]:
+    """`translate_hypotheses`' texts, without scores, with its arguments (`options`, `device`,
+    `progress`, `prefixes`): per input line and in input order, its
     `options.num_return_sequences` translations (best first for beam search)."""
-    hypotheses = translate_hypotheses(
-        model, tokenizer, lines, options, device, progress, prefixes, scores=False
-    )
+    hypotheses = translate_hypotheses(model, tokenizer, lines, *args, **kwargs, scores=False)
     return [[h.text for h in per_line] for per_line in hypotheses]
 
 
