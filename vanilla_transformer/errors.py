@@ -9,11 +9,17 @@ that names it and asks for a report, the traceback again only with `--debug`.
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 DEBUG_FLAG = "--debug"
 DEBUG_HELP = "Show the full traceback when the tool stops with an error."
+
+# The tools' log lines: the package's INFO records (startup facts: parameters, pairs kept by each
+# filter, batching, checkpoints saved or resumed) on stderr.
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 # Exit codes: 2 a user error (as argparse), 1 a defect of ours, 130 interrupted by Ctrl-C.
 USER_ERROR_EXIT = 2
@@ -33,6 +39,22 @@ USER_ERROR_TYPES: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     PermissionError,
 )
+
+
+def console_tool(body=None, *, log_format: str = LOG_FORMAT):
+    """Decorator: a tool's body, `body(argv) -> exit code` (None: 0), becomes its console entry
+    point `main(argv=None) -> int`: INFO logging in `log_format`, and the one error style
+    (`run_tool`). `@console_tool` or `@console_tool(log_format=...)`."""
+
+    def decorate(body):
+        @functools.wraps(body)
+        def main(argv: Sequence[str] | None = None) -> int:
+            logging.basicConfig(level=logging.INFO, format=log_format)
+            return run_tool(body, argv)
+
+        return main
+
+    return decorate if body is None else decorate(body)
 
 
 def run_tool(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:

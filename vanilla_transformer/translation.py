@@ -431,10 +431,8 @@ def stream_hypotheses(
     lines: Iterable[str],
     options: DecodingOptions | None = None,
     window: int | None = None,
-    device: str | torch.device | None = None,
-    progress=None,
     prefixes: Iterable[str] | None = None,
-    scores: bool = True,
+    **kwargs,
 ) -> Iterator[list[Hypothesis]]:
     """`translate_hypotheses` over `lines` (and `prefixes`, read in step with them) `window` lines
     at a time (default: one batch, `options.batch_size`; `read_windows`): yields each line's
@@ -442,19 +440,17 @@ def stream_hypotheses(
     lines arrive and a caller that writes each output at once keeps every finished window when
     interrupted. Sorting by length happens within a window. If reading `lines` raises (e.g. a line
     that is not UTF-8), the lines read before it are translated and yielded first, then the error
-    propagates."""
+    propagates. `kwargs` (`device`, `progress`, `scores`) go to `translate_hypotheses`."""
     options = options or DecodingOptions()
     for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
-        yield from translate_hypotheses(
-            model, tokenizer, chunk, options, device, progress, forced, scores
-        )
+        yield from translate_hypotheses(model, tokenizer, chunk, options, prefixes=forced, **kwargs)
 
 
 def translate_stream(
     model, tokenizer, lines: Iterable[str], *args, **kwargs
 ) -> Iterator[list[str]]:
     """`stream_hypotheses`' texts, without scores, with its arguments (`options`, `window`,
-    `device`, `progress`, `prefixes`): each line's translations in input order, a window at a time
+    `prefixes`, `device`, `progress`): each line's translations in input order, a window at a time
     (default: one batch, `options.batch_size`)."""
     for hypotheses in stream_hypotheses(model, tokenizer, lines, *args, **kwargs, scores=False):
         yield [h.text for h in hypotheses]

@@ -32,7 +32,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.cli import check_output_folder
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.publishing.hub import EVALUATION_FIELDS, read_card_info, write_card_info
 from vanilla_transformer.recipe.checkpoints import (
     RUN_CONFIG_FILE,
@@ -198,14 +198,9 @@ def output_folder(args: argparse.Namespace, run_dir: Path | None, folders: list[
     return check_output_folder(output_dir, inputs, args.overwrite_output_dir, "an earlier average")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(average_tool, argv)
-
-
-def average_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folders = checkpoint_folders(args)
     run_dir = Path(args.run_dir) if args.run_dir else find_run_dir(folders[-1])
     output_dir = output_folder(args, run_dir, folders)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.recipe.bible import build_bible_corpus
 from vanilla_transformer.recipe.options import BIBLE, CorpusOptions, option, parse_cli
 
@@ -28,14 +27,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, BuildOptio
     return corpus, options
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(build_corpus_tool, argv)
-
-
-def build_corpus_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     corpus_options, args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     corpus = build_bible_corpus(
         corpus_options.bible_cache_dir,
         english=corpus_options.english,

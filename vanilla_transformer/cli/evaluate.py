@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from vanilla_transformer.engines import (
     load_translator,
     tool_quantization,
 )
-from vanilla_transformer.errors import run_tool
+from vanilla_transformer.errors import console_tool
 from vanilla_transformer.inference import MODES
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
@@ -96,17 +95,12 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(evaluate_tool, argv)
-
-
-def evaluate_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     corpus_options, decoding, options, positional = parse_args(argv)
     args = argparse.Namespace(
         **vars(corpus_options), **vars(decoding), **vars(options), **vars(positional)
     )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folder = resolve_model_folder(args.model)
     corpus_options = run_corpus_options(args.model, corpus_options)
     args.dataset = corpus_options.dataset

@@ -18,7 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.cli import check_output_folder
-from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, run_tool
+from vanilla_transformer.errors import DEBUG_FLAG, DEBUG_HELP, console_tool
 from vanilla_transformer.recipe.checkpoints import not_on_the_hub, resolve_model_folder
 
 FORMATS = ("ctranslate2", "onnx")
@@ -67,11 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(export_tool, argv)
-
-
 def prepare_output_dir(args: argparse.Namespace) -> Path:
     """A new or empty output folder (emptied with --overwrite_output_dir); never the model's."""
     output_dir = check_output_folder(
@@ -82,9 +77,9 @@ def prepare_output_dir(args: argparse.Namespace) -> Path:
     return output_dir
 
 
-def export_tool(argv=None) -> int:
+@console_tool(log_format="%(message)s")
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     folder = resolve_model_folder(args.model)
     output_dir = prepare_output_dir(args)  # refused or emptied before any work
     print(f"loading {folder}", flush=True)

@@ -14,10 +14,9 @@ saved to OUTPUT_DIR/final; the Trainer's checkpoints are in OUTPUT_DIR.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
-from vanilla_transformer.errors import run_tool
+from vanilla_transformer.errors import console_tool
 from vanilla_transformer.recipe.finetuning import FinetuneConfig, finetune
 from vanilla_transformer.recipe.options import parse_cli
 
@@ -30,14 +29,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(finetune_tool, argv)
-
-
-def finetune_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = finetune(config)
     losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
     if losses:

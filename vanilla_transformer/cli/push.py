@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.publishing.hub import push_folder
 from vanilla_transformer.recipe.options import option, parse_cli
 
@@ -80,10 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return argparse.Namespace(**vars(options), **vars(positional))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_tool(push, argv)
-
-
 def read_card_overrides(path: str | None) -> dict | None:
     if path is None:
         return None
@@ -96,9 +91,9 @@ def read_card_overrides(path: str | None) -> dict | None:
     return values
 
 
-def push(argv: list[str]) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     plan = push_folder(
         args.folder,
         args.repo_id,

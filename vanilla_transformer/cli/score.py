@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.loading import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
@@ -122,14 +122,9 @@ def windows(pairs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[
             return
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The console tool: `score` with the one error style (`run_tool`); returns the exit code."""
-    return run_tool(score, argv)
-
-
-def score(argv: list[str]) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     scoring, args, model_name = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     total = checked_line_count(args.source, args.target)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(model_name, device)

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 
 from vanilla_transformer.engines import ALL_QUANTIZATIONS, ENGINE_HELP, ENGINES, QUANTIZATION_HELP
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.recipe.options import option, parse_cli
 from vanilla_transformer.translation import DecodingOptions
 
@@ -94,14 +94,9 @@ def build_app(model: str, decoding: DecodingOptions, options: ServeOptions):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The console tool: `serve` with the one error style (`run_tool`); returns the exit code."""
-    return run_tool(serve, argv)
-
-
-def serve(argv: list[str]) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     decoding, options, model = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = build_app(model, decoding, options)
     import uvicorn
 

@@ -23,7 +23,6 @@ new run folder behind.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import signal
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import yaml
 from accelerate import PartialState
 
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.recipe.checkpoints import complete_checkpoints, resolve_checkpoint
 from vanilla_transformer.recipe.options import parse_cli
 from vanilla_transformer.recipe.run_folder import RunLockedError
@@ -60,11 +59,6 @@ def parse_args(argv: list[str] | None = None) -> dict:
         only_given=True,
     )
     return given
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(train_tool, argv)
 
 
 def configure(args: dict) -> TrainingConfig:
@@ -111,11 +105,9 @@ def check_resume_target(config: TrainingConfig) -> None:
         raise UserError(f"nothing to resume: {err}; {hint}.") from None
 
 
-def train_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    # Startup facts (parameters, pairs kept by each filter, batching, checkpoints saved/resumed)
-    # are INFO records of the package's loggers; accelerate's logger shows them on the main process.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = configure(args)
     run_dir = Path(config.output_dir)
     new_folder = not run_dir.exists()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.recipe.options import CorpusOptions, option, parse_cli
 from vanilla_transformer.recipe.tokenization import train_tokenizer
 
@@ -28,14 +27,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[CorpusOptions, TokenizerO
     return parse_cli([CorpusOptions, TokenizerOptions], argv, __doc__)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The tool, with the one error style (`errors.run_tool`)."""
-    return run_tool(train_tokenizer_tool, argv)
-
-
-def train_tokenizer_tool(argv: list[str] | None = None) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     corpus_options, args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     existing = Path(args.output_dir) / "tokenizer.json"
     if existing.is_file() and not args.overwrite:
         raise UserError(

@@ -52,7 +52,7 @@ from vanilla_transformer.engines import (
 )
 from vanilla_transformer.engines.loading import load_model_and_tokenizer
 from vanilla_transformer.ensemble import EnsembleModel, check_same_tokenizer
-from vanilla_transformer.errors import UserError, run_tool
+from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.inference import MODES
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
 from vanilla_transformer.recipe.options import option, parse_cli
@@ -148,14 +148,9 @@ def load_translators(args: argparse.Namespace):
     return TorchTranslator(ensemble, loaded[0][1], device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The console tool: `translate` with the one error style (`run_tool`); returns the exit code."""
-    return run_tool(translate, argv)
-
-
-def translate(argv: list[str]) -> int:
+@console_tool
+def main(argv: list[str]) -> int:
     decoding, args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     is_file = args.input != "-"
     if is_file and not Path(args.input).is_file():
