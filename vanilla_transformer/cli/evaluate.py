@@ -40,7 +40,13 @@ from vanilla_transformer.errors import console_tool
 from vanilla_transformer.inference import MODES
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.evaluation import evaluate_translation
-from vanilla_transformer.recipe.options import CorpusOptions, DecodingOptions, option, parse_cli
+from vanilla_transformer.recipe.options import (
+    CorpusOptions,
+    DecodingOptions,
+    model_argument,
+    option,
+    parse_cli,
+)
 from vanilla_transformer.recipe.run_folder import find_run_dir, run_corpus_options
 
 
@@ -71,9 +77,7 @@ def parse_args(argv: list[str] | None = None):
         [CorpusOptions, DecodingOptions, EvaluateOptions],
         argv,
         __doc__,
-        extra_arguments=[
-            ("model", {"help": "A model folder, a run folder, a checkpoint or a Hub id."})
-        ],
+        extra_arguments=[model_argument()],
     )
 
 

@@ -33,7 +33,7 @@ from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.loading import load_model, load_tokenizer
 from vanilla_transformer.recipe.checkpoints import resolve_model_folder
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
-from vanilla_transformer.recipe.options import option, parse_cli
+from vanilla_transformer.recipe.options import option, parse_model_cli
 from vanilla_transformer.scoring import PairScore, ScoringOptions, score_pairs
 from vanilla_transformer.translation import check_tokenizer_matches
 
@@ -55,13 +55,7 @@ class ScoreToolOptions:
 
 
 def parse_args(argv: list[str] | None = None):
-    scoring, options, positional = parse_cli(
-        [ScoringOptions, ScoreToolOptions],
-        argv,
-        __doc__,
-        extra_arguments=[("model", {"help": "Model folder, run folder or Hub id."})],
-    )
-    return scoring, options, positional.model
+    return parse_model_cli([ScoringOptions, ScoreToolOptions], argv, __doc__)
 
 
 def format_line(result: PairScore) -> str:

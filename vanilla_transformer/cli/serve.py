@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from vanilla_transformer.engines import ALL_QUANTIZATIONS, ENGINE_HELP, ENGINES, QUANTIZATION_HELP
 from vanilla_transformer.errors import UserError, console_tool
-from vanilla_transformer.recipe.options import option, parse_cli
+from vanilla_transformer.recipe.options import option, parse_model_cli
 from vanilla_transformer.translation import DecodingOptions
 
 logger = logging.getLogger("vanilla_transformer.serve")
@@ -54,13 +54,7 @@ class ServeOptions:
 
 
 def parse_args(argv: list[str] | None = None):
-    decoding, options, positional = parse_cli(
-        [DecodingOptions, ServeOptions],
-        argv,
-        __doc__,
-        extra_arguments=[("model", {"help": "Model folder, run folder or Hub id."})],
-    )
-    return decoding, options, positional.model
+    return parse_model_cli([DecodingOptions, ServeOptions], argv, __doc__)
 
 
 def build_app(model: str, decoding: DecodingOptions, options: ServeOptions):

@@ -55,7 +55,7 @@ from vanilla_transformer.ensemble import EnsembleModel, check_same_tokenizer
 from vanilla_transformer.errors import UserError, console_tool
 from vanilla_transformer.inference import MODES
 from vanilla_transformer.recipe.lines import count_lines, decoded_lines
-from vanilla_transformer.recipe.options import option, parse_cli
+from vanilla_transformer.recipe.options import model_argument, option, parse_cli
 from vanilla_transformer.translation import DecodingOptions, Hypothesis, format_hypotheses
 
 logger = logging.getLogger("vanilla_transformer.translate")
@@ -100,12 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         [DecodingOptions, TranslateOptions, AlignmentOptions],
         argv,
         __doc__,
-        extra_arguments=[
-            (
-                "model",
-                {"nargs": "+", "help": "Model folder, run folder or Hub id; several: an ensemble."},
-            ),
-        ],
+        extra_arguments=[model_argument(several=True)],
     )
     namespace = argparse.Namespace(**vars(options), **vars(positional), alignment=alignment)
     return checked_nbest(decoding, options), namespace

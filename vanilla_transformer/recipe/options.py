@@ -112,6 +112,26 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+MODEL_HELP = "A model folder, a run folder, a checkpoint or a Hub id."
+
+
+def model_argument(several: bool = False) -> tuple[str, dict]:
+    """The positional `model` of the tools that load one, an item of `parse_cli`'s
+    `extra_arguments`; `several`: one or more (an ensemble)."""
+    if several:
+        return "model", {"nargs": "+", "help": f"{MODEL_HELP} Several: an ensemble."}
+    return "model", {"help": MODEL_HELP}
+
+
+def parse_model_cli(
+    dataclass_types: Sequence[type], argv: Sequence[str] | None, description: str | None
+) -> tuple:
+    """`parse_cli` for a tool that loads one model: an instance of each type, then the model's
+    name (the positional `model_argument`)."""
+    *instances, positional = parse_cli(dataclass_types, argv, description, [model_argument()])
+    return (*instances, positional.model)
+
+
 def parse_cli(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None,

@@ -22,44 +22,34 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServerMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
-        labels = ["endpoint", "status"]
-        self.requests = Counter(
-            "translation_requests", "Answered requests.", labels, registry=self.registry
-        )
-        self.errors = Counter(
+        request = ["endpoint", "status"]
+        self.requests = self._counter("translation_requests", "Answered requests.", request)
+        self.errors = self._counter(
             "translation_request_errors",
             "Requests answered with an error status (>= 400).",
-            labels,
-            registry=self.registry,
+            request,
         )
-        self.latency = Histogram(
-            "translation_request_seconds",
-            "Request latency.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.latency = self._histogram(
+            "translation_request_seconds", "Request latency.", LATENCY_BUCKETS, ["endpoint"]
         )
-        self.batch_sentences = Histogram(
-            "translation_batch_sentences",
-            "Lines per engine call.",
-            buckets=SIZE_BUCKETS,
-            registry=self.registry,
+        self.batch_sentences = self._histogram(
+            "translation_batch_sentences", "Lines per engine call.", SIZE_BUCKETS
         )
-        self.batch_requests = Histogram(
-            "translation_batch_requests",
-            "Requests gathered into one engine call.",
-            buckets=SIZE_BUCKETS,
-            registry=self.registry,
+        self.batch_requests = self._histogram(
+            "translation_batch_requests", "Requests gathered into one engine call.", SIZE_BUCKETS
         )
-        self.batch_seconds = Histogram(
-            "translation_batch_seconds",
-            "Time of one engine call.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.batch_seconds = self._histogram(
+            "translation_batch_seconds", "Time of one engine call.", LATENCY_BUCKETS
         )
-        self.batch_failures = Counter(
-            "translation_batch_failures", "Engine calls that raised.", registry=self.registry
+        self.batch_failures = self._counter(
+            "translation_batch_failures", "Engine calls that raised."
         )
+
+    def _counter(self, name: str, documentation: str, labels=()) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets, labels=()) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
