@@ -232,23 +232,29 @@ def bpe():
     return train_tokenizer(texts, vocab_size=300, min_frequency=1)
 
 
-def run_script(script: str, *args, env: dict | None = None, timeout: float = 300, **kwargs):
-    """`python scripts/<script> <args>` in a child process with one torch thread and quiet
-    tokenizers (plus `env`); stdout and stderr captured as text. `kwargs` go to
+def run_python(*args, env: dict | None = None, timeout: float = 300, **kwargs):
+    """`python <args>` in a child process with one torch thread and quiet tokenizers, plus `env`
+    (a None value removes that variable); stdout and stderr captured as text. `kwargs` go to
     `subprocess.run` (cwd, input)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+        [sys.executable, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            **(env or {}),
-        },
+        env=environment,
         **kwargs,
     )
+
+
+def run_script(script: str, *args, **kwargs):
+    """`python scripts/<script> <args>` (`run_python`)."""
+    return run_python(REPO / "scripts" / script, *args, **kwargs)
 
 
 def save_tiny_model(folder: Path, tokenizer) -> Path:

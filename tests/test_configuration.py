@@ -65,6 +65,20 @@ from vanilla_transformer.loading import CheckpointError, load_pretrained_strict
         ({"pad_token_id": None}, r"pad_token_id .* got None"),
         ({"decoder_start_token_id": None}, r"decoder_start_token_id .* got None"),
         ({"eos_token_id": []}, r"eos_token_id .* got \[\]"),
+        # a head count that does not divide d_model, out-of-range values
+        ({"d_model": 30}, "d_model"),  # 30 not divisible by 4 heads
+        ({"decoder_attention_heads": 5}, "d_model"),
+        ({"attention_scaling": "cosine"}, "attention_scaling"),
+        ({"position_encoding": "rotary"}, "position_encoding"),
+        ({"activation_function": "relu6"}, "activation_function"),
+        ({"encoder_layers": 0}, "encoder_layers"),
+        ({"vocab_size": -5}, "vocab_size"),
+        ({"encoder_ffn_dim": 2.5}, "encoder_ffn_dim"),
+        ({"attention_dropout": -0.1}, "attention_dropout"),
+        ({"activation_dropout": 1.5}, "activation_dropout"),
+        ({"norm_first": "yes"}, "norm_first"),
+        ({"init_std": 0.0}, "init_std"),
+        ({"pad_token_id": 10_000}, "pad_token_id"),
     ],
 )
 def test_every_config_field_is_validated_at_construction_naming_the_field(overrides, field):

@@ -4,9 +4,6 @@ is refused where the CPU would emulate it, int8 where it lacks VNNI. Correctness
 benchmark check (`pytest -m benchmark`) of the chosen modes against the default path."""
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ import torch
 
 import vanilla_transformer.hardware as hardware
 import vanilla_transformer.inference as inference
-from tests.conftest import INT8_ANYWHERE, sharpened_tiny_model, word_tokenizer
+from tests.conftest import INT8_ANYWHERE, run_python, sharpened_tiny_model, word_tokenizer
 from vanilla_transformer.errors import UserError
 from vanilla_transformer.inference import (
     cpu_features,
@@ -175,12 +172,18 @@ def test_int8_logits_stay_close_to_fp32(int8_anywhere):
 # -- generate() through the compiled static-cache step ---------------------------------------------
 
 
+def plain_and_fast(mode: str):
+    """A tiny model, its compiled fast path in `mode` (with the static cache it promises), and a
+    batch of sources."""
+    model = build()
+    fast = optimize_for_cpu_inference(model, mode)
+    assert fast.generation_config.cache_implementation == "static"
+    return model, fast, sources()
+
+
 @pytest.mark.parametrize("settings", [GREEDY, BEAM], ids=["greedy", "beam"])
 def test_fp32_fast_path_generates_the_default_paths_tokens(graph_only_compile, settings):
-    model = build()
-    fast = optimize_for_cpu_inference(model, "fp32")
-    assert fast.generation_config.cache_implementation == "static"
-    batch = sources()
+    model, fast, batch = plain_and_fast("fp32")
     with torch.inference_mode():
         expected = model.generate(**batch, **settings)
         assert torch.equal(fast.generate(**batch, **settings), expected)
@@ -193,10 +196,7 @@ def test_fp32_fast_path_generates_the_default_paths_tokens(graph_only_compile, s
 
 def test_int8_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile, int8_anywhere):
     pytest.importorskip("torchao")
-    model = build()
-    fast = optimize_for_cpu_inference(model, "int8")
-    assert fast.generation_config.cache_implementation == "static"
-    batch = sources()
+    model, fast, batch = plain_and_fast("int8")
     with torch.inference_mode():
         expected = model.generate(**batch, **GREEDY)
         generated = fast.generate(**batch, **GREEDY)
@@ -206,10 +206,8 @@ def test_int8_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile, int8_
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 needs AVX-512 BF16 or AMX")
 def test_bf16_fast_path_mostly_agrees_with_fp32_tokens(graph_only_compile):
-    model = build()
-    fast = optimize_for_cpu_inference(model, "bf16")
+    model, fast, batch = plain_and_fast("bf16")
     assert fast.lm_head.weight.dtype == torch.bfloat16
-    batch = sources()
     with torch.inference_mode():
         expected = model.generate(**batch, **GREEDY)
         generated = fast.generate(**batch, **GREEDY)
@@ -297,16 +295,9 @@ def test_a_compiled_graph_from_inductors_disk_cache_never_brings_another_models_
     another model of the same architecture must get its own weights (torch 2.13 got this wrong
     with `max_autotune`, which the fast path therefore does not use)."""
     pytest.importorskip("torchao")
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}
     for shift in ("1", "2"):  # the second process finds the first one's graphs in the cache
-        result = subprocess.run(
-            [sys.executable, "-c", _OTHER_PROCESS, shift],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        result = run_python("-c", _OTHER_PROCESS, shift, cwd=REPO, env=env, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
 
 

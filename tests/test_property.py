@@ -58,19 +58,24 @@ def batches(draw):
     return x * src_mask, src_mask, y * tgt_mask, tgt_mask
 
 
+def forward(model, data, **kwargs):
+    """The model on a drawn batch, both padding masks given."""
+    x, src_mask, y, tgt_mask = data
+    return model(
+        input_ids=x,
+        attention_mask=src_mask,
+        decoder_input_ids=y,
+        decoder_attention_mask=tgt_mask,
+        **kwargs,
+    )
+
+
 @SETTINGS
 @given(model=models(), data=batches())
 def test_logits_and_loss_are_finite_for_any_config_shape_and_padding(model, data):
-    x, src_mask, y, tgt_mask = data
-    labels = y.masked_fill(tgt_mask == 0, -100)
+    _, _, y, tgt_mask = data
     with torch.no_grad():
-        out = model(
-            input_ids=x,
-            attention_mask=src_mask,
-            decoder_input_ids=y,
-            decoder_attention_mask=tgt_mask,
-            labels=labels,
-        )
+        out = forward(model, data, labels=y.masked_fill(tgt_mask == 0, -100))
     assert torch.isfinite(out.logits).all()
     assert torch.isfinite(out.loss)
 
@@ -90,12 +95,7 @@ def test_incremental_decoding_with_cache_equals_the_full_forward(model, data):
 def test_a_padded_row_equals_the_same_row_alone(model, data):
     x, src_mask, y, tgt_mask = data
     with torch.no_grad():
-        together = model(
-            input_ids=x,
-            attention_mask=src_mask,
-            decoder_input_ids=y,
-            decoder_attention_mask=tgt_mask,
-        ).logits
+        together = forward(model, data).logits
         for row in range(x.shape[0]):
             s, t = int(src_mask[row].sum()), int(tgt_mask[row].sum())
             alone = model(input_ids=x[row : row + 1, :s], decoder_input_ids=y[row : row + 1, :t])

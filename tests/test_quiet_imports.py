@@ -6,22 +6,17 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import vanilla_transformer  # noqa: F401  (installs the filters)
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, run_python
 
 
 @pytest.mark.parametrize("tool", ["translate", "export", "serve"])
 def test_a_tools_help_prints_nothing_on_stderr(tool):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"vanilla_transformer.cli.{tool}", "--help"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    proc = run_python("-m", f"vanilla_transformer.cli.{tool}", "--help", cwd=REPO, env=env)
     assert proc.returncode == 0 and "usage:" in proc.stdout
     assert proc.stderr == ""
 

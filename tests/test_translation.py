@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, run_python, tiny_config
 from tests.conftest import SENTENCES as SHARED_SENTENCES
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.cli import translate as translate_tool
@@ -105,11 +105,9 @@ def test_more_return_sequences_than_beams_is_an_error_naming_both():
 
 
 def _translate(args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "vanilla_transformer.cli.translate", *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=240, **kwargs,
-    )  # fmt: skip
+    return run_python(
+        "-m", "vanilla_transformer.cli.translate", *args, cwd=REPO, timeout=240, **kwargs
+    )
 
 
 def test_translate_tool_reads_stdin_and_writes_one_line_per_input_to_stdout(model_folder, loaded):
