@@ -27,6 +27,12 @@ PAIRS = [
 ]
 
 
+def write(path: Path, text: str) -> Path:
+    """`text` in the UTF-8 file `path`, newlines as given; returns `path`."""
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
 def assert_refused(path: Path, message: str) -> None:
     """Loading `path` as an EN->ES corpus raises a ValueError matching `message`."""
     with pytest.raises(ValueError, match=message):
@@ -58,8 +64,7 @@ def test_loads_a_folder_of_split_files(tmp_path):
 
 
 def test_loads_tsv_without_header_as_src_tab_tgt(tmp_path):
-    path = tmp_path / "pairs.tsv"
-    path.write_text("".join(f"{e}\t{s}\n" for e, s in PAIRS))
+    path = write(tmp_path / "pairs.tsv", "".join(f"{e}\t{s}\n" for e, s in PAIRS))
     ds = load_translation_dataset(path, "en", "es")
     assert ds["train"][2]["translation"] == {"en": PAIRS[2][0], "es": PAIRS[2][1]}
 
@@ -84,8 +89,7 @@ def test_missing_translation_column_is_a_clear_error(tmp_path):
 
 
 def test_tsv_with_wrong_columns_is_a_clear_error(tmp_path):
-    path = tmp_path / "x.tsv"
-    path.write_text("a\tb\tc\nd\te\tf\n")
+    path = write(tmp_path / "x.tsv", "a\tb\tc\nd\te\tf\n")
     assert_refused(path, r"x\.tsv:1: expected 2 tab-separated columns")
 
 
@@ -215,8 +219,9 @@ def test_a_header_naming_other_languages_is_refused_never_a_pair(tmp_path):
 
 
 def test_a_byte_order_mark_before_jsonl_is_stripped(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text("\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}) + "\n")
+    path = write(
+        tmp_path / "x.jsonl", "\ufeff" + json.dumps({"translation": {"en": "a", "es": "b"}}) + "\n"
+    )
     ds = load_translation_dataset(path, "en", "es", cache_dir=str(tmp_path / "cache"))
     assert ds["train"][0]["translation"] == {"en": "a", "es": "b"}
 
@@ -364,26 +369,22 @@ def test_malformed_jsonl_rows_name_the_file_and_line(tmp_path, line, message):
 
 
 def test_an_empty_corpus_file_names_the_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    path.write_text("\n  \n", encoding="utf-8")
+    path = write(tmp_path / "train.jsonl", "\n  \n")
     assert_refused(path, r"train\.jsonl")
 
 
 def test_a_tsv_with_control_characters_keeps_them_and_a_ragged_row_names_the_line(tmp_path):
-    good = tmp_path / "ok.tsv"
-    good.write_text("a\x00b\tc\x1b\n", encoding="utf-8")
+    good = write(tmp_path / "ok.tsv", "a\x00b\tc\x1b\n")
     ds = data.load_translation_dataset(good, "en", "es", cache_dir=str(tmp_path / "cache"))
     assert ds["train"][0]["translation"] == {"en": "a\x00b", "es": "c\x1b"}
-    ragged = tmp_path / "ragged.tsv"
-    ragged.write_text("a\tb\nonly-one-column\n", encoding="utf-8")
+    ragged = write(tmp_path / "ragged.tsv", "a\tb\nonly-one-column\n")
     assert_refused(ragged, r"ragged\.tsv:2: expected 2 tab-separated columns")
 
 
 def test_tsv_quoting_is_an_option_of_every_corpus_tool(tmp_path):
     from vanilla_transformer.recipe.options import CorpusOptions, parse_cli
 
-    path = tmp_path / "train.tsv"
-    path.write_text('"a\tb"\tc\n', encoding="utf-8")
+    path = write(tmp_path / "train.tsv", '"a\tb"\tc\n')
     (quoted,) = parse_cli([CorpusOptions], ["--dataset", str(path), "--tsv_quoting"], None)
     assert [r["en"] for r in quoted.load()["train"]["translation"]] == ["a\tb"]
     (plain,) = parse_cli([CorpusOptions], ["--dataset", str(path)], None)
