@@ -271,27 +271,33 @@ def start_state(config, accelerator, run_dir: Path, scheduler, world: int) -> Tr
     )
 
 
+# What a resumed run must share with the run it resumes: trainer-state field -> the refusal.
+RESUME_INVARIANTS = {
+    "num_processes": (
+        "resuming {path} with another number of processes (num_processes: {saved} in the run, "
+        "{now} now) would change the data order. Launch {saved} process(es), or pass "
+        "--override_resume_options."
+    ),
+    "tokenizer_sha256": (
+        "resuming {path}: {tokenizer} changed since the run saved it (tokenizer sha256 "
+        "{saved:.12}... in the run, {now:.12}... now): the embeddings would not match its ids. "
+        "Restore the run's tokenizer, or pass --override_resume_options."
+    ),
+}
+
+
 def check_same_run(config, saved: dict, now: TrainState, path: Path) -> None:
     """Refuse to resume checkpoint `path` (its trainer state `saved`) with another number of
-    processes, another tokenizer, or options it was not trained with (a hand-edited
-    training_config.json), unless `override_resume_options`."""
+    processes, another tokenizer (`RESUME_INVARIANTS`), or options it was not trained with (a
+    hand-edited training_config.json), unless `override_resume_options`."""
     if config.override_resume_options:
         return
-    saved_world = saved.get("num_processes", now.num_processes)
-    if saved_world != now.num_processes:
-        raise ValueError(
-            f"resuming {path} with another number of processes (num_processes: {saved_world} "
-            f"in the run, {now.num_processes} now) would change the data order. Launch "
-            f"{saved_world} process(es), or pass --override_resume_options."
-        )
-    saved_tokenizer = saved.get("tokenizer_sha256", now.tokenizer_sha256)
-    if saved_tokenizer != now.tokenizer_sha256:
-        raise ValueError(
-            f"resuming {path}: {Path(config.tokenizer) / 'tokenizer.json'} changed since the "
-            f"run saved it (tokenizer sha256 {saved_tokenizer[:12]}... in the run, "
-            f"{now.tokenizer_sha256[:12]}... now): the embeddings would not match its "
-            "ids. Restore the run's tokenizer, or pass --override_resume_options."
-        )
+    for field, refusal in RESUME_INVARIANTS.items():
+        value = getattr(now, field)
+        if saved.get(field, value) != value:
+            tokenizer = Path(config.tokenizer) / "tokenizer.json"
+            message = refusal.format(path=path, saved=saved[field], now=value, tokenizer=tokenizer)
+            raise ValueError(message)
     check_checkpoint_options(config, saved.get("resume_options"), path)
 
 
