@@ -2,9 +2,10 @@
 
 A mistake the user can fix (a missing file or folder, a bad option or config, nothing to resume, no
 token, the wrong kind of folder) is a `UserError` whose message says what was wrong and what to do.
-`run_tool` prints it as one or two lines on stderr and returns a non-zero exit code; `--debug` on
-any tool's command line shows the traceback instead. Anything else is a defect of ours: one line
-that names it and asks for a report, the traceback again only with `--debug`.
+`run_tool` (inside each tool's `main`, made by `@console_tool`) prints it as one or two lines on
+stderr and returns a non-zero exit code; `--debug` on any tool's command line shows the traceback
+instead. Anything else is a defect of ours: one line that names it and asks for a report, the
+traceback again only with `--debug`.
 """
 
 from __future__ import annotations
