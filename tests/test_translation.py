@@ -22,6 +22,7 @@ from vanilla_transformer.translation import (
     DecodingOptions,
     TokenizerMismatchError,
     check_tokenizer_matches,
+    stream_hypotheses,
     token_batches,
     translate_lines,
     translate_stream,
@@ -29,13 +30,6 @@ from vanilla_transformer.translation import (
 
 # Two sentences, an empty line, two more.
 SENTENCES = [*SHARED_SENTENCES[:2], "", SHARED_SENTENCES[2], SHARED_SENTENCES[4]]
-SENTENCES = [
-    "the big dog saw the small cat in the house",
-    "a red house",
-    "",
-    "the cat runs to the blue house and the dog runs too",
-    "el perro vio al gato",
-]
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +132,16 @@ def test_translate_stream_equals_translate_lines_whatever_the_window(loaded):
     expected = translate_lines(*loaded, SENTENCES, options)
     for window in (1, 2, 3, 100):
         assert list(translate_stream(*loaded, iter(SENTENCES), options, window)) == expected
+
+
+def test_stream_arguments_after_the_window_are_keywords_so_a_positional_device_is_refused(loaded):
+    """`prefixes` is the streaming functions' third option: a device passed where it stood in
+    earlier releases is a TypeError, never read as prefixes."""
+    greedy = DecodingOptions(num_beams=1)
+    with pytest.raises(TypeError):
+        list(translate_stream(*loaded, iter(SENTENCES), greedy, 2, "cpu"))
+    with pytest.raises(TypeError):
+        list(stream_hypotheses(*loaded, iter(SENTENCES), greedy, 2, "cpu"))
 
 
 def test_translate_stream_translates_the_lines_read_before_a_reading_error(loaded):

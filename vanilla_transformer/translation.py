@@ -431,6 +431,7 @@ def stream_hypotheses(
     lines: Iterable[str],
     options: DecodingOptions | None = None,
     window: int | None = None,
+    *,
     prefixes: Iterable[str] | None = None,
     **kwargs,
 ) -> Iterator[list[Hypothesis]]:
@@ -440,7 +441,8 @@ def stream_hypotheses(
     lines arrive and a caller that writes each output at once keeps every finished window when
     interrupted. Sorting by length happens within a window. If reading `lines` raises (e.g. a line
     that is not UTF-8), the lines read before it are translated and yielded first, then the error
-    propagates. `kwargs` (`device`, `progress`, `scores`) go to `translate_hypotheses`."""
+    propagates. `prefixes` and `kwargs` (`device`, `progress`, `scores`, which go to
+    `translate_hypotheses`) are keywords."""
     options = options or DecodingOptions()
     for chunk, forced in read_windows(lines, window or options.batch_size, prefixes):
         yield from translate_hypotheses(model, tokenizer, chunk, options, prefixes=forced, **kwargs)
@@ -449,9 +451,9 @@ def stream_hypotheses(
 def translate_stream(
     model, tokenizer, lines: Iterable[str], *args, **kwargs
 ) -> Iterator[list[str]]:
-    """`stream_hypotheses`' texts, without scores, with its arguments (`options`, `window`,
-    `prefixes`, `device`, `progress`): each line's translations in input order, a window at a time
-    (default: one batch, `options.batch_size`)."""
+    """`stream_hypotheses`' texts, without scores, with its arguments (`options`, `window`; then
+    as keywords `prefixes`, `device`, `progress`): each line's translations in input order, a
+    window at a time (default: one batch, `options.batch_size`)."""
     for hypotheses in stream_hypotheses(model, tokenizer, lines, *args, **kwargs, scores=False):
         yield [h.text for h in hypotheses]
 
