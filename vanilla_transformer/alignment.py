@@ -34,7 +34,7 @@ import torch
 
 from .errors import UserError
 from .scoring import forced_decode, model_on_device
-from .translation import _checked_lines, _pad_token_id
+from .translation import _checked_lines, _pad_token_id, eval_mode
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -219,7 +219,7 @@ def align_pairs(
     batches = forced_decode(
         model, source_ids, target_ids, pad_id, device, max_tokens, batch_size, True
     )
-    with _eager_attention(model), contextlib.closing(batches):  # closing: eval mode ends here
+    with _eager_attention(model), eval_mode(model):
         for batch, _, outputs in batches:
             attention = outputs.cross_attentions[index].mean(dim=1).cpu()  # (B, T, S)
             for row, i in enumerate(batch):

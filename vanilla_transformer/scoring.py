@@ -17,13 +17,19 @@ rule) with their source and target lengths together.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterable, Sequence
 
 import torch
 
-from .translation import _checked_lines, _generating_model, _pad, _pad_token_id, token_batches
+from .translation import (
+    _checked_lines,
+    _generating_model,
+    _pad,
+    _pad_token_id,
+    eval_mode,
+    token_batches,
+)
 
 __all__ = ["SCORE_TYPES", "PairScore", "ScoringOptions", "forced_decode", "score_pairs"]
 
@@ -94,35 +100,29 @@ def forced_decode(
     output_attentions: bool = False,
 ):
     """Teacher-forced passes over all the pairs, in `translation.token_batches` (by source +
-    target length), the model in eval mode meanwhile: the decoder reads `<start> y_1 ... y_{T-1}`
-    and predicts `y_1 ... y_T`. Yields `(batch, token_log_probs (B, T), outputs)`: the pairs'
+    target length): the decoder reads `<start> y_1 ... y_{T-1}` and predicts `y_1 ... y_T`. Yields `(batch, token_log_probs (B, T), outputs)`: the pairs'
     indices (rows in that order), the log-probability of each target token (0 at padding) and
     the model's outputs (with the cross-attentions when `output_attentions`; the model must then
-    run eager attention)."""
+    run eager attention). The caller puts the model in eval mode (`translation.eval_mode`)."""
     lengths = [len(s) + len(t) for s, t in zip(source_ids, target_ids, strict=True)]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in token_batches(lengths, max_tokens, batch_size):
-            input_ids, attention_mask = _pad([source_ids[i] for i in batch], pad_id)  # (B, S)
-            labels, target_mask = _pad([target_ids[i] for i in batch], pad_id)  # (B, T)
-            decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # (B, T)
-            with torch.inference_mode():
-                outputs = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    decoder_input_ids=decoder_input_ids.to(device),
-                    use_cache=False,
-                    output_attentions=output_attentions,
-                )
-                # float32 as generate() computes them: log_softmax of the logits, nothing else.
-                log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)  # (B, T, V)
-                labels, target_mask = labels.to(device), target_mask.to(device)
-                token_log_probs = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-                token_log_probs = token_log_probs.masked_fill(target_mask == 0, 0.0)  # (B, T)
-            yield batch, token_log_probs, outputs
-    finally:
-        model.train(was_training)
+    for batch in token_batches(lengths, max_tokens, batch_size):
+        input_ids, attention_mask = _pad([source_ids[i] for i in batch], pad_id)  # (B, S)
+        labels, target_mask = _pad([target_ids[i] for i in batch], pad_id)  # (B, T)
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # (B, T)
+        with torch.inference_mode():
+            outputs = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                decoder_input_ids=decoder_input_ids.to(device),
+                use_cache=False,
+                output_attentions=output_attentions,
+            )
+            # float32 as generate() computes them: log_softmax of the logits, nothing else.
+            log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)  # (B, T, V)
+            labels, target_mask = labels.to(device), target_mask.to(device)
+            token_log_probs = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            token_log_probs = token_log_probs.masked_fill(target_mask == 0, 0.0)  # (B, T)
+        yield batch, token_log_probs, outputs
 
 
 def model_on_device(model, device: str | torch.device | None = None):
@@ -189,7 +189,7 @@ def score_pairs(
     batches = forced_decode(
         model, source_ids, target_ids, pad_id, device, options.max_tokens, options.batch_size
     )
-    with contextlib.closing(batches):  # closing: the model's training mode comes back here
+    with eval_mode(model):
         for batch, token_log_probs, _ in batches:
             for row, i in enumerate(batch):
                 scores[i] = _pair_score(token_log_probs[row, : len(target_ids[i])].cpu(), options)

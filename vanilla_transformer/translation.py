@@ -20,6 +20,7 @@ tool, the demo and the export comparisons.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -223,6 +224,18 @@ def token_batches(
     return batches
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode inside the block; its own mode (training or not) comes back after it,
+    on an error too."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _pad(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(ids) for ids in encoded)
     input_ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)  # (B, S)
@@ -345,9 +358,7 @@ def translate_hypotheses(
         prefix_ids = tokenizer([prefixes[i] for i in todo], add_special_tokens=False)["input_ids"]
     batches = token_batches([len(ids) for ids in encoded], options.max_tokens, options.batch_size)
     kwargs = options.generate_kwargs()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for batch in batches:
             input_ids, attention_mask = _pad([encoded[j] for j in batch], pad_id)
             forced = None if prefix_ids is None else [prefix_ids[j] for j in batch]
@@ -362,8 +373,6 @@ def translate_hypotheses(
                 outputs[todo[j]] = [Hypothesis(texts[k].strip(), values[k]) for k in span]
             if progress is not None:
                 progress.update(len(batch))
-    finally:
-        model.train(was_training)
     return outputs
 
 

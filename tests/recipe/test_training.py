@@ -835,6 +835,21 @@ def test_resume_refuses_another_number_of_processes_or_a_changed_tokenizer(corpu
         train(config)
 
 
+def test_a_checkpoint_without_a_tokenizer_hash_is_refused_with_the_message_not_a_type_error():
+    """A trainer state whose tokenizer_sha256 is null (hand-edited, or written by another tool)
+    gets the resume refusal naming both hashes, not a formatting error."""
+    from types import SimpleNamespace
+
+    from vanilla_transformer.recipe.loop import TrainState
+    from vanilla_transformer.recipe.training import check_same_run
+
+    config = SimpleNamespace(override_resume_options=False, tokenizer="tok")
+    now = TrainState(tokenizer_sha256="0123456789abcdef")
+    saved = {"num_processes": 1, "tokenizer_sha256": None}
+    with pytest.raises(ValueError, match=r"sha256 None\.\.\. in the run, 0123456789ab\.\.\. now"):
+        check_same_run(config, saved, now, Path("run/checkpoint_2"))
+
+
 # --------------------------------------------------------------------------------------------------
 # The final model: the checkpoint average only when it is not worse (issue 19.2)
 # --------------------------------------------------------------------------------------------------

@@ -296,8 +296,11 @@ def check_same_run(config, saved: dict, now: TrainState, path: Path) -> None:
         value = getattr(now, field)
         if saved.get(field, value) != value:
             tokenizer = Path(config.tokenizer) / "tokenizer.json"
-            message = refusal.format(path=path, saved=saved[field], now=value, tokenizer=tokenizer)
-            raise ValueError(message)
+            raise ValueError(
+                refusal.format(
+                    path=path, saved=str(saved[field]), now=str(value), tokenizer=tokenizer
+                )
+            )
     check_checkpoint_options(config, saved.get("resume_options"), path)
 
 

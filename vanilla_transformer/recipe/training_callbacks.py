@@ -27,6 +27,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from ..translation import eval_mode
 from .checkpoints import save_checkpoint
 from .evaluation import evaluate_translation
 from .loop import TrainingCallback, TrainState, Update, label_smoothed_loss
@@ -151,16 +152,14 @@ class ProgressLog(TrainingCallback):
 @torch.no_grad()
 def validation_loss(model, loader, accelerator: Accelerator, epsilon: float) -> dict:
     """Label-smoothed loss and NLL per target token over the whole validation split."""
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
-    for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        logits = model(**batch).logits
-        loss, nll, count = label_smoothed_loss(logits, batch["labels"], epsilon)
-        totals += torch.stack([loss.double(), nll.double(), count.double()])
+    with eval_mode(model):
+        for batch in loader:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            logits = model(**batch).logits
+            loss, nll, count = label_smoothed_loss(logits, batch["labels"], epsilon)
+            totals += torch.stack([loss.double(), nll.double(), count.double()])
     totals = accelerator.reduce(totals, "sum")
-    model.train(was_training)
     tokens = max(totals[2].item(), 1.0)
     nll = totals[1].item() / tokens
     return {"loss": totals[0].item() / tokens, "nll": nll, "ppl": math.exp(min(nll, 50))}
