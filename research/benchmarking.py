@@ -515,15 +515,22 @@ def marian_like(ours: VanillaTransformerForConditionalGeneration) -> MarianMTMod
     LayerNorms copied, Marian's attention biases and `final_logits_bias` zero, and its position
     table overwritten with ours (Marian's sinusoids are not interleaved), so that both compute the
     same function (tests/research/test_benchmarking.py checks the logits). A model Marian cannot
-    compute (pre-LN, learned positions, key-norm-sum scaling, unequal stacks) is a ValueError."""
+    compute (pre-LN, learned positions, an untied output projection, key-norm-sum scaling, an
+    encoder and decoder of other shapes) is a ValueError."""
     c = ours.config
     unlike = [
         why
         for why, differs in (
             ("pre-LN (norm_first)", c.norm_first),
             ("learned positions", c.position_encoding != "sinusoidal"),
+            # MarianMTModel ties its output projection to the shared embeddings whatever the config
+            ("an untied output projection", not c.tie_word_embeddings),
             (f"attention_scaling={c.attention_scaling}", c.attention_scaling != "sqrt_dk"),
-            ("unequal encoder and decoder stacks", c.encoder_layers != c.decoder_layers),
+            (
+                "an encoder and a decoder of other shapes (this copy builds Marian from one shape)",
+                (c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim)
+                != (c.decoder_layers, c.decoder_attention_heads, c.decoder_ffn_dim),
+            ),
         )
         if differs
     ]

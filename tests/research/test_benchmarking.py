@@ -105,7 +105,14 @@ def test_marian_with_our_weights_computes_the_same_function(models):
 
 
 @pytest.mark.parametrize(
-    "change", [{"norm_first": True}, {"position_encoding": "learned"}, {"decoder_layers": 1}]
+    "change",
+    [
+        {"norm_first": True},
+        {"position_encoding": "learned"},
+        {"decoder_layers": 1},
+        {"decoder_attention_heads": 4},
+        {"tie_word_embeddings": False},
+    ],
 )
 def test_marian_refuses_a_model_it_cannot_compute_instead_of_scoring_garbage(change):
     """A pre-LN model once went through marian_like and the engines table showed Marian at BLEU
