@@ -25,7 +25,12 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if [ -n "${TORCH_INDEX:-}" ]; then
         "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" --index-url "$TORCH_INDEX"
     else
-        "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
+        # grep drops the index's harmless "Location ... is ignored" lines; pip's status decides.
+        if ! "$VENV/bin/pip" install "${PIP_QUIET[@]}" "$TORCH_SPEC" 2>&1 \
+            | { grep -v "^WARNING: Location" || true; }; then
+            echo "error: pip could not install $TORCH_SPEC (above); set TORCH_SPEC to one it can." >&2
+            exit 1
+        fi
     fi
 fi
 # Keep the installed torch while everything else moves to its newest allowed release.
